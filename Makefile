@@ -1,0 +1,62 @@
+# Waspada: every way to run anything is a target here (README: `make run`, `make test`).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+INFRA := infra/local/infra.sh
+export WASPADA_ENV ?= dev
+export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
+export MONGODB_URI ?= mongodb://127.0.0.1:27017/?directConnection=true
+
+.PHONY: install infra-up infra-down topics run up down status token test test-unit test-integration test-e2e bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Python environment, Kafka jars, FerretDB runner (all cached after the first time)
+	$(INFRA) install
+
+infra-up: install ## start Kafka and FerretDB on loopback and create the topics
+	$(INFRA) start
+	$(PY) -m shared.kafka --bootstrap $(KAFKA_BOOTSTRAP_SERVERS)
+
+infra-down:
+	$(INFRA) stop
+
+run: install ## the whole system in the foreground; Ctrl-C stops everything it started
+	$(PY) -m infra.local.supervise run
+
+up: install ## the whole system in the background
+	$(PY) -m infra.local.supervise up
+
+down: ## stop what `make up` started, by recorded pid
+	-$(PY) -m infra.local.supervise down
+	$(INFRA) stop
+
+status:
+	$(INFRA) status
+	-$(PY) -m infra.local.supervise status
+
+token: $(STAMP) ## make token ROLE=reporter REGION=36.03.11.2009 [UNIT=polresta_tangerang] [SUB=user-1]
+	@$(PY) -m shared.auth --role $(ROLE) --region $(REGION) $(if $(UNIT),--unit $(UNIT)) $(if $(SUB),--sub $(SUB))
+
+test: infra-up ## every test tier against the real Kafka and FerretDB
+	$(PY) -m pytest tests -q
+
+test-unit: install
+	$(PY) -m pytest tests/unit tests/contract -q
+
+test-integration: infra-up
+	$(PY) -m pytest tests/integration -q
+
+test-e2e: infra-up
+	$(PY) -m pytest tests/e2e -q
+
+bench: infra-up
+	$(PY) -m tests.bench
+
+clean: down
+	rm -rf .local-infra $(VENV)

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Local Apache Kafka (Maven Central jars) and FerretDB (embedded, Go module proxy) on loopback, without Docker.
+#
+#   infra/local/infra.sh install   fetch the Kafka jars and build the FerretDB runner (cached; no-op when present)
+#   infra/local/infra.sh start     start both (no-op for one already running), wait until each answers
+#   infra/local/infra.sh stop      stop both by their recorded pids
+#   infra/local/infra.sh status    say what runs
+#
+# Everything it writes lives under $WASPADA_INFRA_DIR (default: <repo>/.local-infra, git-ignored).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+state="${WASPADA_INFRA_DIR:-$repo/.local-infra}"
+kafka_version="3.9.2"
+kafka_port="${KAFKA_PORT:-9092}"
+controller_port="${KAFKA_CONTROLLER_PORT:-9093}"
+ferret_port="${FERRETDB_PORT:-27017}"
+
+kafka_libs="$state/kafka/libs-$kafka_version"
+kafka_data="$state/kafka/data"
+ferret_bin="$state/bin/ferretdb-runner"
+ferret_stamp="$state/bin/ferretdb-runner.sum"
+ferret_data="$state/ferretdb/data"
+logs="$state/logs"
+pids="$state/pids"
+
+log() { printf '[infra] %s\n' "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+alive() { # alive NAME -> 0 when the recorded pid runs
+  local f="$pids/$1.pid"
+  [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+install_kafka() {
+  if [[ -f "$kafka_libs/.complete" ]]; then return; fi
+  log "fetching Kafka $kafka_version jars from Maven Central (first time only)"
+  rm -rf "$kafka_libs" && mkdir -p "$kafka_libs"
+  mvn -B -q -f "$here/kafka/pom.xml" \
+    org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$kafka_libs"
+  touch "$kafka_libs/.complete"
+}
+
+install_ferretdb() {
+  local sum
+  sum="$(cat "$here/ferretdb/go.sum" "$here/ferretdb/go.mod" "$here/ferretdb/main.go" | sha256sum | cut -d' ' -f1)"
+  if [[ -x "$ferret_bin" && -f "$ferret_stamp" && "$(cat "$ferret_stamp")" == "$sum" ]]; then return; fi
+  log "building the FerretDB runner (first time only; the Go module cache makes later builds fast)"
+  mkdir -p "$state/bin"
+  (cd "$here/ferretdb" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -trimpath -o "$ferret_bin.tmp" .)
+  mv "$ferret_bin.tmp" "$ferret_bin"
+  echo "$sum" >"$ferret_stamp"
+}
+
+wait_for() { # wait_for NAME SECONDS CHECK...
+  local name="$1" secs="$2"; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@"; do
+    if ! alive "$name"; then
+      log "$name exited during start; last lines of $logs/$name.log:"; tail -n 30 "$logs/$name.log" >&2 || true
+      return 1
+    fi
+    if ((SECONDS > deadline)); then
+      log "$name not ready after ${secs}s; last lines of $logs/$name.log:"; tail -n 30 "$logs/$name.log" >&2 || true
+      return 1
+    fi
+    sleep 0.3
+  done
+}
+
+kafka_ready() { port_open "$kafka_port" && grep -q "Kafka Server started" "$logs/kafka.log" 2>/dev/null; }
+
+start_kafka() {
+  if alive kafka; then log "kafka already running (pid $(cat "$pids/kafka.pid"))"; return; fi
+  if port_open "$kafka_port"; then log "port $kafka_port is taken by another process; using it as Kafka"; return; fi
+  mkdir -p "$kafka_data" "$logs" "$pids"
+  local props="$state/kafka/server.properties"
+  sed -e "s#@KAFKA_PORT@#$kafka_port#g" -e "s#@CONTROLLER_PORT@#$controller_port#g" -e "s#@LOG_DIRS@#$kafka_data#g" \
+    "$here/kafka/server.properties.in" >"$props"
+  local java_flags=(-Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
+    -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true "-Dlog4j.configuration=file:$here/kafka/log4j.properties")
+  if [[ ! -f "$kafka_data/meta.properties" ]]; then
+    local cluster_id
+    cluster_id="$(java -cp "$kafka_libs/*" "${java_flags[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
+    java -cp "$kafka_libs/*" "${java_flags[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$props" \
+      >"$logs/kafka-format.log" 2>&1
+  fi
+  : >"$logs/kafka.log"
+  nohup java -cp "$kafka_libs/*" "${java_flags[@]}" kafka.Kafka "$props" >>"$logs/kafka.log" 2>&1 &
+  echo $! >"$pids/kafka.pid"
+  wait_for kafka 90 kafka_ready
+  log "kafka ready on 127.0.0.1:$kafka_port (pid $(cat "$pids/kafka.pid"))"
+}
+
+start_ferretdb() {
+  if alive ferretdb; then log "ferretdb already running (pid $(cat "$pids/ferretdb.pid"))"; return; fi
+  if port_open "$ferret_port"; then log "port $ferret_port is taken by another process; using it as the database"; return; fi
+  mkdir -p "$ferret_data" "$logs" "$pids"
+  nohup "$ferret_bin" --listen-addr "127.0.0.1:$ferret_port" --handler sqlite --sqlite-url "file:$ferret_data/" \
+    --log-level warn >"$logs/ferretdb.log" 2>&1 &
+  echo $! >"$pids/ferretdb.pid"
+  wait_for ferretdb 30 port_open "$ferret_port"
+  log "ferretdb ready on 127.0.0.1:$ferret_port (pid $(cat "$pids/ferretdb.pid"))"
+}
+
+stop_one() { # stop_one NAME GRACE_SECONDS
+  local name="$1" grace="$2" f="$pids/$1.pid"
+  [[ -f "$f" ]] || return 0
+  local pid; pid="$(cat "$f")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + grace))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then log "$name did not stop in ${grace}s; killing pid $pid"; kill -KILL "$pid" 2>/dev/null || true; fi
+    log "stopped $name (pid $pid)"
+  fi
+  rm -f "$f"
+}
+
+case "${1:-}" in
+  install) install_kafka; install_ferretdb ;;
+  start) install_kafka; install_ferretdb; start_ferretdb; start_kafka ;;
+  stop) stop_one kafka 25; stop_one ferretdb 10 ;;
+  status)
+    for n in kafka ferretdb; do
+      if alive "$n"; then echo "$n: running (pid $(cat "$pids/$n.pid"))"; else echo "$n: stopped"; fi
+    done ;;
+  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+"""Waspada's four services: intake, verification, referral, audit."""

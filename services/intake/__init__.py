@@ -1,0 +1,1 @@
+"""Intake: reporters file what they saw; every accepted report becomes `case.reported`."""

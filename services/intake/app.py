@@ -1,0 +1,28 @@
+"""Composition root of the intake service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.intake import handlers
+from services.intake.store import ReportStore
+from shared.clock import Clock
+from shared.service import build_runtime, create_service_api
+from shared.settings import ServiceSettings
+
+
+class IntakeSettings(ServiceSettings):
+    service: str = "intake"
+    port: int = 8001
+
+
+def create_app(settings: IntakeSettings | None = None, clock: Clock | None = None) -> FastAPI:
+    settings = settings or IntakeSettings()
+    runtime = build_runtime(settings, clock)
+    store = ReportStore(runtime.db, runtime.relay, runtime.clock)
+    runtime.startup.append(store.ensure_indexes)
+    handlers.subscribers(runtime, store)
+    app = create_service_api(runtime, title="waspada-intake",
+                             description="Reporters file what they saw in their village.")
+    app.include_router(handlers.routes(runtime, store))
+    return app

@@ -1,0 +1,269 @@
+"""Intake's domain: what a report must contain, how it is normalised, and how a report's status moves.
+
+Pure: no I/O. Functions decide and return the document fields and the events a change causes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from shared import reference, regions, topics
+from shared.auth import Principal
+from shared.contracts import intake as contract
+from shared.contracts.envelope import Actor, Envelope, new_event
+from shared.outbox import Change, Outgoing
+
+SERVICE = "intake"
+MAX_NARRATIVE = 5000
+MAX_PERSONS = 30
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+_PHONE_JUNK = re.compile(r"[\s\-().]")
+
+
+def normalise_phone(raw: str) -> str:
+    """'0812-3456 7890', '62812…', '+62 812…' -> '+62812…'; other countries keep their '+' code."""
+    digits = _PHONE_JUNK.sub("", raw)
+    if digits.startswith("+"):
+        body = digits[1:]
+    elif digits.startswith("0"):
+        body = "62" + digits[1:]
+    elif digits.startswith("62"):
+        body = digits
+    else:
+        raise ValueError("phone must start with 0, 62 or +<country code>")
+    if not body.isdigit() or not 8 <= len(body) <= 15:
+        raise ValueError("phone must have 8 to 15 digits")
+    if body.startswith("620"):
+        raise ValueError("phone has a 0 after the country code 62")
+    return "+" + body
+
+
+class Strict(BaseModel):
+    # Unknown fields are refused (and so keys like "$where" or "a.b" never reach the database).
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class PersonIn(Strict):
+    role: contract.PersonRole
+    name: Name | None = None
+    nik: str | None = Field(None, description="16-digit NIK")
+    passport_number: str | None = Field(None, pattern=r"^[A-Z0-9]{6,12}$")
+    phone: str | None = None
+    age: int | None = Field(None, ge=0, le=120)
+    birth_date: date | None = None
+    sex: contract.Sex | None = None
+    nationality: str | None = Field(None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
+
+    @field_validator("nik")
+    @classmethod
+    def _nik(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"\d{16}", v):
+            raise ValueError("NIK must be exactly 16 digits")
+        return v
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, v: str | None) -> str | None:
+        return normalise_phone(v) if v is not None else None
+
+    @field_validator("birth_date")
+    @classmethod
+    def _born(cls, v: date | None) -> date | None:
+        if v is not None and (v > date.today() or v.year < 1900):
+            raise ValueError("birth_date must be in the past")
+        return v
+
+    @model_validator(mode="after")
+    def _identifies_someone(self) -> PersonIn:
+        if not any((self.name, self.nik, self.passport_number, self.phone)):
+            raise ValueError("a person needs at least a name, NIK, passport number or phone")
+        return self
+
+
+class DepartureIn(Strict):
+    planned_date: date | None = None
+    port: ShortText | None = None
+    destination_country: str | None = Field(None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
+    route: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
+
+
+class LocationIn(Strict):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class ReportIn(Strict):
+    """A report as a reporter files it (DESIGN.md, "Exact shapes"); the reporter comes from the token."""
+
+    village_code: str = Field(pattern=r"^\d{2}\.\d{2}\.\d{2}\.\d{4}$", examples=["36.03.11.2009"])
+    observed_at: AwareDatetime
+    suspected_types: list[contract.CaseType] = Field(min_length=1, max_length=4)
+    indicators: list[Annotated[str, StringConstraints(max_length=64)]] = Field(default_factory=list, max_length=50)
+    narrative: str = Field(min_length=1, max_length=MAX_NARRATIVE)
+    persons: list[PersonIn] = Field(default_factory=list, max_length=MAX_PERSONS)
+    departure: DepartureIn | None = None
+    location: LocationIn | None = None
+
+    @field_validator("suspected_types", "indicators")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+
+class FieldProblem(ValueError):
+    def __init__(self, problems: list[dict[str, str]]):
+        super().__init__("; ".join(f"{p['field']}: {p['problem']}" for p in problems))
+        self.problems = problems
+
+
+def check_against_reference(report: ReportIn, reporter: Principal, now: datetime) -> None:
+    """Rules that need reference data or the reporter; raises FieldProblem naming every bad field."""
+    problems: list[dict[str, str]] = []
+    if not reference.is_village(report.village_code):
+        problems.append({"field": "village_code", "problem": f"unknown village code {report.village_code}"})
+    elif not regions.covers(reporter.region, report.village_code) and not regions.covers(
+        regions.regency_of(reporter.region), report.village_code
+    ):
+        problems.append({"field": "village_code", "problem": "outside the regency your account covers"})
+    known = reference.indicators()
+    for i, indicator in enumerate(report.indicators):
+        if indicator not in known:
+            problems.append({"field": f"indicators.{i}", "problem": f"unknown indicator {indicator!r}"})
+    if report.observed_at > now + timedelta(minutes=10):
+        problems.append({"field": "observed_at", "problem": "is in the future"})
+    if report.departure and report.departure.planned_date and report.departure.planned_date < (
+        report.observed_at.date() - timedelta(days=3650)
+    ):
+        problems.append({"field": "departure.planned_date", "problem": "is implausibly old"})
+    if problems:
+        raise FieldProblem(problems)
+
+
+def request_hash(report: ReportIn) -> str:
+    """Fingerprint of a request body, to tell a retry (same body) from a reused key (different body)."""
+    canonical = json.dumps(report.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def case_number(regency_code: str, year: int, seq: int) -> str:
+    return f"{regency_code.replace('.', '')}-{year}-{seq:06d}"
+
+
+def actor_of(principal: Principal) -> Actor:
+    return Actor(id=principal.sub, role=principal.role, unit=principal.unit, region=principal.region)
+
+
+def file_report(report: ReportIn, reporter: Principal, *, case_id: str, number: str, idempotency_id: str,
+                fingerprint: str, now: datetime) -> tuple[dict[str, Any], list[Outgoing]]:
+    """A new case: its intake document and the `case.reported` event."""
+    payload = contract.CaseReported(
+        case_number=number,
+        village_code=report.village_code,
+        regency_code=regions.regency_of(report.village_code),
+        reporter=contract.Reporter(id=reporter.sub, role=reporter.role, region=reporter.region),
+        received_at=now,
+        observed_at=report.observed_at.astimezone(UTC),
+        suspected_types=report.suspected_types,
+        indicators=report.indicators,
+        narrative=report.narrative,
+        persons=[contract.Person(person_id=str(uuid.uuid4()), **p.model_dump()) for p in report.persons],
+        departure=contract.Departure(**report.departure.model_dump()) if report.departure else None,
+        location=contract.Location(**report.location.model_dump()) if report.location else None,
+    )
+    event = new_event(payload, case_id=case_id, producer=SERVICE, actor=actor_of(reporter),
+                      correlation_id=case_id, causation_id=None, occurred_at=now)
+    doc = {
+        "_id": case_id,
+        "case_number": number,
+        "idempotency_id": idempotency_id,
+        "request_hash": fingerprint,
+        "reporter_id": reporter.sub,
+        "region_path": regions.path(report.village_code),
+        "status": "reported",
+        "question": None,
+        "decision_reason": None,
+        "report": payload.model_dump(mode="json"),
+        "received_at": now.isoformat(),
+        "updated_at": now.isoformat(),
+        "status_history": [{"status": "reported", "at": now.isoformat(), "event_id": event.event_id}],
+    }
+    return doc, [Outgoing(topics.INTAKE, event)]
+
+
+# --- the reporter's view of a case's status ---------------------------------------------------------------
+
+Status = Literal["reported", "screened", "info_requested", "verified", "rejected", "withdrawn"]
+
+NEXT_STEP: dict[str, str] = {
+    "reported": "Your report was received and is being screened.",
+    "screened": "An immigration officer will review your report.",
+    "info_requested": "The officer asked a question: answer it with an amendment.",
+    "verified": "Your report was verified and is being referred to the units that will act on it.",
+    "rejected": "Your report was reviewed and not taken further; the reason is given.",
+    "withdrawn": "You withdrew this report.",
+}
+
+# Which verification outcome may move a report from which status (redelivery and reordering change nothing).
+_MOVES: dict[str, tuple[str, ...]] = {
+    "case.screened": ("reported",),
+    "case.info_requested": ("reported", "screened"),
+    "case.verified": ("reported", "screened", "info_requested"),
+    "case.rejected": ("reported", "screened", "info_requested"),
+}
+_TARGET = {"case.screened": "screened", "case.info_requested": "info_requested",
+           "case.verified": "verified", "case.rejected": "rejected"}
+
+
+def on_verification_event(doc: dict[str, Any] | None, event: Envelope, now: datetime) -> Change | None:
+    """How a verification event changes the reporter's view; None when it changes nothing."""
+    if doc is None or event.type not in _MOVES or doc["status"] not in _MOVES[event.type]:
+        return None
+    if event.type == "case.screened" and event.data.get("submission", 1) != doc["report"].get("submission", 1):
+        return None  # screening of an earlier submission
+    target = _TARGET[event.type]
+    fields: dict[str, Any] = {"status": target, "updated_at": now.isoformat()}
+    if event.type == "case.info_requested":
+        fields["question"] = event.data.get("question")
+    if event.type == "case.rejected":
+        fields["decision_reason"] = event.data.get("reason")
+    return Change(set=fields, push={"status_history": {"status": target, "at": now.isoformat(),
+                                                        "event_id": event.event_id}})
+
+
+def withdraw(doc: dict[str, Any], reporter: Principal, reason: str, now: datetime) -> Change:
+    if doc["status"] not in ("reported", "screened", "info_requested"):
+        raise InvalidTransition(f"a {doc['status']} report can no longer be withdrawn")
+    event = new_event(contract.CaseWithdrawn(reason=reason), case_id=doc["_id"], producer=SERVICE,
+                      actor=actor_of(reporter), correlation_id=doc["_id"], causation_id=None, occurred_at=now)
+    return Change(set={"status": "withdrawn", "updated_at": now.isoformat()},
+                  events=[Outgoing(topics.INTAKE, event)],
+                  push={"status_history": {"status": "withdrawn", "at": now.isoformat(), "event_id": event.event_id}})
+
+
+class InvalidTransition(Exception):
+    """The case is not in a state that allows this action: 409."""
+
+
+def reporter_view(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "case_id": doc["_id"],
+        "case_number": doc["case_number"],
+        "status": doc["status"],
+        "next_step": NEXT_STEP[doc["status"]],
+        "question": doc.get("question") if doc["status"] == "info_requested" else None,
+        "decision_reason": doc.get("decision_reason"),
+        "received_at": doc["received_at"],
+        "updated_at": doc["updated_at"],
+        "report": doc["report"],
+        "history": [{"status": h["status"], "at": h["at"]} for h in doc.get("status_history", [])],
+    }

@@ -1,0 +1,128 @@
+"""Intake's HTTP routes and Kafka subscribers: parse, load, call the domain, save."""
+
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo.errors import DuplicateKeyError
+
+from services.intake import domain
+from services.intake.store import ReportStore
+from shared import regions, topics
+from shared.api_models import MAX_LIMIT, decode_cursor, page
+from shared.auth import Principal
+from shared.contracts.envelope import Envelope
+from shared.http import ApiError, not_found
+from shared.outbox import ConcurrentUpdate
+from shared.service import Runtime
+
+
+class ReportAccepted(BaseModel):
+    case_id: str
+    case_number: str
+    status: str
+    received_at: str
+
+
+class WithdrawIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+def _accepted(doc: dict[str, Any]) -> dict[str, Any]:
+    return {"case_id": doc["_id"], "case_number": doc["case_number"], "status": "reported",
+            "received_at": doc["received_at"]}
+
+
+def routes(runtime: Runtime, store: ReportStore) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["reports"])
+    reporter = runtime.require("reporter")
+    clock = runtime.clock
+
+    @router.post("/reports", status_code=201, response_model=ReportAccepted,
+                 summary="File a report; a retry with the same Idempotency-Key returns the first answer")
+    async def file_report(
+        report: domain.ReportIn,
+        principal: Annotated[Principal, Depends(reporter)],
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)] = None,
+    ) -> Any:
+        now = clock.now()
+        try:
+            domain.check_against_reference(report, principal, now)
+        except domain.FieldProblem as exc:
+            raise ApiError(422, "invalid_request", str(exc), exc.problems) from exc
+        fingerprint = domain.request_hash(report)
+        case_id = str(uuid.uuid4())
+        idempotency_id = f"{principal.sub}:{idempotency_key}" if idempotency_key else f"case:{case_id}"
+        if idempotency_key and (first := await store.by_idempotency_id(idempotency_id)):
+            return _replay(first, fingerprint)
+        regency = regions.regency_of(report.village_code)
+        for _ in range(10):
+            seq = await store.next_case_seq(regency, now.year)
+            doc, events = domain.file_report(report, principal, case_id=case_id,
+                                             number=domain.case_number(regency, now.year, seq),
+                                             idempotency_id=idempotency_id, fingerprint=fingerprint, now=now)
+            try:
+                await store.create(doc, events)
+                return JSONResponse(_accepted(doc), status_code=201)
+            except DuplicateKeyError:
+                if first := await store.by_idempotency_id(idempotency_id):
+                    return _replay(first, fingerprint)  # a concurrent first submission with the same key won
+                # else the case number was taken (another process's counter): take the next one
+        raise ApiError(409, "conflict", "could not allocate a case number; retry with the same Idempotency-Key")
+
+    @router.get("/reports", summary="Your own reports, newest first, each with its status and what happens next")
+    async def list_reports(
+        principal: Annotated[Principal, Depends(reporter)],
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    ) -> dict[str, Any]:
+        offset = decode_cursor(cursor)
+        docs = await store.of_reporter(principal.sub, offset, limit + 1)
+        return page([domain.reporter_view(d) for d in docs], offset, limit)
+
+    @router.get("/reports/{case_id}", summary="One of your reports")
+    async def get_report(case_id: str, principal: Annotated[Principal, Depends(reporter)]) -> dict[str, Any]:
+        return domain.reporter_view(await _own(case_id, principal))
+
+    @router.post("/reports/{case_id}/withdraw", summary="Withdraw your report before a decision")
+    async def withdraw(case_id: str, body: WithdrawIn,
+                       principal: Annotated[Principal, Depends(reporter)]) -> dict[str, Any]:
+        for _ in range(5):
+            doc = await _own(case_id, principal)
+            try:
+                change = domain.withdraw(doc, principal, body.reason, clock.now())
+                await store.change(case_id, doc["version"], change)
+            except domain.InvalidTransition as exc:
+                raise ApiError(409, "conflict", str(exc), {"status": doc["status"]}) from exc
+            except ConcurrentUpdate:
+                continue
+            return domain.reporter_view(await _own(case_id, principal))
+        raise ApiError(409, "conflict", "the report changed while withdrawing; try again")
+
+    async def _own(case_id: str, principal: Principal) -> dict[str, Any]:
+        doc = await store.load(case_id)
+        if doc is None or doc["reporter_id"] != principal.sub:
+            raise not_found("report")
+        return doc
+
+    return router
+
+
+def _replay(first: dict[str, Any], fingerprint: str) -> JSONResponse:
+    if first["request_hash"] != fingerprint:
+        raise ApiError(409, "idempotency_key_reused",
+                       "this Idempotency-Key was used for a different report", {"case_id": first["_id"]})
+    return JSONResponse(_accepted(first), status_code=201, headers={"Idempotent-Replayed": "true"})
+
+
+def subscribers(runtime: Runtime, store: ReportStore) -> None:
+    async def on_verification_event(event: Envelope) -> None:
+        await store.apply_once(event.case_id, event.event_id,
+                               lambda doc: domain.on_verification_event(doc, event, runtime.clock.now()))
+
+    runtime.consume(topics.VERIFICATION, apply=on_verification_event,
+                    description="Screening outcomes, information requests and decisions update the reporter's view")

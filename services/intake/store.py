@@ -1,0 +1,46 @@
+"""The only module of intake that touches the database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from shared.clock import Clock
+from shared.outbox import AggregateStore, OutboxRelay, document_writes
+
+
+class ReportStore(AggregateStore):
+    def __init__(self, db: AsyncDatabase, relay: OutboxRelay, clock: Clock) -> None:
+        super().__init__(db["reports"], relay, clock)
+        self._counters = db["case_numbers"]
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([("idempotency_id", ASCENDING)], unique=True)
+        await self.collection.create_index([("case_number", ASCENDING)], unique=True)
+        await self.collection.create_index([("reporter_id", ASCENDING), ("received_at", DESCENDING)])
+
+    async def next_case_seq(self, regency_code: str, year: int) -> int:
+        """The next number in a regency's yearly sequence. The unique index on case_number is the real guard:
+        a number taken twice (FerretDB's $inc is not atomic across processes) fails the insert and is retried."""
+        key = f"{regency_code}:{year}"
+        for _ in range(3):
+            try:
+                async with document_writes.hold((self._counters.full_name, key)):
+                    doc = await self._counters.find_one_and_update(
+                        {"_id": key}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+                    )
+                return int(doc["seq"])
+            except DuplicateKeyError:
+                continue  # two first upserts raced; the counter exists now
+        raise RuntimeError(f"could not allocate a case number for {key}")
+
+    async def by_idempotency_id(self, idempotency_id: str) -> dict[str, Any] | None:
+        return await self.collection.find_one({"idempotency_id": idempotency_id})
+
+    async def of_reporter(self, reporter_id: str, offset: int, limit: int) -> list[dict[str, Any]]:
+        cursor = (self.collection.find({"reporter_id": reporter_id}, {"outbox": 0, "applied": 0})
+                  .sort([("received_at", DESCENDING), ("_id", ASCENDING)]).skip(offset).limit(limit))
+        return await cursor.to_list()

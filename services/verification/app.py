@@ -1,0 +1,30 @@
+"""Composition root of the verification service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.verification import handlers, screening
+from services.verification.store import CaseStore
+from shared import reference
+from shared.clock import Clock
+from shared.service import build_runtime, create_service_api
+from shared.settings import ServiceSettings
+
+
+class VerificationSettings(ServiceSettings):
+    service: str = "verification"
+    port: int = 8002
+
+
+def create_app(settings: VerificationSettings | None = None, clock: Clock | None = None) -> FastAPI:
+    settings = settings or VerificationSettings()
+    reference.indicators(), screening.thresholds()  # validate the data files now, not on the first report
+    runtime = build_runtime(settings, clock)
+    store = CaseStore(runtime.db, runtime.relay, runtime.clock)
+    runtime.startup.append(store.ensure_indexes)
+    handlers.subscribers(runtime, store)
+    app = create_service_api(runtime, title="waspada-verification",
+                             description="Screening and the verifier's queue and decisions.")
+    app.include_router(handlers.routes(runtime, store))
+    return app

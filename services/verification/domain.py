@@ -1,0 +1,159 @@
+"""Verification's case: screened on arrival, then decided by a person (verify / reject / request_info).
+
+Pure: functions take the stored document and return a `Change` (new fields + the events it causes).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from services.verification import screening
+from shared import regions, topics
+from shared.auth import Principal
+from shared.contracts import intake, verification
+from shared.contracts.envelope import Actor, Envelope, new_event, parse_data
+from shared.outbox import Change, Outgoing
+
+SERVICE = "verification"
+OPEN = ("awaiting_decision", "info_requested")
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class InvalidTransition(Exception):
+    """The case is not in a state that allows this: 409 with the current state."""
+
+
+class _Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Verify(_Decision):
+    decision: Literal["verify"]
+    case_types: list[Literal["tppo", "tppm", "np_pmi"]] = Field(min_length=1, max_length=3)
+    note: Text | None = None
+    person_threatened: bool = False
+    victim_abroad: bool = False
+
+
+class Reject(_Decision):
+    decision: Literal["reject"]
+    reason: Text
+
+
+class RequestInfo(_Decision):
+    decision: Literal["request_info"]
+    question: Text
+
+
+Decision = Annotated[Verify | Reject | RequestInfo, Field(discriminator="decision")]
+
+
+def _actor(principal: Principal) -> Actor:
+    return Actor(id=principal.sub, role=principal.role, unit=principal.unit, region=principal.region)
+
+
+def _event(doc_id: str, payload: Any, *, correlation_id: str, causation_id: str | None, actor: Actor | None,
+           now: datetime) -> Outgoing:
+    return Outgoing(topics.VERIFICATION, new_event(payload, case_id=doc_id, producer=SERVICE, actor=actor,
+                                                   correlation_id=correlation_id, causation_id=causation_id,
+                                                   occurred_at=now))
+
+
+def on_reported(doc: dict[str, Any] | None, event: Envelope, now: datetime) -> Change | None:
+    """A new report (or an amended one) is screened and enters the queue."""
+    if event.type == "case.reported":
+        report = parse_data(event, intake.CaseReported)
+        if doc is not None:
+            return None  # already have this case
+    elif event.type == "case.amended":
+        report = parse_data(event, intake.CaseAmended).report
+        if doc is None or doc["status"] != "info_requested":
+            return None
+    else:
+        return None
+    result = screening.screen(report, screening.today_of(now))
+    screened = _event(event.case_id, result, correlation_id=event.correlation_id, causation_id=event.event_id,
+                      actor=None, now=now)
+    fields = {
+        "case_number": report.case_number,
+        "village_code": report.village_code,
+        "region_path": regions.path(report.village_code),
+        "status": "awaiting_decision",
+        "report": report.model_dump(mode="json"),
+        "submission": report.submission,
+        "screening": result.model_dump(mode="json"),
+        "priority_rank": screening.PRIORITY_RANK[result.priority],
+        "suggested_types": result.suggested_types,
+        "correlation_id": event.correlation_id,
+        "updated_at": now.isoformat(),
+    }
+    if doc is None:
+        fields.update({"received_at": report.received_at.isoformat(), "links": [], "watchlist_hits": [],
+                       "question": None, "decision": None})
+    return Change(set=fields, events=[screened])
+
+
+def on_withdrawn(doc: dict[str, Any] | None, event: Envelope, now: datetime) -> Change | None:
+    if doc is None or doc["status"] not in OPEN:
+        return None
+    return Change(set={"status": "withdrawn", "updated_at": now.isoformat()})
+
+
+def decide(doc: dict[str, Any], decision: Verify | Reject | RequestInfo, principal: Principal,
+           now: datetime) -> Change:
+    if doc["status"] != "awaiting_decision":
+        raise InvalidTransition(f"the case is {doc['status']}, not awaiting a decision")
+    actor = _actor(principal)
+    record = {"decision": decision.decision, "by": principal.sub, "role": principal.role, "at": now.isoformat()}
+    common = {"correlation_id": doc["correlation_id"], "causation_id": None, "actor": actor, "now": now}
+    if isinstance(decision, Verify):
+        report = intake.CaseReported.model_validate(doc["report"])
+        screened = verification.CaseScreened.model_validate(doc["screening"])
+        payload = verification.CaseVerified(
+            case_number=doc["case_number"], village_code=doc["village_code"],
+            case_types=list(dict.fromkeys(decision.case_types)), priority=screened.priority,
+            situation=screening.situation(report, screened, screening.today_of(now),
+                                          person_threatened=decision.person_threatened,
+                                          victim_abroad=decision.victim_abroad),
+            note=decision.note,
+        )
+        status = "verified"
+        record.update({"case_types": payload.case_types, "note": decision.note})
+    elif isinstance(decision, Reject):
+        payload, status = verification.CaseRejected(reason=decision.reason), "rejected"
+        record["reason"] = decision.reason
+    else:
+        payload, status = verification.CaseInfoRequested(question=decision.question), "info_requested"
+        record["question"] = decision.question
+    fields: dict[str, Any] = {"status": status, "decision": record, "updated_at": now.isoformat()}
+    if status == "info_requested":
+        fields["question"] = decision.question  # type: ignore[union-attr]
+    return Change(set=fields, events=[_event(doc["_id"], payload, **common)])
+
+
+def verifier_view(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "case_id": doc["_id"],
+        "case_number": doc["case_number"],
+        "version": doc["version"],
+        "status": doc["status"],
+        "village_code": doc["village_code"],
+        "received_at": doc["received_at"],
+        "screening": doc["screening"],
+        "links": doc.get("links", []),
+        "watchlist_hits": doc.get("watchlist_hits", []),
+        "question": doc.get("question"),
+        "decision": doc.get("decision"),
+        "report": doc["report"],
+    }
+
+
+def queue_item(doc: dict[str, Any]) -> dict[str, Any]:
+    s = doc["screening"]
+    return {"case_id": doc["_id"], "case_number": doc["case_number"], "version": doc["version"],
+            "village_code": doc["village_code"], "received_at": doc["received_at"], "priority": s["priority"],
+            "score": s["score"], "escalation": s["escalation"], "suggested_types": s["suggested_types"]}

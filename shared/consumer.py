@@ -1,0 +1,136 @@
+"""Consuming events: parse the envelope, apply with retries, dead-letter what cannot be processed, then acknowledge.
+
+Offsets are committed only after the handler returns (FastStream `AckPolicy.ACK`), and the handler returns only
+after the write — or after the message is safely on the dead-letter topic. While the database or broker is down,
+the consumer waits and retries instead of dead-lettering good messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from shared import topics
+from shared.contracts.envelope import ContractError, Envelope
+from shared.kafka import TRANSIENT_ERRORS as KAFKA_TRANSIENT
+from shared.mongo import TRANSIENT_ERRORS as MONGO_TRANSIENT
+from shared.outbox import Publish
+
+log = structlog.get_logger()
+
+Apply = Callable[[Envelope], Awaitable[None]]
+TRANSIENT = MONGO_TRANSIENT + KAFKA_TRANSIENT
+MAX_BACKOFF_S = 10.0
+
+
+class EventConsumer:
+    def __init__(self, *, name: str, apply: Apply, dead_letter: Publish, attempts: int = 3,
+                 backoff_s: float = 0.2) -> None:
+        self.name = name
+        self._apply = apply
+        self._dead_letter = dead_letter
+        self._attempts = attempts
+        self._backoff_s = backoff_s
+
+    async def consume(self, topic: str, partition: int, offset: int, key: bytes | None, body: bytes,
+                      headers: dict[str, str]) -> str:
+        """Process one message; returns 'applied' or 'dead_lettered'. Raises only on cancellation."""
+        structlog.contextvars.bind_contextvars(topic=topic, partition=partition, offset=offset, consumer=self.name)
+        try:
+            envelope = Envelope.from_bytes(body)
+        except ContractError as exc:
+            await self._to_dead_letter(topic, partition, offset, key, body, headers, str(exc), 1)
+            return "dead_lettered"
+        structlog.contextvars.bind_contextvars(case_id=envelope.case_id, event_id=envelope.event_id,
+                                               correlation_id=envelope.correlation_id, event_type=envelope.type)
+        failures = 0
+        transient_wait = self._backoff_s
+        while True:
+            try:
+                await self._apply(envelope)
+                return "applied"
+            except asyncio.CancelledError:
+                raise
+            except ContractError as exc:
+                await self._to_dead_letter(topic, partition, offset, key, body, headers, str(exc), failures + 1)
+                return "dead_lettered"
+            except TRANSIENT as exc:
+                # The database or broker is unreachable: the message is fine, so wait rather than dead-letter it.
+                log.warning("event_apply_waiting", error_type=type(exc).__name__, retry_in_s=transient_wait)
+                await asyncio.sleep(transient_wait)
+                transient_wait = min(transient_wait * 2, MAX_BACKOFF_S)
+            except Exception as exc:  # noqa: BLE001 - a processing failure: retry, then dead-letter
+                failures += 1
+                log.warning("event_apply_failed", attempt=failures, error_type=type(exc).__name__,
+                            error=str(exc)[:300])
+                if failures >= self._attempts:
+                    await self._to_dead_letter(topic, partition, offset, key, body, headers,
+                                               f"{type(exc).__name__}: {exc}", failures)
+                    return "dead_lettered"
+                await asyncio.sleep(self._backoff_s * 2 ** (failures - 1))
+
+    async def _to_dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, body: bytes,
+                              headers: dict[str, str], error: str, attempts: int) -> None:
+        dlq_headers = {
+            **{k: v for k, v in headers.items() if not k.startswith("dlq-")},
+            topics.DLQ_SOURCE_TOPIC: topic,
+            topics.DLQ_SOURCE_PARTITION: str(partition),
+            topics.DLQ_SOURCE_OFFSET: str(offset),
+            topics.DLQ_CONSUMER: self.name,
+            topics.DLQ_ERROR: error[:1000],
+            topics.DLQ_ATTEMPTS: str(attempts),
+        }
+        wait = self._backoff_s
+        while True:
+            try:
+                await self._dead_letter(topics.DEADLETTER, key or b"", body, dlq_headers)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - never acknowledge a message that is not dead-lettered yet
+                log.warning("dead_letter_publish_waiting", error_type=type(exc).__name__)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, MAX_BACKOFF_S)
+        log.error("event_dead_lettered", error=error[:300], attempts=attempts)
+
+
+def subscribe(broker: KafkaBroker, consumer: EventConsumer, *topic_names: str, group_id: str,
+              description: str, offset_reset: str = "earliest") -> Any:
+    """Register `consumer` on `broker` for `topic_names` in consumer group `group_id`, acknowledging after the write."""
+
+    @broker.subscriber(
+        *topic_names,
+        group_id=group_id,
+        auto_offset_reset=offset_reset,
+        ack_policy=AckPolicy.ACK,
+        title=f"{consumer.name}:consume",
+        description=description,
+    )
+    async def on_message(message: KafkaMessage) -> None:
+        record = message.raw_message
+        headers = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
+                   for k, v in (record.headers or ())}
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(service=consumer.name)
+        await consumer.consume(record.topic, record.partition, record.offset, record.key, message.body, headers)
+
+    return on_message
+
+
+async def consumers_assigned(broker: KafkaBroker) -> None:
+    """Readiness: every subscriber has joined its group, holds partitions and knows where it reads from."""
+    for subscriber in broker.subscribers:
+        kafka_consumer = getattr(subscriber, "consumer", None)
+        if kafka_consumer is None:
+            raise RuntimeError("subscriber not started")
+        assignment = kafka_consumer.assignment()
+        if not assignment:
+            raise RuntimeError("no partitions assigned yet")
+        for tp in assignment:
+            await kafka_consumer.position(tp)

@@ -1,0 +1,77 @@
+"""Events produced by the verification service on `waspada.verification.v1`."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import Field
+
+from shared.contracts.envelope import Contract, register
+from shared.contracts.intake import CaseType
+
+Priority = Literal["critical", "high", "medium", "low"]
+
+
+class TriggeredIndicator(Contract):
+    id: str
+    weight: int
+    stage: str
+    points_to: list[str]
+    forces_escalation: bool
+
+
+class Escalation(Contract):
+    child_involved: bool = False
+    forcing_indicators: list[str] = Field(default_factory=list)
+    departure_within_72h: bool = False
+
+
+@register("case.screened", 1)
+class CaseScreened(Contract):
+    case_number: str
+    village_code: str
+    score: int
+    priority: Priority
+    indicators: list[TriggeredIndicator]
+    escalation: Escalation
+    suggested_types: list[CaseType]
+    type_reasons: dict[str, list[str]] = Field(default_factory=dict)  # case type -> the indicators pointing to it
+    indicator_set_version: str
+    submission: int = 1
+
+
+@register("case.linked", 1)
+class CaseLinked(Contract):
+    linked_case_id: str
+    reasons: list[str]
+
+
+@register("case.info_requested", 1)
+class CaseInfoRequested(Contract):
+    question: str
+
+
+class Situation(Contract):
+    """What referral routing needs to know beyond the case types (DOMAIN.md §4.1)."""
+
+    child_involved: bool = False
+    departure_planned: bool = False
+    departure_date: date | None = None
+    person_threatened: bool = False
+    victim_abroad: bool = False
+
+
+@register("case.verified", 1)
+class CaseVerified(Contract):
+    case_number: str
+    village_code: str
+    case_types: list[CaseType] = Field(min_length=1)
+    priority: Priority
+    situation: Situation
+    note: str | None = None
+
+
+@register("case.rejected", 1)
+class CaseRejected(Contract):
+    reason: str

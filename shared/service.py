@@ -1,0 +1,115 @@
+"""Service defaults: one process serves a service's HTTP API (FastAPI) and its Kafka subscribers (FastStream).
+
+Each service's `app.py` calls `build_runtime(settings)`, registers its subscribers and routes, and returns
+`create_service_api(...)`. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+from faststream.kafka import KafkaBroker
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from shared import kafka, mongo
+from shared.clock import Clock, SystemClock
+from shared.consumer import EventConsumer, consumers_assigned, subscribe
+from shared.http import authenticator, create_api
+from shared.logging import configure_logging
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceSettings
+
+log = structlog.get_logger()
+
+
+@dataclass
+class Runtime:
+    settings: ServiceSettings
+    clock: Clock
+    client: AsyncMongoClient
+    db: AsyncDatabase
+    broker: KafkaBroker
+    relay: OutboxRelay
+    startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @property
+    def require(self) -> Callable[..., Callable[..., Awaitable[object]]]:
+        return authenticator(self.settings.jwt_secret.get_secret_value())
+
+    def consume(self, *topic_names: str, apply: Callable, description: str) -> None:
+        """Subscribe `apply(envelope)` to `topic_names` in this service's consumer group."""
+        consumer = EventConsumer(
+            name=self.settings.service, apply=apply, dead_letter=kafka.publisher_for(self.broker),
+            attempts=self.settings.consumer_attempts, backoff_s=self.settings.consumer_backoff_s,
+        )
+        subscribe(self.broker, consumer, *topic_names, group_id=self.settings.group_id, description=description,
+                  offset_reset=self.settings.consumer_offset_reset)
+
+
+def build_runtime(settings: ServiceSettings, clock: Clock | None = None) -> Runtime:
+    configure_logging(settings.service, settings.log_level, settings.log_json)
+    clock = clock or SystemClock()
+    client = mongo.connect(settings.mongodb_uri)
+    broker = kafka.create_broker(settings.kafka_bootstrap_servers, client_id=f"waspada-{settings.service}")
+    relay = OutboxRelay(kafka.publisher_for(broker), clock=clock, grace_s=settings.outbox_sweep_grace_s)
+    return Runtime(settings=settings, clock=clock, client=client, db=client[settings.database_name],
+                   broker=broker, relay=relay)
+
+
+def create_service_api(runtime: Runtime, *, title: str, description: str) -> FastAPI:
+    settings = runtime.settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.relay.ensure_indexes()
+        for step in runtime.startup:
+            await step()
+        await runtime.broker.start()
+        sweeper = asyncio.create_task(runtime.relay.run_sweeper(settings.outbox_sweep_interval_s))
+        log.info("service_started", port=settings.port, database=settings.database_name, group_id=settings.group_id)
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await runtime.broker.stop()
+            await runtime.client.close()
+            log.info("service_stopped")
+
+    async def database_ready() -> None:
+        await mongo.ping(runtime.client)
+
+    async def kafka_ready() -> None:
+        await kafka.ping(settings.kafka_bootstrap_servers)
+
+    return create_api(title=title, description=description, lifespan=lifespan,
+                      readiness=[("database", database_ready), ("kafka", kafka_ready),
+                                 ("consumers", lambda: consumers_assigned(runtime.broker))],
+                      max_body_bytes=settings.max_body_bytes)
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=10)
+
+
+def main(settings_cls: type[ServiceSettings], create_app: Callable[[ServiceSettings], FastAPI]) -> None:
+    """Entry point of `python -m services.<name>`: refuse clearly on bad settings, else serve until SIGTERM."""
+    import sys
+
+    from pydantic import ValidationError
+
+    try:
+        settings = settings_cls()
+    except ValidationError as exc:
+        print(f"waspada: refusing to start: {exc.errors()[0]['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+    serve(create_app(settings), settings)

@@ -1,0 +1,63 @@
+"""Settings shared by every service, read from the environment (`WASPADA_*`, `KAFKA_BOOTSTRAP_SERVERS`, `MONGODB_URI`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Documented development secret: accepted only with WASPADA_ENV=dev (DESIGN.md, "Who may do what").
+DEV_JWT_SECRET = "waspada-dev-secret-do-not-use-in-production"
+
+
+class InsecureSettings(ValueError):
+    """The service refuses to start with these settings."""
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WASPADA_", extra="ignore", populate_by_name=True)
+
+    service: str = "waspada"
+    env: Literal["dev", "test", "prod"] = "prod"
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "WASPADA_KAFKA_BOOTSTRAP_SERVERS")
+    )
+    mongodb_uri: str = Field(
+        "mongodb://127.0.0.1:27017/?directConnection=true",
+        validation_alias=AliasChoices("MONGODB_URI", "WASPADA_MONGODB_URI"),
+    )
+    # Prefixes keep a test run's databases and consumer groups apart from a running `make up`.
+    db_prefix: str = "waspada"
+    group_prefix: str = "waspada"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    log_json: bool = True
+    outbox_sweep_interval_s: float = Field(2.0, gt=0)
+    outbox_sweep_grace_s: float = Field(1.0, ge=0)
+    # "earliest" so a new consumer group, or a partition never committed, loses nothing; tests of one-shot
+    # in-process instances use "latest" to skip the shared broker's history.
+    consumer_offset_reset: Literal["earliest", "latest"] = "earliest"
+    consumer_attempts: int = Field(3, ge=1)
+    consumer_backoff_s: float = Field(0.2, ge=0)
+    max_body_bytes: int = Field(256 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_dev_secret_outside_dev(self) -> ServiceSettings:
+        if self.env != "dev" and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
+            raise InsecureSettings(
+                "WASPADA_JWT_SECRET is the development default; set a real secret or WASPADA_ENV=dev"
+            )
+        if len(self.jwt_secret.get_secret_value()) < 32:
+            raise InsecureSettings("WASPADA_JWT_SECRET must be at least 32 characters")
+        return self
+
+    @property
+    def database_name(self) -> str:
+        return f"{self.db_prefix}_{self.service}"
+
+    @property
+    def group_id(self) -> str:
+        return f"{self.group_prefix}.{self.service}"

@@ -1,0 +1,104 @@
+"""Test fixtures shared by every tier.
+
+Integration and e2e tests use the real Kafka broker and the real database. Their addresses come from
+KAFKA_BOOTSTRAP_SERVERS / MONGODB_URI; when nothing answers there, the session starts `infra/local` itself
+(the Makefile normally has already). testcontainers is used only when WASPADA_TEST_CONTAINERS=1 and a Docker
+engine exists. Every test gets its own database prefix and consumer-group prefix, so tests share the
+broker and the database without cleaning up after each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from shared import topics
+from shared.auth import issue_token
+from shared.settings import DEV_JWT_SECRET
+
+ROOT = Path(__file__).resolve().parent.parent
+KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+MONGO = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017/?directConnection=true")
+SECRET = os.environ.get("WASPADA_JWT_SECRET", DEV_JWT_SECRET)
+
+
+def _port_open(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    with contextlib.suppress(OSError), socket.create_connection((host, int(port)), timeout=1):
+        return True
+    return False
+
+
+def _mongo_address(uri: str) -> str:
+    return uri.split("://", 1)[1].split("/", 1)[0].split(",")[0]
+
+
+@pytest.fixture(scope="session")
+def infra() -> dict[str, str]:
+    """Real Kafka and database addresses, started from infra/local when nothing is listening."""
+    global KAFKA, MONGO
+    if not (_port_open(KAFKA) and _port_open(_mongo_address(MONGO))):
+        if os.environ.get("WASPADA_TEST_CONTAINERS") == "1":  # pragma: no cover - needs a Docker engine
+            from testcontainers.kafka import KafkaContainer
+            from testcontainers.mongodb import MongoDbContainer
+
+            kafka_c = KafkaContainer("apache/kafka:3.9.1").with_kraft().start()
+            mongo_c = MongoDbContainer("mongo:7").start()
+            KAFKA, MONGO = kafka_c.get_bootstrap_server(), mongo_c.get_connection_url() + "/?directConnection=true"
+        else:
+            subprocess.run([str(ROOT / "infra/local/infra.sh"), "start"], check=True)
+    from shared.kafka import create_topics
+
+    asyncio.run(create_topics(KAFKA, [(t, topics.DEFAULT_PARTITIONS) for t in topics.ALL]))
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["MONGODB_URI"] = KAFKA, MONGO
+    return {"kafka": KAFKA, "mongo": MONGO}
+
+
+@pytest.fixture
+def isolation() -> dict[str, str]:
+    """Per-test database and consumer-group prefixes; one-shot in-process consumers skip the broker's history."""
+    tag = uuid.uuid4().hex[:10]
+    return {"db_prefix": f"t{tag}", "group_prefix": f"test-{tag}", "consumer_offset_reset": "latest"}
+
+
+def token(role: str, region: str, *, unit: str | None = None, sub: str | None = None) -> str:
+    return issue_token(SECRET, role=role, region=region, unit=unit, sub=sub or f"{role}-{uuid.uuid4().hex[:8]}")
+
+
+def auth(role: str, region: str, *, unit: str | None = None, sub: str | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(role, region, unit=unit, sub=sub)}"}
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run an app's lifespan (broker, subscribers, sweeper) in this process and talk to it over ASGI."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            async def ready():
+                return (await client.get("/readyz")).status_code == 200
+
+            await eventually(ready, timeout=30)  # consumers hold their partitions before the test publishes
+            yield client
+
+
+async def eventually(probe, timeout: float = 20.0, interval: float = 0.2):
+    """Poll `probe()` (async) until it returns something truthy; fail with the last value after `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")

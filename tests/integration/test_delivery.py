@@ -1,0 +1,140 @@
+"""Storage and delivery rules on the real broker and database, through the verification service in-process."""
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from services.verification.app import VerificationSettings, create_app
+from shared import topics
+from shared.clock import SystemClock
+from shared.contracts.envelope import Envelope
+from shared.contracts.intake import CaseWithdrawn
+from shared.contracts.envelope import new_event
+from shared.outbox import AggregateStore, Change, OutboxRelay, Outgoing
+from shared.kafka import publisher_for, create_broker
+from tests.builders import case_reported
+from tests.conftest import eventually, serving
+from tests.kafka_helpers import TopicReader, header, publish
+
+pytestmark = pytest.mark.integration
+
+
+def _settings(infra, isolation) -> VerificationSettings:
+    return VerificationSettings(env="dev", kafka_bootstrap_servers=infra["kafka"], mongodb_uri=infra["mongo"],
+                                consumer_backoff_s=0.05, **isolation)
+
+
+@pytest.fixture
+async def cases(infra, isolation):
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    yield client[f"{isolation['db_prefix']}_verification"]["cases"]
+    await client.close()
+
+
+def _of_case(case_id):
+    return lambda r: header(r, topics.HEADER_CASE_ID) == case_id
+
+
+async def test_a_reported_case_is_screened_and_stored(infra, isolation, cases):
+    event = case_reported()
+    async with serving(create_app(_settings(infra, isolation))), TopicReader(infra["kafka"], topics.VERIFICATION) as out:
+        await publish(infra["kafka"], topics.INTAKE, event)
+        [screened] = await out.collect(_of_case(event.case_id))
+        doc = await eventually(lambda: cases.find_one({"_id": event.case_id, "outbox_pending": 0}))
+    body = Envelope.from_bytes(screened.value)
+    assert body.type == "case.screened" and body.causation_id == event.event_id
+    assert body.correlation_id == event.correlation_id and screened.key == event.case_id.encode()
+    assert doc["status"] == "awaiting_decision" and doc["applied"] == [event.event_id]
+    assert doc["outbox_pending"] == 0 and list(doc["outbox"].values())[0]["status"] == "published"
+
+
+async def test_the_same_event_delivered_twice_changes_nothing_the_second_time(infra, isolation, cases):
+    event = case_reported()
+    withdrawn = new_event(CaseWithdrawn(reason="x"), case_id=event.case_id, producer="intake", actor=None,
+                          correlation_id=event.case_id, causation_id=None)
+    async with serving(create_app(_settings(infra, isolation))), TopicReader(infra["kafka"], topics.VERIFICATION) as out:
+        await publish(infra["kafka"], topics.INTAKE, event)
+        await out.collect(_of_case(event.case_id))
+        first = await cases.find_one({"_id": event.case_id})
+        await publish(infra["kafka"], topics.INTAKE, event)  # redelivery
+        await publish(infra["kafka"], topics.INTAKE, withdrawn)  # a later event proves the duplicate was consumed
+        await eventually(lambda: cases.find_one({"_id": event.case_id, "status": "withdrawn"}))
+        extra = await out.drain(_of_case(event.case_id), seconds=1.5)
+    after = await cases.find_one({"_id": event.case_id})
+    assert extra == []  # no second case.screened
+    assert after["version"] == first["version"] + 1  # only the withdrawal changed it
+    assert after["applied"] == [event.event_id, withdrawn.event_id]
+    assert after["screening"] == first["screening"]
+
+
+async def test_a_malformed_message_is_dead_lettered_and_the_consumer_goes_on(infra, isolation, cases):
+    garbage_key = str(uuid.uuid4())
+    good = case_reported()
+    async with serving(create_app(_settings(infra, isolation))), TopicReader(infra["kafka"], topics.DEADLETTER) as dlq:
+        await publish(infra["kafka"], topics.INTAKE, b'{"type": "case.reported", "oops"', key=garbage_key)
+        invalid = case_reported().model_copy(update={"data": {"case_number": 1}})  # valid envelope, bad payload
+        await publish(infra["kafka"], topics.INTAKE, invalid)
+        await publish(infra["kafka"], topics.INTAKE, good)
+        dead = await dlq.collect(lambda r: r.key in (garbage_key.encode(), invalid.case_id.encode())
+                                 and header(r, topics.DLQ_CONSUMER) == "verification", count=2)
+        await eventually(lambda: cases.find_one({"_id": good.case_id}))
+    raw = next(r for r in dead if r.key == garbage_key.encode())
+    assert raw.value == b'{"type": "case.reported", "oops"'  # unchanged
+    assert header(raw, topics.DLQ_SOURCE_TOPIC) == topics.INTAKE
+    assert header(raw, topics.DLQ_SOURCE_PARTITION) is not None and header(raw, topics.DLQ_SOURCE_OFFSET) is not None
+    assert "not a valid event envelope" in header(raw, topics.DLQ_ERROR)
+    bad_payload = next(r for r in dead if r.key == invalid.case_id.encode())
+    assert "payload invalid" in header(bad_payload, topics.DLQ_ERROR)
+    assert await cases.find_one({"_id": invalid.case_id}) is None
+
+
+async def test_the_sweeper_publishes_an_entry_whose_first_publish_failed(infra, isolation):
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    broker = create_broker(infra["kafka"], "test-sweeper")
+    await broker.connect()
+    real = publisher_for(broker)
+    calls = {"n": 0}
+
+    async def flaky(topic, key, value, headers):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("broker unreachable (simulated)")
+        await real(topic, key, value, headers)
+
+    relay = OutboxRelay(flaky, SystemClock(), grace_s=0)
+    store = AggregateStore(client[f"{isolation['db_prefix']}_sweep"]["things"], relay)
+    event = new_event(CaseWithdrawn(reason="sweep"), case_id=str(uuid.uuid4()), producer="test", actor=None,
+                      correlation_id="c", causation_id=None)
+    try:
+        async with TopicReader(infra["kafka"], topics.INTAKE) as out:
+            await store.create({"_id": event.case_id}, [Outgoing(topics.INTAKE, event)])
+            doc = await store.load(event.case_id)
+            entry = doc["outbox"][event.event_id]
+            assert (doc["outbox_pending"], entry["status"], entry["attempts"]) == (1, "pending", 1)
+            assert "simulated" in entry["last_error"]
+            assert await relay.sweep_once() == 1
+            [record] = await out.collect(_of_case(event.case_id))
+            assert json.loads(record.value)["event_id"] == event.event_id
+            assert await relay.sweep_once() == 0  # nothing left
+        doc = await store.load(event.case_id)
+        assert (doc["outbox_pending"], doc["outbox"][event.event_id]["status"]) == (0, "published")
+    finally:
+        await broker.stop()
+        await client.close()
+
+
+async def test_a_version_guarded_change_refuses_a_stale_writer(infra, isolation):
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    relay = OutboxRelay(lambda *a: asyncio.sleep(0), SystemClock())
+    store = AggregateStore(client[f"{isolation['db_prefix']}_guard"]["things"], relay)
+    try:
+        await store.create({"_id": "a", "n": 0})
+        results = await asyncio.gather(*(store.change("a", 1, Change(set={"n": i})) for i in range(1, 6)),
+                                       return_exceptions=True)
+        assert sum(1 for r in results if r == 2) == 1
+        assert sum(1 for r in results if isinstance(r, Exception)) == 4
+    finally:
+        await client.close()

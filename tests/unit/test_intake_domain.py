@@ -1,0 +1,141 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from services.intake import domain
+from shared.auth import Principal
+from shared.contracts import verification
+from shared.contracts.envelope import new_event
+from tests.builders import PILOT_VILLAGE, report_body
+
+REPORTER = Principal(sub="r1", name="Babinsa", role="reporter", region=PILOT_VILLAGE)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("081234567890", "+6281234567890"),
+    ("0812-3456-7890", "+6281234567890"),
+    ("62 812 3456 7890", "+6281234567890"),
+    ("+62 (812) 3456.7890", "+6281234567890"),
+    ("+60123456789", "+60123456789"),
+])
+def test_phone_numbers_are_normalised_to_plus62(raw, expected):
+    assert domain.normalise_phone(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["12345", "812345678", "+62abc4567890", "+6208123456789", "0812"])
+def test_impossible_phone_numbers_are_refused(raw):
+    with pytest.raises(ValueError):
+        domain.normalise_phone(raw)
+
+
+def test_the_design_example_report_is_valid():
+    report = domain.ReportIn.model_validate(report_body())
+    assert report.persons[1].phone == "+6281299990000"
+    domain.check_against_reference(report, REPORTER, datetime.now(UTC))
+
+
+def _errors(body):
+    with pytest.raises(ValidationError) as info:
+        domain.ReportIn.model_validate(body)
+    return {".".join(str(p) for p in e["loc"]) for e in info.value.errors()}
+
+
+def test_every_bad_field_is_named():
+    body = report_body(village_code="36.3.11", suspected_types=[], narrative="")
+    body["persons"][0]["nik"] = "123"
+    body["persons"][1]["age"] = -1
+    assert {"village_code", "suspected_types", "narrative", "persons.0.nik", "persons.1.age"} <= _errors(body)
+
+
+@pytest.mark.parametrize("key", ["$where", "a.b", "$set"])
+def test_keys_a_database_would_interpret_are_refused(key):
+    body = report_body()
+    body[key] = 1
+    body["persons"][0][key] = 1
+    assert {key, f"persons.0.{key}"} <= _errors(body)
+
+
+def test_narrative_has_a_size_limit():
+    assert "narrative" in _errors(report_body(narrative="x" * (domain.MAX_NARRATIVE + 1)))
+
+
+def test_a_person_must_be_identifiable():
+    assert "persons.0" in _errors(report_body(persons=[{"role": "witness", "age": 30}]))
+
+
+def test_unknown_village_and_indicator_are_named():
+    report = domain.ReportIn.model_validate(report_body(village_code="36.03.11.2999", indicators=["made_up"]))
+    with pytest.raises(domain.FieldProblem) as info:
+        domain.check_against_reference(report, REPORTER, datetime.now(UTC))
+    assert {p["field"] for p in info.value.problems} == {"village_code", "indicators.0"}
+
+
+def test_a_village_outside_the_reporters_regency_is_refused():
+    report = domain.ReportIn.model_validate(report_body())
+    far = Principal(sub="r2", name="x", role="reporter", region="36.01.01.2001")
+    with pytest.raises(domain.FieldProblem):
+        domain.check_against_reference(report, far, datetime.now(UTC))
+
+
+def test_observations_in_the_future_are_refused():
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    report = domain.ReportIn.model_validate(report_body(observed_at=later))
+    with pytest.raises(domain.FieldProblem):
+        domain.check_against_reference(report, REPORTER, datetime.now(UTC))
+
+
+def test_same_body_same_fingerprint_other_body_other_fingerprint():
+    body = report_body(narrative="satu")
+    a = domain.ReportIn.model_validate(body)
+    assert domain.request_hash(a) == domain.request_hash(domain.ReportIn.model_validate(dict(body)))
+    assert domain.request_hash(a) != domain.request_hash(domain.ReportIn.model_validate({**body, "narrative": "dua"}))
+
+
+def test_case_numbers_are_per_regency_and_year():
+    assert domain.case_number("36.03", 2026, 42) == "3603-2026-000042"
+
+
+def _filed():
+    report = domain.ReportIn.model_validate(report_body())
+    doc, events = domain.file_report(report, REPORTER, case_id="c1", number="3603-2026-000001",
+                                     idempotency_id="r1:k", fingerprint="h", now=datetime.now(UTC))
+    doc["version"] = 1
+    return doc, events
+
+
+def test_filing_a_report_records_case_reported_keyed_by_case():
+    doc, events = _filed()
+    assert doc["status"] == "reported"
+    [out] = events
+    assert out.topic == "waspada.intake.v1"
+    assert (out.event.type, out.event.case_id, out.event.correlation_id) == ("case.reported", "c1", "c1")
+    assert out.event.actor.id == "r1"
+    assert all(p["person_id"] for p in out.event.data["persons"])
+
+
+def _verification_event(payload):
+    return new_event(payload, case_id="c1", producer="verification", actor=None, correlation_id="c1",
+                     causation_id=None)
+
+
+def test_verification_outcomes_move_the_reporters_status_forward_only():
+    doc, _ = _filed()
+    asked = _verification_event(verification.CaseInfoRequested(question="Kapan berangkat?"))
+    change = domain.on_verification_event(doc, asked, datetime.now(UTC))
+    assert change.set["status"] == "info_requested" and change.set["question"] == "Kapan berangkat?"
+    doc.update(change.set)
+    rejected = _verification_event(verification.CaseRejected(reason="duplikat"))
+    doc.update(domain.on_verification_event(doc, rejected, datetime.now(UTC)).set)
+    assert doc["status"] == "rejected"
+    late_request = _verification_event(verification.CaseInfoRequested(question="?"))
+    assert domain.on_verification_event(doc, late_request, datetime.now(UTC)) is None
+
+
+def test_withdrawal_only_before_a_decision():
+    doc, _ = _filed()
+    change = domain.withdraw(doc, REPORTER, "keliru", datetime.now(UTC))
+    assert change.set["status"] == "withdrawn" and change.events[0].event.type == "case.withdrawn"
+    doc["status"] = "verified"
+    with pytest.raises(domain.InvalidTransition):
+        domain.withdraw(doc, REPORTER, "keliru", datetime.now(UTC))
