@@ -159,7 +159,8 @@ def create_api(
     @app.middleware("http")
     async def _request_context(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(service=title, method=request.method, path=request.url.path)
+        structlog.contextvars.bind_contextvars(service=title.removeprefix("waspada-"), method=request.method,
+                                               path=request.url.path)
         return await call_next(request)
 
     @app.get("/healthz", tags=["ops"], summary="The process is up")

@@ -135,6 +135,7 @@ class OutboxRelay:
                          "$set": {f"outbox.{event_id}.last_error": f"{type(exc).__name__}: {exc}"[:500]}},
                     )
                 log.warning("outbox_publish_failed", event_id=event_id, case_id=entry.get("key"),
+                            correlation_id=(entry.get("headers") or {}).get("correlation-id"),
                             error_type=type(exc).__name__)
                 break  # keep the order: later entries of this document wait for this one
             async with document_writes.hold(_doc_key(collection, doc_id)):
@@ -146,7 +147,8 @@ class OutboxRelay:
                 )
             sent += 1
             log.info("event_published", event_id=event_id, case_id=entry.get("key"), event_type=entry.get("type"),
-                     topic=entry["topic"], first=result.modified_count == 1)
+                     correlation_id=(entry.get("headers") or {}).get("correlation-id"), topic=entry["topic"],
+                     first=result.modified_count == 1)
         return sent
 
     async def sweep_once(self) -> int:

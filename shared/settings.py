@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Documented development secret: accepted only with WASPADA_ENV=dev (DESIGN.md, "Who may do what").
 DEV_JWT_SECRET = "waspada-dev-secret-do-not-use-in-production"
+DEV_PII_KEY = "waspada-dev-identifier-key-do-not-use-in-production"
 
 
 class InsecureSettings(ValueError):
@@ -21,6 +22,8 @@ class ServiceSettings(BaseSettings):
     service: str = "waspada"
     env: Literal["dev", "test", "prod"] = "prod"
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    # Keys the HMAC of identifiers (NIK, passport, phone, names) used for linking, so no plaintext is indexed.
+    identifier_key: SecretStr = SecretStr(DEV_PII_KEY)
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "WASPADA_KAFKA_BOOTSTRAP_SERVERS")
     )
@@ -50,6 +53,8 @@ class ServiceSettings(BaseSettings):
             raise InsecureSettings(
                 "WASPADA_JWT_SECRET is the development default; set a real secret or WASPADA_ENV=dev"
             )
+        if self.env != "dev" and self.identifier_key.get_secret_value() == DEV_PII_KEY:
+            raise InsecureSettings("WASPADA_IDENTIFIER_KEY is the development default; set a real key")
         if len(self.jwt_secret.get_secret_value()) < 32:
             raise InsecureSettings("WASPADA_JWT_SECRET must be at least 32 characters")
         return self

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from shared import reference, regions, topics
+from shared.identity import normalise_phone
 from shared.auth import Principal
 from shared.contracts import intake as contract
 from shared.contracts.envelope import Actor, Envelope, new_event
@@ -26,27 +27,6 @@ MAX_PERSONS = 30
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-
-_PHONE_JUNK = re.compile(r"[\s\-().]")
-
-
-def normalise_phone(raw: str) -> str:
-    """'0812-3456 7890', '62812…', '+62 812…' -> '+62812…'; other countries keep their '+' code."""
-    digits = _PHONE_JUNK.sub("", raw)
-    if digits.startswith("+"):
-        body = digits[1:]
-    elif digits.startswith("0"):
-        body = "62" + digits[1:]
-    elif digits.startswith("62"):
-        body = digits
-    else:
-        raise ValueError("phone must start with 0, 62 or +<country code>")
-    if not body.isdigit() or not 8 <= len(body) <= 15:
-        raise ValueError("phone must have 8 to 15 digits")
-    if body.startswith("620"):
-        raise ValueError("phone has a 0 after the country code 62")
-    return "+" + body
-
 
 class Strict(BaseModel):
     # Unknown fields are refused (and so keys like "$where" or "a.b" never reach the database).
@@ -240,6 +220,59 @@ def on_verification_event(doc: dict[str, Any] | None, event: Envelope, now: date
                                                         "event_id": event.event_id}})
 
 
+class InvalidTransition(Exception):
+    """The case is not in a state that allows this action: 409."""
+
+
+class AmendmentIn(Strict):
+    """The reporter's answer to an information request, with what they add to the report."""
+
+    answer: str = Field(min_length=1, max_length=MAX_NARRATIVE)
+    add_indicators: list[Annotated[str, StringConstraints(max_length=64)]] = Field(default_factory=list, max_length=50)
+    add_persons: list[PersonIn] = Field(default_factory=list, max_length=MAX_PERSONS)
+    suspected_types: list[contract.CaseType] | None = Field(None, min_length=1, max_length=4)
+    departure: DepartureIn | None = None
+
+
+def check_amendment(amendment: AmendmentIn) -> None:
+    known = reference.indicators()
+    problems = [{"field": f"add_indicators.{i}", "problem": f"unknown indicator {x!r}"}
+                for i, x in enumerate(amendment.add_indicators) if x not in known]
+    if problems:
+        raise FieldProblem(problems)
+
+
+def amend(doc: dict[str, Any], amendment: AmendmentIn, reporter: Principal, now: datetime) -> Change:
+    """Answering an information request re-enters screening with the amended report as a new submission."""
+    if doc["status"] != "info_requested":
+        raise InvalidTransition(f"a {doc['status']} report has no open question to answer")
+    before = contract.CaseReported.model_validate(doc["report"])
+    persons = list(before.persons) + [contract.Person(person_id=str(uuid.uuid4()), **p.model_dump())
+                                      for p in amendment.add_persons]
+    if len(persons) > MAX_PERSONS:
+        raise FieldProblem([{"field": "add_persons", "problem": f"a report holds at most {MAX_PERSONS} persons"}])
+    narrative = f"{before.narrative}\n\n[{now.date().isoformat()}] {amendment.answer}"[-MAX_NARRATIVE * 2:]
+    report = before.model_copy(update={
+        "indicators": list(dict.fromkeys([*before.indicators, *amendment.add_indicators])),
+        "persons": persons,
+        "narrative": narrative,
+        "suspected_types": amendment.suspected_types or before.suspected_types,
+        "departure": contract.Departure(**amendment.departure.model_dump()) if amendment.departure
+        else before.departure,
+        "submission": before.submission + 1,
+    })
+    event = new_event(contract.CaseAmended(answer=amendment.answer, report=report), case_id=doc["_id"],
+                      producer=SERVICE, actor=actor_of(reporter), correlation_id=doc["_id"], causation_id=None,
+                      occurred_at=now)
+    return Change(
+        set={"status": "reported", "question": None, "report": report.model_dump(mode="json"),
+             "updated_at": now.isoformat()},
+        events=[Outgoing(topics.INTAKE, event)],
+        push={"status_history": {"status": "reported", "at": now.isoformat(), "event_id": event.event_id,
+                                 "amended": True}},
+    )
+
+
 def withdraw(doc: dict[str, Any], reporter: Principal, reason: str, now: datetime) -> Change:
     if doc["status"] not in ("reported", "screened", "info_requested"):
         raise InvalidTransition(f"a {doc['status']} report can no longer be withdrawn")
@@ -250,8 +283,6 @@ def withdraw(doc: dict[str, Any], reporter: Principal, reason: str, now: datetim
                   push={"status_history": {"status": "withdrawn", "at": now.isoformat(), "event_id": event.event_id}})
 
 
-class InvalidTransition(Exception):
-    """The case is not in a state that allows this action: 409."""
 
 
 def reporter_view(doc: dict[str, Any]) -> dict[str, Any]:

@@ -91,17 +91,30 @@ def routes(runtime: Runtime, store: ReportStore) -> APIRouter:
     @router.post("/reports/{case_id}/withdraw", summary="Withdraw your report before a decision")
     async def withdraw(case_id: str, body: WithdrawIn,
                        principal: Annotated[Principal, Depends(reporter)]) -> dict[str, Any]:
+        return await _move(case_id, principal, lambda doc: domain.withdraw(doc, principal, body.reason, clock.now()))
+
+    @router.post("/reports/{case_id}/amendments", summary="Answer the verifier's question; the report is screened again")
+    async def amend(case_id: str, amendment: domain.AmendmentIn,
+                    principal: Annotated[Principal, Depends(reporter)]) -> dict[str, Any]:
+        try:
+            domain.check_amendment(amendment)
+        except domain.FieldProblem as exc:
+            raise ApiError(422, "invalid_request", str(exc), exc.problems) from exc
+        return await _move(case_id, principal, lambda doc: domain.amend(doc, amendment, principal, clock.now()))
+
+    async def _move(case_id: str, principal: Principal, decide) -> dict[str, Any]:
         for _ in range(5):
             doc = await _own(case_id, principal)
             try:
-                change = domain.withdraw(doc, principal, body.reason, clock.now())
-                await store.change(case_id, doc["version"], change)
+                await store.change(case_id, doc["version"], decide(doc))
             except domain.InvalidTransition as exc:
                 raise ApiError(409, "conflict", str(exc), {"status": doc["status"]}) from exc
+            except domain.FieldProblem as exc:
+                raise ApiError(422, "invalid_request", str(exc), exc.problems) from exc
             except ConcurrentUpdate:
                 continue
             return domain.reporter_view(await _own(case_id, principal))
-        raise ApiError(409, "conflict", "the report changed while withdrawing; try again")
+        raise ApiError(409, "conflict", "the report changed meanwhile; try again")
 
     async def _own(case_id: str, principal: Principal) -> dict[str, Any]:
         doc = await store.load(case_id)

@@ -5,12 +5,13 @@ Pure: functions take the stored document and return a `Change` (new fields + the
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from services.verification import screening
+from services.verification import linking, screening
 from shared import regions, topics
 from shared.auth import Principal
 from shared.contracts import intake, verification
@@ -63,8 +64,19 @@ def _event(doc_id: str, payload: Any, *, correlation_id: str, causation_id: str 
                                                    occurred_at=now))
 
 
-def on_reported(doc: dict[str, Any] | None, event: Envelope, now: datetime) -> Change | None:
-    """A new report (or an amended one) is screened and enters the queue."""
+def report_of(event: Envelope) -> intake.CaseReported | None:
+    """The report a case.reported or case.amended event carries."""
+    if event.type == "case.reported":
+        return parse_data(event, intake.CaseReported)
+    if event.type == "case.amended":
+        return parse_data(event, intake.CaseAmended).report
+    return None
+
+
+def on_reported(doc: dict[str, Any] | None, event: Envelope, now: datetime, *,
+                links: list[dict[str, Any]] = (), watch_hits: list[dict[str, Any]] = ()  # type: ignore[assignment]
+                ) -> Change | None:
+    """A new report (or an amended one) is screened, linked and enters the queue."""
     if event.type == "case.reported":
         report = parse_data(event, intake.CaseReported)
         if doc is not None:
@@ -75,9 +87,13 @@ def on_reported(doc: dict[str, Any] | None, event: Envelope, now: datetime) -> C
             return None
     else:
         return None
-    result = screening.screen(report, screening.today_of(now))
+    result = screening.screen(report, screening.today_of(now), [h["watch_id"] for h in watch_hits])
     screened = _event(event.case_id, result, correlation_id=event.correlation_id, causation_id=event.event_id,
                       actor=None, now=now)
+    known = {link["case_id"] for link in (doc or {}).get("links", [])}
+    linked = [_event(event.case_id, verification.CaseLinked(linked_case_id=link["case_id"], reasons=link["reasons"]),
+                     correlation_id=event.correlation_id, causation_id=event.event_id, actor=None, now=now)
+              for link in links if link["case_id"] not in known]
     fields = {
         "case_number": report.case_number,
         "village_code": report.village_code,
@@ -89,12 +105,24 @@ def on_reported(doc: dict[str, Any] | None, event: Envelope, now: datetime) -> C
         "priority_rank": screening.PRIORITY_RANK[result.priority],
         "suggested_types": result.suggested_types,
         "correlation_id": event.correlation_id,
+        "observed_at": report.observed_at.isoformat(),
+        "links": linking.merge_links((doc or {}).get("links", []), list(links)),
+        "watchlist_hits": list(watch_hits),
         "updated_at": now.isoformat(),
     }
     if doc is None:
-        fields.update({"received_at": report.received_at.isoformat(), "links": [], "watchlist_hits": [],
-                       "question": None, "decision": None})
-    return Change(set=fields, events=[screened])
+        fields.update({"received_at": report.received_at.isoformat(), "question": None, "decision": None})
+    return Change(set=fields, events=[screened, *linked])
+
+
+def add_link(doc: dict[str, Any], link: dict[str, Any], cause: Envelope, now: datetime) -> Change | None:
+    """An earlier case learns that a new report links to it."""
+    if any(existing["case_id"] == link["case_id"] for existing in doc.get("links", [])):
+        return None
+    event = _event(doc["_id"], verification.CaseLinked(linked_case_id=link["case_id"], reasons=link["reasons"]),
+                   correlation_id=doc["correlation_id"], causation_id=cause.event_id, actor=None, now=now)
+    return Change(set={"links": linking.merge_links(doc.get("links", []), [link]), "updated_at": now.isoformat()},
+                  events=[event])
 
 
 def on_withdrawn(doc: dict[str, Any] | None, event: Envelope, now: datetime) -> Change | None:
@@ -157,3 +185,23 @@ def queue_item(doc: dict[str, Any]) -> dict[str, Any]:
     return {"case_id": doc["_id"], "case_number": doc["case_number"], "version": doc["version"],
             "village_code": doc["village_code"], "received_at": doc["received_at"], "priority": s["priority"],
             "score": s["score"], "escalation": s["escalation"], "suggested_types": s["suggested_types"]}
+
+
+class WatchEntryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    kind: linking.WatchKind
+    value: Annotated[str, StringConstraints(min_length=2, max_length=200)]
+    note: Text | None = None
+
+
+def watch_entry(entry: WatchEntryIn, principal: Principal, now: datetime) -> dict[str, Any]:
+    match = linking.watch_value(entry.kind, entry.value)  # raises ValueError for an impossible phone
+    if not match:
+        raise ValueError("value has nothing to match on")
+    return {"_id": str(uuid.uuid4()), "kind": entry.kind, "label": entry.value, "match": match,
+            "note": entry.note, "region": principal.region, "region_path": regions.path(principal.region),
+            "added_by": principal.sub, "added_at": now.isoformat()}
+
+
+def watch_view(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: doc[k] for k in ("kind", "label", "note", "region", "added_by", "added_at")} | {"id": doc["_id"]}

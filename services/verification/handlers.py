@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Header, Query
 from fastapi.responses import JSONResponse
 
-from services.verification import domain
+from services.verification import domain, linking
 from services.verification.store import CaseStore
 from shared import regions, topics
 from shared.api_models import MAX_LIMIT, decode_cursor, page
@@ -81,16 +81,64 @@ def routes(runtime: Runtime, store: CaseStore) -> APIRouter:
         doc = await store.load(case_id)
         return JSONResponse(domain.verifier_view(doc), headers={"ETag": f'"{new_version}"'})
 
+    supervisor = runtime.require("supervisor")
+
+    @router.post("/watchlist", status_code=201, tags=["watchlist"],
+                 summary="Flag a recruiter, a phone number or an unlicensed agency in your region")
+    async def add_watch(entry: domain.WatchEntryIn,
+                        principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
+        try:
+            doc = domain.watch_entry(entry, principal, runtime.clock.now())
+        except ValueError as exc:
+            raise ApiError(422, "invalid_request", str(exc), [{"field": "value", "problem": str(exc)}]) from exc
+        await store.add_watch_entry(doc)
+        return domain.watch_view(doc)
+
+    @router.get("/watchlist", tags=["watchlist"], summary="Watch-list entries of your region")
+    async def list_watch(principal: Annotated[Principal, Depends(supervisor)], cursor: str | None = None,
+                         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> dict[str, Any]:
+        offset = decode_cursor(cursor)
+        docs = await store.list_watch_entries(principal.region, offset, limit + 1)
+        return page([domain.watch_view(d) for d in docs], offset, limit)
+
     return router
 
 
 def subscribers(runtime: Runtime, store: CaseStore) -> None:
-    async def on_intake_event(event: Envelope) -> None:
+    key = runtime.settings.identifier_key.get_secret_value().encode()
+
+    async def screen_and_link(event: Envelope) -> None:
+        report = domain.report_of(event)
+        assert report is not None
         now = runtime.clock.now()
+        mine = linking.identities(report, key)
+        matches = await store.identity_matches([i.digest for i in mine], event.case_id)
+        window = linking.CORROBORATION_WINDOW
+        nearby = await store.reported_near(report.village_code, (report.observed_at - window).isoformat(),
+                                           (report.observed_at + window).isoformat(), event.case_id)
+        others = await store.by_ids(sorted({m["case_id"] for m in matches}))
+        links = linking.shared_identity_links(matches, others)
+        shared = {link["case_id"] for link in links}
+        links += [linking.link_of(o, ["two reporters of the village within a day"], "corroborates")
+                  for o in nearby if linking.corroborates(report, o, o["_id"] in shared)]
+        links = linking.merge_links([], links)
+        hits = linking.watchlist_hits(report, await store.watch_entries(regions.path(report.village_code)))
+        # Earlier cases first, each at most once per new event: a crash here repeats only what is missing.
+        this_case = {"_id": event.case_id, "case_number": report.case_number, "village_code": report.village_code}
+        for link in links:
+            back = linking.link_of(this_case, link["reasons"], link["kind"])
+            await store.apply_once(link["case_id"], f"link:{event.event_id}",
+                                   lambda doc, back=back: domain.add_link(doc, back, event, now) if doc else None)
+        await store.save_identities(event.case_id, mine)
+        await store.apply_once(event.case_id, event.event_id,
+                               lambda doc: domain.on_reported(doc, event, now, links=links, watch_hits=hits))
+
+    async def on_intake_event(event: Envelope) -> None:
         if event.type in ("case.reported", "case.amended"):
-            await store.apply_once(event.case_id, event.event_id, lambda doc: domain.on_reported(doc, event, now))
+            await screen_and_link(event)
         elif event.type == "case.withdrawn":
+            now = runtime.clock.now()
             await store.apply_once(event.case_id, event.event_id, lambda doc: domain.on_withdrawn(doc, event, now))
 
     runtime.consume(topics.INTAKE, apply=on_intake_event,
-                    description="New and amended reports are screened and enter the verifier's queue")
+                    description="New and amended reports are screened, linked and enter the verifier's queue")

@@ -36,7 +36,7 @@ def age_on(person: intake.Person, day: date) -> int | None:
     return person.age
 
 
-def screen(report: intake.CaseReported, today: date) -> verification.CaseScreened:
+def screen(report: intake.CaseReported, today: date, watchlist_hits: list[str] = ()) -> verification.CaseScreened:  # type: ignore[assignment]
     known = reference.indicators()
     triggered = [known[i] for i in dict.fromkeys(report.indicators) if i in known]
     score = sum(i.weight for i in triggered)
@@ -51,6 +51,8 @@ def screen(report: intake.CaseReported, today: date) -> verification.CaseScreene
         priority = "critical"
     else:
         priority = next(p for p, minimum in thresholds() if score >= minimum)
+        if watchlist_hits and PRIORITY_RANK[priority] > PRIORITY_RANK["high"]:
+            priority = "high"  # a known recruiter, phone or unlicensed agency: at least high
     reasons: dict[str, list[str]] = {}
     for indicator in triggered:
         for case_type in indicator.points_to:
@@ -73,6 +75,7 @@ def screen(report: intake.CaseReported, today: date) -> verification.CaseScreene
         suggested_types=suggested or ["unknown"],
         type_reasons=reasons,
         indicator_set_version=reference.data_version("indicators.csv"),
+        watchlist_hits=list(watchlist_hits),
         submission=report.submission,
     )
 

@@ -38,6 +38,7 @@ class CaseScreened(Contract):
     suggested_types: list[CaseType]
     type_reasons: dict[str, list[str]] = Field(default_factory=dict)  # case type -> the indicators pointing to it
     indicator_set_version: str
+    watchlist_hits: list[str] = Field(default_factory=list)  # ids of the watch-list entries the report hits
     submission: int = 1
 
 

@@ -9,7 +9,7 @@ from shared import topics
 from shared.contracts import intake
 from tests.builders import OTHER_VILLAGE, case_reported
 from tests.conftest import auth, eventually, serving
-from tests.kafka_helpers import publish
+from tests.kafka_helpers import TopicReader, header, publish
 
 pytestmark = pytest.mark.integration
 VERIFIER = auth("verifier", "36.03")
@@ -77,3 +77,48 @@ async def test_the_queue_is_most_urgent_first_then_oldest_and_only_the_verifiers
         assert [i["case_id"] for i in first["items"] + second["items"]] == [critical.case_id, high.case_id,
                                                                              low.case_id]
         assert second["next"] is None
+
+
+async def test_reports_from_two_villages_sharing_a_recruiter_are_linked_both_ways(infra, isolation):
+    recruiter = {"role": "recruiter", "name": "Pak Darto", "phone": "+6281377778888"}
+    first = case_reported(persons=[intake.Person(person_id="a", **recruiter)])
+    second = case_reported(village_code=OTHER_VILLAGE,
+                           persons=[intake.Person(person_id="b", **{**recruiter, "name": "Darto"})])
+    async with serving(_app(infra, isolation)) as http, TopicReader(infra["kafka"], topics.VERIFICATION) as out:
+        await publish(infra["kafka"], topics.INTAKE, first)
+        await _screened(http, first.case_id)
+        await publish(infra["kafka"], topics.INTAKE, second)
+        linked = await out.collect(lambda r: header(r, topics.HEADER_EVENT_TYPE) == "case.linked"
+                                   and header(r, topics.HEADER_CASE_ID) in (first.case_id, second.case_id), count=2)
+        newer = (await _screened(http, second.case_id)).json()
+
+        async def older_linked():
+            body = (await http.get(f"/v1/cases/{first.case_id}", headers=VERIFIER)).json()
+            return body if body["links"] else None
+
+        older = await eventually(older_linked)
+    assert {header(r, topics.HEADER_CASE_ID) for r in linked} == {first.case_id, second.case_id}
+    [link] = newer["links"]
+    assert link["case_id"] == first.case_id and link["kind"] == "shared_recruiter"
+    assert link["reasons"] == ["same recruiter name", "same recruiter phone"]
+    assert older["links"][0]["case_id"] == second.case_id
+
+
+async def test_a_supervisors_watch_list_entry_is_hit_and_raises_priority(infra, isolation):
+    supervisor = auth("supervisor", "36.03")
+    async with serving(_app(infra, isolation)) as http:
+        added = await http.post("/v1/watchlist", headers=supervisor,
+                                json={"kind": "phone", "value": "0813-5555-6666", "note": "calo dikenal"})
+        assert added.status_code == 201, added.text
+        bad = await http.post("/v1/watchlist", headers=supervisor, json={"kind": "phone", "value": "12"})
+        assert bad.status_code == 422
+        assert (await http.post("/v1/watchlist", headers=VERIFIER, json={"kind": "agency", "value": "PT X"})
+                ).status_code == 403
+        listed = (await http.get("/v1/watchlist", headers=supervisor)).json()["items"]
+        assert [e["id"] for e in listed] == [added.json()["id"]]
+        event = case_reported(indicators=["family_pressed_to_sign"], persons=[
+            intake.Person(person_id="r", role="recruiter", name="X", phone="+6281355556666")])
+        await publish(infra["kafka"], topics.INTAKE, event)
+        case = (await _screened(http, event.case_id)).json()
+    assert case["screening"]["priority"] == "high" and case["screening"]["score"] == 1
+    assert [h["watch_id"] for h in case["watchlist_hits"]] == [added.json()["id"]]

@@ -44,9 +44,9 @@ def test_the_development_secret_is_refused_outside_dev(monkeypatch):
     with pytest.raises(ValueError, match="development default"):
         ServiceSettings(env="prod")
     assert ServiceSettings(env="dev").jwt_secret.get_secret_value() == DEV_JWT_SECRET
-    assert ServiceSettings(env="prod", jwt_secret=SECRET).env == "prod"
+    assert ServiceSettings(env="prod", jwt_secret=SECRET, identifier_key="k" * 40).env == "prod"
 
 
 def test_a_short_secret_is_refused():
     with pytest.raises(ValueError, match="at least 32"):
-        ServiceSettings(env="prod", jwt_secret="short")
+        ServiceSettings(env="prod", jwt_secret="short", identifier_key="k" * 40)

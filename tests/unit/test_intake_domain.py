@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.intake import domain
+from shared.identity import normalise_phone
 from shared.auth import Principal
 from shared.contracts import verification
 from shared.contracts.envelope import new_event
@@ -20,13 +21,13 @@ REPORTER = Principal(sub="r1", name="Babinsa", role="reporter", region=PILOT_VIL
     ("+60123456789", "+60123456789"),
 ])
 def test_phone_numbers_are_normalised_to_plus62(raw, expected):
-    assert domain.normalise_phone(raw) == expected
+    assert normalise_phone(raw) == expected
 
 
 @pytest.mark.parametrize("raw", ["12345", "812345678", "+62abc4567890", "+6208123456789", "0812"])
 def test_impossible_phone_numbers_are_refused(raw):
     with pytest.raises(ValueError):
-        domain.normalise_phone(raw)
+        normalise_phone(raw)
 
 
 def test_the_design_example_report_is_valid():

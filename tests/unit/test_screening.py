@@ -70,3 +70,9 @@ def test_the_reporters_suspicion_is_kept_among_the_suggestions():
 def test_thresholds_come_from_data():
     assert screening.thresholds() == [("high", 9), ("medium", 5), ("low", 0)]
     assert screening.screen(_report([]), TODAY).indicator_set_version.startswith("indicators.csv@")
+
+
+def test_a_watch_list_hit_raises_priority_to_at_least_high():
+    assert screening.screen(_report(["family_pressed_to_sign"]), TODAY, ["w1"]).priority == "high"
+    assert screening.screen(_report(["family_pressed_to_sign"]), TODAY, ["w1"]).watchlist_hits == ["w1"]
+    assert screening.screen(_report(["distress_signal_abroad"]), TODAY, ["w1"]).priority == "critical"

@@ -1,0 +1,137 @@
+"""Linking (DESIGN.md "Screening"): which earlier cases share a person or a recruiter with a new report, which
+reports corroborate each other, and which watch-list entries a report hits. Pure.
+
+Identifiers are compared as keyed hashes (HMAC-SHA256 over the normalised value), never as plaintext, so the
+link index holds no NIK, passport, phone or name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from shared.contracts import intake
+from shared.identity import normalise_name, normalise_phone
+
+RECRUITING_ROLES = ("recruiter", "facilitator")
+CORROBORATION_WINDOW = timedelta(hours=24)
+
+Kind = Literal["nik", "passport", "phone", "name_birth_date", "recruiter_phone", "recruiter_name"]
+REASONS: dict[str, str] = {
+    "nik": "same NIK",
+    "passport": "same passport number",
+    "phone": "same phone number",
+    "name_birth_date": "same name and birth date",
+    "recruiter_phone": "same recruiter phone",
+    "recruiter_name": "same recruiter name",
+}
+
+
+@dataclass(frozen=True)
+class Identity:
+    kind: Kind
+    digest: str
+    person_id: str
+
+
+def keyed(key: bytes, kind: str, value: str) -> str:
+    return hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def identities(report: intake.CaseReported, key: bytes) -> list[Identity]:
+    out: dict[tuple[str, str], Identity] = {}
+
+    def add(kind: Kind, value: str | None, person: intake.Person) -> None:
+        if value:
+            digest = keyed(key, kind, value)
+            out.setdefault((kind, digest), Identity(kind, digest, person.person_id))
+
+    for p in report.persons:
+        recruiting = p.role in RECRUITING_ROLES
+        add("nik", p.nik, p)
+        add("passport", p.passport_number.upper() if p.passport_number else None, p)
+        if recruiting:
+            add("recruiter_phone", p.phone, p)
+            add("recruiter_name", normalise_name(p.name) if p.name else None, p)
+        else:
+            add("phone", p.phone, p)
+            if p.name and p.birth_date:
+                add("name_birth_date", f"{normalise_name(p.name)}|{p.birth_date.isoformat()}", p)
+    return list(out.values())
+
+
+def link_of(other: dict[str, Any], reasons: list[str], kind: str) -> dict[str, Any]:
+    return {"case_id": other["_id"], "case_number": other.get("case_number"), "village_code": other.get("village_code"),
+            "kind": kind, "reasons": sorted(set(reasons))}
+
+
+def shared_identity_links(matches: list[dict[str, Any]], cases: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """`matches` are identity-index rows of OTHER cases whose digest equals one of the new report's."""
+    by_case: dict[str, list[str]] = {}
+    for m in matches:
+        by_case.setdefault(m["case_id"], []).append(m["kind"])
+    links = []
+    for case_id, kinds in by_case.items():
+        if case_id in cases:
+            kind = "shared_recruiter" if all(k.startswith("recruiter_") for k in kinds) else "shared_person"
+            links.append(link_of(cases[case_id], [REASONS[k] for k in kinds], kind))
+    return links
+
+
+def corroborates(new: intake.CaseReported, other: dict[str, Any], shared_identity: bool) -> bool:
+    """Two reporters of one village describing the same thing within a day corroborate each other."""
+    report = other.get("report") or {}
+    if other.get("village_code") != new.village_code or report.get("reporter", {}).get("id") == new.reporter.id:
+        return False
+    observed = datetime.fromisoformat(report["observed_at"]) if report.get("observed_at") else None
+    if observed is None or abs(observed - new.observed_at) > CORROBORATION_WINDOW:
+        return False
+    return shared_identity or bool(set(report.get("indicators", [])) & set(new.indicators))
+
+
+def merge_links(existing: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One link per other case, its reasons the union of all found."""
+    merged: dict[str, dict[str, Any]] = {link["case_id"]: dict(link) for link in existing}
+    for link in new:
+        if link["case_id"] in merged:
+            current = merged[link["case_id"]]
+            current["reasons"] = sorted(set(current["reasons"]) | set(link["reasons"]))
+            if current["kind"] != link["kind"]:
+                current["kind"] = "shared_person" if "shared_person" in (current["kind"], link["kind"]) else link["kind"]
+        else:
+            merged[link["case_id"]] = dict(link)
+    return list(merged.values())
+
+
+# --- watch list ---------------------------------------------------------------------------------------------
+
+WatchKind = Literal["recruiter", "phone", "agency"]
+
+
+def watch_value(kind: str, value: str) -> str:
+    """The form a watch-list value is matched in."""
+    if kind == "phone":
+        return normalise_phone(value)
+    return normalise_name(value)
+
+
+def watchlist_hits(report: intake.CaseReported, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    hits = []
+    narrative = f" {normalise_name(report.narrative)} "
+    for entry in entries:
+        kind, wanted = entry["kind"], entry["match"]
+        matched: str | None = None
+        for p in report.persons:
+            if kind == "phone" and p.phone == wanted:
+                matched = p.person_id
+            elif kind in ("recruiter", "agency") and p.role in RECRUITING_ROLES and p.name \
+                    and normalise_name(p.name) == wanted:
+                matched = p.person_id
+        if matched is None and kind in ("recruiter", "agency") and wanted and f" {wanted} " in narrative:
+            matched = "narrative"
+        if matched is not None:
+            hits.append({"watch_id": entry["_id"], "kind": kind, "label": entry.get("label"), "matched": matched})
+    return hits

@@ -1,0 +1,99 @@
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from services.verification import linking
+from shared.contracts import intake
+from shared.contracts.envelope import parse_data
+from shared.identity import normalise_name
+from tests.builders import OTHER_VILLAGE, PILOT_VILLAGE, case_reported
+
+KEY = b"k" * 32
+T0 = datetime(2026, 11, 28, 9, tzinfo=UTC)
+
+
+def _report(persons, village=PILOT_VILLAGE, reporter="rep-a", observed=T0, indicators=("unlicensed_recruiter",)):
+    event = case_reported(persons=persons, village_code=village, observed_at=observed, indicators=list(indicators),
+                          reporter=intake.Reporter(id=reporter, role="reporter", region=village))
+    return parse_data(event, intake.CaseReported), event.case_id
+
+
+def _p(role="potential_victim", **kw):
+    return intake.Person(person_id=kw.pop("person_id", "p"), role=role, **kw)
+
+
+@pytest.mark.parametrize(("a", "b", "reason", "kind"), [
+    (_p(nik="3603115507050001", name="Siti"), _p(nik="3603115507050001", name="Lain"), "same NIK", "shared_person"),
+    (_p(passport_number="C1234567"), _p(passport_number="C1234567"), "same passport number", "shared_person"),
+    (_p(phone="+6281234567890"), _p(phone="+6281234567890"), "same phone number", "shared_person"),
+    (_p(name="Siti Aminah", birth_date=date(2005, 7, 15)), _p(name="siti  AMINAH", birth_date=date(2005, 7, 15)),
+     "same name and birth date", "shared_person"),
+    (_p("recruiter", name="Pak Joko"), _p("recruiter", name="Joko"), "same recruiter name", "shared_recruiter"),
+    (_p("recruiter", phone="+6281299990000"), _p("facilitator", phone="+6281299990000"), "same recruiter phone",
+     "shared_recruiter"),
+])
+def test_reports_sharing_a_person_or_recruiter_are_linked_across_villages(a, b, reason, kind):
+    first, first_id = _report([a], village=PILOT_VILLAGE)
+    second, _ = _report([b], village=OTHER_VILLAGE, reporter="rep-b")
+    index = [{"case_id": first_id, "kind": i.kind, "digest": i.digest} for i in linking.identities(first, KEY)]
+    wanted = {i.digest for i in linking.identities(second, KEY)}
+    matches = [row for row in index if row["digest"] in wanted]
+    links = linking.shared_identity_links(matches, {first_id: {"_id": first_id, "case_number": "n",
+                                                               "village_code": PILOT_VILLAGE}})
+    assert [(link["case_id"], link["reasons"], link["kind"]) for link in links] == [(first_id, [reason], kind)]
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    (_p(name="Siti Aminah", birth_date=date(2005, 7, 15)), _p(name="Siti Aminah", birth_date=date(2006, 7, 15))),
+    (_p(name="Siti Aminah"), _p(name="Siti Aminah")),  # a name alone does not make a victim the same person
+    (_p(phone="+6281234567890"), _p("recruiter", phone="+6281234567891")),
+])
+def test_similar_but_different_people_are_not_linked(a, b):
+    first, _ = _report([a])
+    second, _ = _report([b])
+    assert not {i.digest for i in linking.identities(first, KEY)} & {i.digest for i in linking.identities(second, KEY)}
+
+
+def test_the_index_holds_keyed_hashes_not_identifiers():
+    report, _ = _report([_p(nik="3603115507050001", phone="+6281234567890", name="Siti", birth_date=date(2005, 1, 1))])
+    digests = [i.digest for i in linking.identities(report, KEY)]
+    assert all(len(d) == 64 and "3603115507050001" not in d for d in digests)
+    assert linking.identities(report, b"other-key" * 4)[0].digest not in digests
+
+
+def _stored(report, case_id):
+    return {"_id": case_id, "village_code": report.village_code, "case_number": "n",
+            "report": report.model_dump(mode="json")}
+
+
+@pytest.mark.parametrize(("other_kw", "expected"), [
+    ({"reporter": "rep-b"}, True),  # Babinsa and Bhabinkamtibmas of one village, same day, shared indicator
+    ({"reporter": "rep-a"}, False),  # the same reporter twice is not corroboration
+    ({"reporter": "rep-b", "village": OTHER_VILLAGE}, False),
+    ({"reporter": "rep-b", "observed": T0 + timedelta(hours=30)}, False),
+    ({"reporter": "rep-b", "indicators": ("documents_withheld",)}, False),  # nothing in common
+])
+def test_two_reporters_of_one_village_within_a_day_corroborate(other_kw, expected):
+    new, _ = _report([_p(name="A")], reporter="rep-a")
+    other, other_id = _report([_p(name="B")], **other_kw)
+    assert linking.corroborates(new, _stored(other, other_id), shared_identity=False) is expected
+
+
+def test_links_to_one_case_merge_their_reasons():
+    a = {"case_id": "c", "case_number": "n", "village_code": "v", "kind": "shared_recruiter", "reasons": ["x"]}
+    b = {**a, "kind": "corroborates", "reasons": ["y"]}
+    [merged] = linking.merge_links([a], [b])
+    assert merged["reasons"] == ["x", "y"]
+
+
+def test_watch_list_hits_by_recruiter_name_phone_or_agency_in_the_narrative():
+    report, _ = _report([_p("recruiter", name="Bu Ratna", phone="+6281311112222", person_id="r1")])
+    report = report.model_copy(update={"narrative": "Diberangkatkan oleh PT Maju Jaya Abadi lewat Batam"})
+    entries = [
+        {"_id": "w1", "kind": "recruiter", "match": normalise_name("Ratna"), "label": "Ratna"},
+        {"_id": "w2", "kind": "phone", "match": linking.watch_value("phone", "0813-1111-2222"), "label": "x"},
+        {"_id": "w3", "kind": "agency", "match": normalise_name("PT. Maju Jaya Abadi"), "label": "PT MJA"},
+        {"_id": "w4", "kind": "agency", "match": normalise_name("PT Lain"), "label": "PT Lain"},
+    ]
+    hits = linking.watchlist_hits(report, entries)
+    assert [(h["watch_id"], h["matched"]) for h in hits] == [("w1", "r1"), ("w2", "r1"), ("w3", "narrative")]
