@@ -1,0 +1,126 @@
+"""Referral's HTTP routes and Kafka subscribers: parse, load, call the domain, save."""
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Body, Depends, Query
+
+from services.referral import domain
+from services.referral.store import ReferralStore
+from shared import topics
+from shared.api_models import MAX_LIMIT, decode_cursor, page
+from shared.auth import Principal
+from shared.contracts.envelope import Envelope
+from shared.http import ApiError, not_found
+from shared.outbox import Change, ConcurrentUpdate
+from shared.service import Runtime
+
+log = structlog.get_logger()
+ATTEMPTS = 5
+
+Decide = Callable[[dict[str, Any], datetime], Change]
+
+
+def _scope(principal: Principal) -> dict[str, Any]:
+    """What a caller may see: an investigator their unit's referrals, a supervisor everything in their region."""
+    if principal.role == "investigator":
+        return {"agency_id": principal.unit}
+    return {"region_path": principal.region}
+
+
+def _visible(doc: dict[str, Any] | None, principal: Principal) -> bool:
+    if doc is None:
+        return False
+    if principal.role == "investigator":
+        return doc["agency_id"] == principal.unit
+    return principal.region in doc["region_path"]
+
+
+def routes(runtime: Runtime, store: ReferralStore) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["referrals"])
+    reader = runtime.require("investigator", "supervisor")
+    investigator = runtime.require("investigator")
+    clock = runtime.clock
+
+    @router.get("/referrals", summary="Referrals to your unit (investigator) or in your region (supervisor), "
+                                      "most urgent first")
+    async def list_referrals(
+        principal: Annotated[Principal, Depends(reader)],
+        case_id: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+        status: domain.Status | None = None,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    ) -> dict[str, Any]:
+        filters: dict[str, Any] = {}
+        if case_id:
+            filters["case_id"] = case_id
+        if status:
+            filters["status"] = status
+        offset = decode_cursor(cursor)
+        docs = await store.search(_scope(principal), filters, offset, limit + 1)
+        return page([domain.referral_view(d) for d in docs], offset, limit)
+
+    @router.get("/referrals/{referral_id}", summary="One referral with its deadlines, milestones and history")
+    async def get_referral(referral_id: str, principal: Annotated[Principal, Depends(reader)]) -> dict[str, Any]:
+        doc = await store.load(referral_id)
+        if not _visible(doc, principal):
+            raise not_found("referral")
+        return domain.referral_view(doc)
+
+    async def move(referral_id: str, principal: Principal, decide: Decide) -> dict[str, Any]:
+        """Load, decide, write guarded by the version; a concurrent write makes us decide again on the new state."""
+        for _ in range(ATTEMPTS):
+            doc = await store.load(referral_id)
+            if doc is None or doc["agency_id"] != principal.unit:
+                raise not_found("referral")
+            try:
+                await store.change(referral_id, doc["version"], decide(doc, clock.now()))
+            except domain.InvalidTransition as exc:
+                raise ApiError(409, "conflict", str(exc), {"status": doc["status"]}) from exc
+            except ConcurrentUpdate:
+                continue
+            return domain.referral_view(await store.load(referral_id))
+        raise ApiError(409, "conflict", "the referral changed while recording this; try again")
+
+    @router.post("/referrals/{referral_id}/acknowledge", summary="Your unit has received the referral")
+    async def acknowledge(referral_id: str, principal: Annotated[Principal, Depends(investigator)],
+                          body: Annotated[domain.Acknowledge | None, Body()] = None) -> dict[str, Any]:
+        return await move(referral_id, principal, lambda doc, now: domain.acknowledge(doc, principal, now))
+
+    @router.post("/referrals/{referral_id}/accept", summary="Your unit takes the case on")
+    async def accept(referral_id: str, principal: Annotated[Principal, Depends(investigator)],
+                     body: Annotated[domain.Accept | None, Body()] = None) -> dict[str, Any]:
+        return await move(referral_id, principal, lambda doc, now: domain.accept(doc, principal, now))
+
+    @router.post("/referrals/{referral_id}/decline", summary="Your unit does not take the case on, with a reason")
+    async def decline(referral_id: str, body: domain.Decline,
+                      principal: Annotated[Principal, Depends(investigator)]) -> dict[str, Any]:
+        return await move(referral_id, principal, lambda doc, now: domain.decline(doc, principal, body, now))
+
+    @router.post("/referrals/{referral_id}/updates",
+                 summary="Progress: a note and/or a milestone (police report filed, SP2HP sent, departure deferred…)")
+    async def record_update(referral_id: str, body: domain.Update,
+                            principal: Annotated[Principal, Depends(investigator)]) -> dict[str, Any]:
+        return await move(referral_id, principal, lambda doc, now: domain.record_update(doc, principal, body, now))
+
+    @router.post("/referrals/{referral_id}/close", summary="Close an accepted referral with its outcome")
+    async def close(referral_id: str, body: domain.Close,
+                    principal: Annotated[Principal, Depends(investigator)]) -> dict[str, Any]:
+        return await move(referral_id, principal, lambda doc, now: domain.close(doc, principal, body, now))
+
+    return router
+
+
+def subscribers(runtime: Runtime, store: ReferralStore) -> None:
+    async def on_verification_event(event: Envelope) -> None:
+        if event.type != "case.verified":
+            return
+        for doc, events in domain.open_referrals(event, runtime.clock.now()):
+            opened = await store.open(doc, events, applied=event.event_id)
+            log.info("referral_opened" if opened else "referral_already_open", referral_id=doc["_id"],
+                     agency_id=doc["agency_id"], fallback=doc["fallback"])
+
+    runtime.consume(topics.VERIFICATION, apply=on_verification_event,
+                    description="Verified cases are routed: one referral per agency, with deadlines by priority")

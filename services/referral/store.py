@@ -1,0 +1,40 @@
+"""The only module of referral that touches the database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from shared.clock import Clock
+from shared.outbox import AggregateStore, OutboxRelay, Outgoing
+
+_HIDDEN = {"outbox": 0, "applied": 0}
+_URGENT_FIRST = [("priority_rank", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
+
+
+class ReferralStore(AggregateStore):
+    def __init__(self, db: AsyncDatabase, relay: OutboxRelay, clock: Clock) -> None:
+        super().__init__(db["referrals"], relay, clock)
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([("agency_id", ASCENDING), *_URGENT_FIRST[:2]])
+        await self.collection.create_index([("region_path", ASCENDING), *_URGENT_FIRST[:2]])
+        await self.collection.create_index([("case_id", ASCENDING)])
+
+    async def open(self, doc: dict[str, Any], events: list[Outgoing], applied: str) -> bool:
+        """Insert a new referral with its outbox; False if it exists (its id is derived from case and agency)."""
+        try:
+            await self.create(doc, events, applied=applied)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def search(self, scope: dict[str, Any], filters: dict[str, Any], offset: int,
+                     limit: int) -> list[dict[str, Any]]:
+        """Referrals within `scope` (a unit or a region), most urgent first, then oldest."""
+        cursor = (self.collection.find({**filters, **scope}, _HIDDEN)
+                  .sort(_URGENT_FIRST).skip(offset).limit(limit))
+        return await cursor.to_list()
