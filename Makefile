@@ -32,9 +32,10 @@ run: install ## the whole system in the foreground; Ctrl-C stops everything it s
 up: install ## the whole system in the background
 	$(PY) -m infra.local.supervise up
 
-down: ## stop what `make up` started, by recorded pid
+down: ## stop what `make up` started, by recorded pid (and a test instance left running)
 	-$(PY) -m infra.local.supervise down
 	$(INFRA) stop
+	$(TEST_INFRA) $(INFRA) stop
 
 status:
 	$(INFRA) status
@@ -43,17 +44,25 @@ status:
 token: $(STAMP) ## make token ROLE=reporter REGION=36.03.11.2009 [UNIT=polresta_tangerang] [SUB=user-1]
 	@$(PY) -m shared.auth --role $(ROLE) --region $(REGION) $(if $(UNIT),--unit $(UNIT)) $(if $(SUB),--sub $(SUB))
 
-test: infra-up ## every test tier against the real Kafka and FerretDB
-	$(PY) -m pytest tests -q
+# `make test` has its own Kafka and FerretDB (other ports, fresh data each run), so it neither sees nor
+# disturbs what `make run` holds; it stops them when the tests end.
+TEST_INFRA := WASPADA_INFRA_DIR=$(CURDIR)/.local-infra/test KAFKA_PORT=19092 KAFKA_CONTROLLER_PORT=19093 \
+	FERRETDB_PORT=27018 KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 \
+	MONGODB_URI=mongodb://127.0.0.1:27018/?directConnection=true
+PYTEST_ARGS ?=
 
-test-unit: install
+test: install ## every test tier against a real Kafka and FerretDB started for the run
+	$(TEST_INFRA) $(INFRA) fresh
+	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:19092
+	$(TEST_INFRA) $(PY) -m pytest tests -q $(PYTEST_ARGS); rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
+
+test-unit: install ## pure tests, no broker or database
 	$(PY) -m pytest tests/unit tests/contract -q
 
-test-integration: infra-up
-	$(PY) -m pytest tests/integration -q
-
-test-e2e: infra-up
-	$(PY) -m pytest tests/e2e -q
+test-integration test-e2e: install
+	$(TEST_INFRA) $(INFRA) start
+	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:19092
+	$(TEST_INFRA) $(PY) -m pytest tests/$(subst test-,,$@) -q $(PYTEST_ARGS)
 
 bench: infra-up
 	$(PY) -m tests.bench

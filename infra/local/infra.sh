@@ -5,22 +5,25 @@
 #   infra/local/infra.sh start     start both (no-op for one already running), wait until each answers
 #   infra/local/infra.sh stop      stop both by their recorded pids
 #   infra/local/infra.sh status    say what runs
+#   infra/local/infra.sh fresh     stop, wipe this instance's data, start (a clean broker and database)
 #
-# Everything it writes lives under $WASPADA_INFRA_DIR (default: <repo>/.local-infra, git-ignored).
+# Downloads and builds are cached in <repo>/.local-infra/cache; data, logs and pids of one instance live in
+# $WASPADA_INFRA_DIR (default <repo>/.local-infra). `make test` runs its own instance on other ports.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 state="${WASPADA_INFRA_DIR:-$repo/.local-infra}"
+cache="$repo/.local-infra/cache"
 kafka_version="3.9.2"
 kafka_port="${KAFKA_PORT:-9092}"
 controller_port="${KAFKA_CONTROLLER_PORT:-9093}"
 ferret_port="${FERRETDB_PORT:-27017}"
 
-kafka_libs="$state/kafka/libs-$kafka_version"
+kafka_libs="$cache/kafka-libs-$kafka_version"
 kafka_data="$state/kafka/data"
-ferret_bin="$state/bin/ferretdb-runner"
-ferret_stamp="$state/bin/ferretdb-runner.sum"
+ferret_bin="$cache/bin/ferretdb-runner"
+ferret_stamp="$cache/bin/ferretdb-runner.sum"
 ferret_data="$state/ferretdb/data"
 logs="$state/logs"
 pids="$state/pids"
@@ -49,7 +52,7 @@ install_ferretdb() {
   sum="$(cat "$here/ferretdb/go.sum" "$here/ferretdb/go.mod" "$here/ferretdb/main.go" | sha256sum | cut -d' ' -f1)"
   if [[ -x "$ferret_bin" && -f "$ferret_stamp" && "$(cat "$ferret_stamp")" == "$sum" ]]; then return; fi
   log "building the FerretDB runner (first time only; the Go module cache makes later builds fast)"
-  mkdir -p "$state/bin"
+  mkdir -p "$cache/bin"
   (cd "$here/ferretdb" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -trimpath -o "$ferret_bin.tmp" .)
   mv "$ferret_bin.tmp" "$ferret_bin"
   echo "$sum" >"$ferret_stamp"
@@ -124,9 +127,13 @@ case "${1:-}" in
   install) install_kafka; install_ferretdb ;;
   start) install_kafka; install_ferretdb; start_ferretdb; start_kafka ;;
   stop) stop_one kafka 25; stop_one ferretdb 10 ;;
+  fresh)
+    stop_one kafka 25; stop_one ferretdb 10
+    rm -rf "$kafka_data" "$ferret_data" "$state/kafka/server.properties"
+    install_kafka; install_ferretdb; start_ferretdb; start_kafka ;;
   status)
     for n in kafka ferretdb; do
       if alive "$n"; then echo "$n: running (pid $(cat "$pids/$n.pid"))"; else echo "$n: stopped"; fi
     done ;;
-  *) echo "usage: $0 install|start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|status|fresh" >&2; exit 2 ;;
 esac

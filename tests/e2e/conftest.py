@@ -1,4 +1,4 @@
-"""The four services as real processes, started once per test session on their own ports, databases and groups."""
+"""The four services as real processes, started once for the e2e tier on their own ports, databases and groups."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class System:
                 proc.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped before other tiers run, so its consumers never see their test events
 def system(infra, tmp_path_factory) -> System:
     logs = tmp_path_factory.mktemp("service-logs")
     system = System(infra, logs)

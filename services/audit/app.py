@@ -1,0 +1,28 @@
+"""Composition root of the audit service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.audit import handlers
+from services.audit.store import AuditStore
+from shared.clock import Clock
+from shared.service import build_runtime, create_service_api
+from shared.settings import ServiceSettings
+
+
+class AuditSettings(ServiceSettings):
+    service: str = "audit"
+    port: int = 8004
+
+
+def create_app(settings: AuditSettings | None = None, clock: Clock | None = None) -> FastAPI:
+    settings = settings or AuditSettings()
+    runtime = build_runtime(settings, clock)
+    store = AuditStore(runtime.db, runtime.clock)
+    runtime.startup.append(store.ensure_indexes)
+    handlers.subscribers(runtime, store)
+    app = create_service_api(runtime, title="waspada-audit",
+                             description="Every case event in a tamper-evident trail, for supervisors and auditors.")
+    app.include_router(handlers.routes(runtime, store))
+    return app

@@ -1,0 +1,290 @@
+"""Audit's domain: the hash-chained trail, how it is verified, and the small case read model the events build.
+
+Pure: no I/O. The store reads and writes what these functions build and judge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from shared import regions, topics
+from shared.contracts.envelope import Envelope
+
+GENESIS_HASH = "0" * 64
+NOT_HASHED = ("_id", "hash")  # every other stored field of an entry is covered by its hash
+
+# --- arbitrary event JSON in a MongoDB-wire database --------------------------------------------------------
+# FerretDB refuses keys with "." or a leading "$" and nested arrays, and turns -0.0 into 0. An event's `data` is
+# any JSON, so it is stored in a reversible escaped form and the hash covers exactly what is stored.
+
+_LIST = "%list"  # a dict holding only this key stands for a list inside a list ("%" in real keys is escaped)
+_ESCAPED = re.compile(r"%(25|2E|00|24)")
+_UNESCAPE = {"25": "%", "2E": ".", "00": "\x00", "24": "$"}
+
+
+def _escape_key(key: str) -> str:
+    escaped = key.replace("%", "%25").replace(".", "%2E").replace("\x00", "%00")
+    return "%24" + escaped[1:] if escaped.startswith("$") else escaped
+
+
+def _unescape_key(key: str) -> str:
+    return _ESCAPED.sub(lambda m: _UNESCAPE[m.group(1)], key)
+
+
+def to_storable(value: Any, *, in_list: bool = False) -> Any:
+    if isinstance(value, Mapping):
+        return {_escape_key(str(k)): to_storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [to_storable(v, in_list=True) for v in value]
+        return {_LIST: items} if in_list else items
+    if isinstance(value, float) and value == 0.0:
+        return 0.0  # -0.0 would come back as 0.0 and break the hash
+    return value
+
+
+def from_storable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        if set(value) == {_LIST}:
+            return [from_storable(v) for v in value[_LIST]]
+        return {_unescape_key(k): from_storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_storable(v) for v in value]
+    return value
+
+
+# --- the chain ----------------------------------------------------------------------------------------------
+
+
+def timestamp(moment: datetime) -> str:
+    """One fixed ISO form (UTC, microseconds), so stored timestamps compare correctly as strings."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def canonical_json(entry: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in entry.items() if k not in NOT_HASHED}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_hash(prev_hash: str, entry: Mapping[str, Any]) -> str:
+    return hashlib.sha256((prev_hash + canonical_json(entry)).encode("utf-8")).hexdigest()
+
+
+def chain_entry(event: Envelope, previous: Mapping[str, Any] | None, recorded_at: datetime) -> dict[str, Any]:
+    """The trail entry that records `event` right after `previous` (None: the case's first entry)."""
+    prev_hash = previous["hash"] if previous else GENESIS_HASH
+    entry: dict[str, Any] = {
+        "case_id": event.case_id,
+        "seq": int(previous["seq"]) + 1 if previous else 1,
+        "event_id": event.event_id,
+        "type": event.type,
+        "event": to_storable(event.model_dump(mode="json")),
+        "recorded_at": timestamp(recorded_at),
+        "prev_hash": prev_hash,
+    }
+    entry["hash"] = chain_hash(prev_hash, entry)
+    return entry
+
+
+@dataclass(frozen=True)
+class TrailHead:
+    """The last seq and hash the service appended, kept apart from the trail so a cut-off tail shows."""
+
+    seq: int
+    hash: str | None
+
+
+def head_of(case: Mapping[str, Any]) -> TrailHead:
+    return TrailHead(int(case.get("trail_seq") or 0), case.get("trail_hash"))
+
+
+def verify_chain(entries: Sequence[Mapping[str, Any]], head: TrailHead | None = None) -> dict[str, Any]:
+    """Recompute a trail read in seq order: changed, deleted or reordered entries break it at the first bad seq."""
+    prev = GENESIS_HASH
+    for seq, entry in enumerate(entries, start=1):
+        if not _intact(entry, seq, prev):
+            return _verdict(entries, seq)
+        prev = entry["hash"]
+    if head is not None and head.seq > len(entries):
+        return _verdict(entries, len(entries) + 1)  # entries at the end were deleted
+    if head is not None and head.seq >= 1 and entries[head.seq - 1]["hash"] != head.hash:
+        return _verdict(entries, head.seq)  # rewritten consistently, but not what was appended
+    return {"valid": True, "entries": len(entries), "first_broken_seq": None}
+
+
+def _intact(entry: Mapping[str, Any], seq: int, prev_hash: str) -> bool:
+    if type(entry.get("seq")) is not int or entry["seq"] != seq or entry.get("prev_hash") != prev_hash:
+        return False
+    try:
+        return chain_hash(prev_hash, entry) == entry.get("hash")
+    except (TypeError, ValueError):  # a tampered value that is not even JSON
+        return False
+
+
+def _verdict(entries: Sequence[Mapping[str, Any]], broken_at: int) -> dict[str, Any]:
+    return {"valid": False, "entries": len(entries), "first_broken_seq": broken_at}
+
+
+def trail_view(entry: Mapping[str, Any]) -> dict[str, Any]:
+    event = from_storable(entry.get("event") or {})
+    # Personal-data masking per role (DESIGN.md, "Who may do what") belongs here, on `data`: a later issue.
+    return {
+        "seq": entry.get("seq"),
+        "event_id": entry.get("event_id"),
+        "type": entry.get("type"),
+        "occurred_at": event.get("occurred_at"),
+        "recorded_at": entry.get("recorded_at"),
+        "actor": event.get("actor"),
+        "producer": event.get("producer"),
+        "correlation_id": event.get("correlation_id"),
+        "causation_id": event.get("causation_id"),
+        "prev_hash": entry.get("prev_hash"),
+        "hash": entry.get("hash"),
+        "data": event.get("data"),
+    }
+
+
+# --- the case read model ------------------------------------------------------------------------------------
+
+Status = Literal["reported", "screened", "info_requested", "verified", "rejected", "withdrawn", "referred",
+                 "closed"]
+
+STATUS_OF: dict[str, str] = {
+    "case.reported": "reported",
+    "case.amended": "reported",  # the amended report enters screening again
+    "case.screened": "screened",
+    "case.info_requested": "info_requested",
+    "case.verified": "verified",
+    "case.rejected": "rejected",
+    "case.withdrawn": "withdrawn",
+    "referral.created": "referred",
+    "case.closed": "closed",
+}
+
+# Facets of a case document that change independently; each keeps the occurred_at of the event that last set it.
+FACETS = ("place", "reported", "status", "types")
+
+
+@dataclass(frozen=True)
+class CaseUpdate:
+    """Fields of one facet, set only if `at` is not older than what set the facet before (redelivery, reordering)."""
+
+    facet: str
+    fields: dict[str, Any]
+    at: str
+
+
+def case_updates(event: Envelope) -> list[CaseUpdate]:
+    """What an event tells the read model; tolerant: odd data yields fewer updates, never an error."""
+    at = timestamp(event.occurred_at)
+    data = event.data
+    updates: list[CaseUpdate] = []
+    source = data.get("report") if event.type == "case.amended" else data
+    if isinstance(source, Mapping) and (place := _place(source)):
+        updates.append(CaseUpdate("place", place, at))
+    if event.type == "case.reported":
+        updates.append(CaseUpdate("reported", {"reported_at": _timestamp_or(data.get("received_at"), at)}, at))
+    if status := STATUS_OF.get(event.type):
+        updates.append(CaseUpdate("status", {"status": status}, at))
+    if event.type == "case.verified" and isinstance(types := data.get("case_types"), list):
+        updates.append(CaseUpdate("types", {"types": sorted({t for t in types if isinstance(t, str)})}, at))
+    return updates
+
+
+def _place(source: Mapping[str, Any]) -> dict[str, Any]:
+    village = source.get("village_code")
+    if not isinstance(village, str) or not regions.VILLAGE_CODE.match(village):
+        return {}
+    place: dict[str, Any] = {"village_code": village, "region_path": regions.path(village)}
+    if isinstance(source.get("case_number"), str):
+        place["case_number"] = source["case_number"]
+    return place
+
+
+def _timestamp_or(value: Any, default: str) -> str:
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return default
+    return timestamp(moment) if moment.tzinfo else default
+
+
+def new_case(now: datetime) -> dict[str, Any]:
+    """A case document (without its _id) before any facet is known: every facet older than any event."""
+    return {"case_number": None, "village_code": None, "region_path": [], "status": None,
+            "types": [], "reported_at": None, "trail_seq": 0, "trail_hash": None, "first_seen_at": timestamp(now),
+            **{f"{facet}_at": "" for facet in FACETS}}
+
+
+def in_region(case: Mapping[str, Any] | None, region: str) -> bool:
+    return case is not None and region in (case.get("region_path") or ())
+
+
+def case_view(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "case_id": doc["_id"],
+        "case_number": doc.get("case_number"),
+        "village_code": doc.get("village_code"),
+        "status": doc.get("status"),
+        "types": doc.get("types") or [],
+        "reported_at": doc.get("reported_at"),
+        "updated_at": doc.get("updated_at"),
+        "trail_entries": doc.get("trail_seq", 0),
+    }
+
+
+def stats_view(region: str, by_status: Sequence[Mapping[str, Any]], by_types: Sequence[Mapping[str, Any]],
+               by_village: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts from `$group` rows ({"_id": key, "n": count}); a case with several types counts once per type."""
+    types: dict[str, int] = {}
+    for row in by_types:
+        for case_type in row["_id"] or ():
+            types[case_type] = types.get(case_type, 0) + int(row["n"])
+    villages = {row["_id"]: int(row["n"]) for row in by_village if row["_id"]}
+    districts: dict[str, int] = {}
+    for village, n in villages.items():
+        district = ".".join(village.split(".")[:3])
+        districts[district] = districts.get(district, 0) + n
+    return {
+        "region": region,
+        "total": sum(int(row["n"]) for row in by_status),
+        "by_status": dict(sorted((row["_id"] or "unknown", int(row["n"])) for row in by_status)),
+        "by_type": dict(sorted(types.items())),
+        "by_district": dict(sorted(districts.items())),
+        "by_village": dict(sorted(villages.items())),
+    }
+
+
+# --- dead letters -------------------------------------------------------------------------------------------
+
+
+def dead_letter(*, topic: str, partition: int, offset: int, key: bytes | None, headers: Mapping[str, str],
+                body: bytes, now: datetime) -> dict[str, Any]:
+    """A dead-lettered message as stored: unchanged apart from decoding, keyed by its place on the topic."""
+    key_text = key.decode("utf-8", "replace") if key else None
+    return {
+        "_id": f"{partition}:{offset}",
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "key": key_text,
+        "headers": to_storable(dict(headers)),
+        "body": body.decode("utf-8", "replace"),
+        "source_topic": headers.get(topics.DLQ_SOURCE_TOPIC),
+        "consumer": headers.get(topics.DLQ_CONSUMER),
+        "error": headers.get(topics.DLQ_ERROR),
+        "case_id": headers.get(topics.HEADER_CASE_ID) or key_text,
+        "recorded_at": timestamp(now),
+    }
+
+
+def dead_letter_view(doc: Mapping[str, Any]) -> dict[str, Any]:
+    # The body may hold personal data; masking it comes with the masking issue (see trail_view).
+    return {"id": doc["_id"], **{k: doc.get(k) for k in (
+        "topic", "partition", "offset", "key", "source_topic", "consumer", "error", "case_id", "recorded_at", "body")},
+        "headers": from_storable(doc.get("headers") or {})}

@@ -1,0 +1,163 @@
+"""Audit's HTTP routes and Kafka subscribers: record every case event in its trail; let supervisors read it."""
+
+import asyncio
+from typing import Annotated, Any, cast
+
+import structlog
+from aiokafka import ConsumerRecord
+from fastapi import APIRouter, Depends, Query
+from faststream import AckPolicy
+from faststream.kafka.annotations import KafkaMessage
+from pydantic import AwareDatetime
+
+from services.audit import domain
+from services.audit.store import AuditStore
+from shared import topics
+from shared.api_models import MAX_LIMIT, decode_cursor, page
+from shared.auth import Principal
+from shared.consumer import MAX_BACKOFF_S
+from shared.contracts.envelope import Envelope
+from shared.contracts.intake import CaseType
+from shared.http import ApiError, not_found
+from shared.mongo import TRANSIENT_ERRORS
+from shared.service import Runtime
+
+log = structlog.get_logger()
+
+VILLAGE_CODE = r"^\d{2}\.\d{2}\.\d{2}\.\d{4}$"
+
+
+def _reported_between(reported_from: AwareDatetime | None, reported_to: AwareDatetime | None) -> dict[str, Any]:
+    if reported_from and reported_to and reported_from > reported_to:
+        raise ApiError(422, "invalid_request", "reported_from is after reported_to",
+                       [{"field": "reported_from", "problem": "is after reported_to"}])
+    window: dict[str, str] = {}
+    if reported_from:
+        window["$gte"] = domain.timestamp(reported_from)
+    if reported_to:
+        window["$lt"] = domain.timestamp(reported_to)
+    return {"reported_at": window} if window else {}
+
+
+def routes(runtime: Runtime, store: AuditStore) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["audit"])
+    supervisor = runtime.require("supervisor", "admin")
+
+    async def in_region(case_id: str, principal: Principal) -> dict[str, Any]:
+        case = await store.case(case_id)
+        if case is None or not domain.in_region(case, principal.region):
+            raise not_found()
+        return case
+
+    @router.get("/cases", summary="Cases in your region, newest report first, by status, type, village and date")
+    async def search_cases(
+        principal: Annotated[Principal, Depends(supervisor)],
+        status: domain.Status | None = None,
+        type: CaseType | None = None,
+        village_code: Annotated[str | None, Query(pattern=VILLAGE_CODE)] = None,
+        reported_from: Annotated[AwareDatetime | None, Query(description="inclusive")] = None,
+        reported_to: Annotated[AwareDatetime | None, Query(description="exclusive")] = None,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    ) -> dict[str, Any]:
+        filters = _reported_between(reported_from, reported_to)
+        if status:
+            filters["status"] = status
+        if type:
+            filters["types"] = type
+        if village_code:
+            filters["village_code"] = village_code
+        offset = decode_cursor(cursor)
+        docs = await store.search(principal.region, filters, offset, limit + 1)
+        return page([domain.case_view(d) for d in docs], offset, limit)
+
+    @router.get("/cases/{case_id}/trail", summary="Every recorded event of a case in order, with seq, hash, prev_hash")
+    async def trail(case_id: str, principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
+        await in_region(case_id, principal)
+        entries = await store.trail_of(case_id)
+        return {"case_id": case_id, "entries": [domain.trail_view(e) for e in entries]}
+
+    @router.get("/cases/{case_id}/trail/verify", summary="Recompute the case's hash chain")
+    async def verify_trail(case_id: str, principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
+        case = await in_region(case_id, principal)  # its head is read before the entries, so an append between
+        entries = await store.trail_of(case_id)  # the two reads cannot look like a deleted entry
+        return domain.verify_chain(entries, domain.head_of(case))
+
+    @router.get("/stats", summary="Counts of the cases in your region by status, type, district and village")
+    async def stats(
+        principal: Annotated[Principal, Depends(supervisor)],
+        reported_from: Annotated[AwareDatetime | None, Query(description="inclusive")] = None,
+        reported_to: Annotated[AwareDatetime | None, Query(description="exclusive")] = None,
+    ) -> dict[str, Any]:
+        filters = _reported_between(reported_from, reported_to)
+        by_status, by_types, by_village = await asyncio.gather(
+            *(store.counts(principal.region, filters, field) for field in ("status", "types", "village_code")))
+        return domain.stats_view(principal.region, by_status, by_types, by_village)
+
+    @router.get("/deadletters", summary="Messages a consumer gave up on, newest first, with the error and source")
+    async def dead_letters(
+        principal: Annotated[Principal, Depends(supervisor)],
+        source_topic: Annotated[str | None, Query(max_length=200)] = None,
+        consumer: Annotated[str | None, Query(max_length=200)] = None,
+        case_id: Annotated[str | None, Query(max_length=200)] = None,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    ) -> dict[str, Any]:
+        filters = {k: v for k, v in (("source_topic", source_topic), ("consumer", consumer), ("case_id", case_id)) if v}
+        offset = decode_cursor(cursor)
+        docs = await store.dead_letters_page(filters, offset, limit + 1)
+        return page([domain.dead_letter_view(d) for d in docs], offset, limit)
+
+    return router
+
+
+def subscribers(runtime: Runtime, store: AuditStore) -> None:
+    async def record(event: Envelope) -> None:
+        now = runtime.clock.now()
+        entry, appended = await store.append(event.case_id, event.event_id,
+                                             lambda last: domain.chain_entry(event, last, now))
+        # Also on a redelivery: the previous attempt may have stopped between the trail and the case document.
+        await store.project(event.case_id, entry, domain.case_updates(event))
+        log.info("trail_appended" if appended else "trail_entry_exists", seq=entry["seq"])
+
+    runtime.consume(*topics.CASE_TOPICS, apply=record,
+                    description="Every case event and every access event is appended to its case's hash-chained trail")
+
+    settings = runtime.settings
+
+    # Not runtime.consume: a dead letter that cannot be stored must not be dead-lettered again.
+    @runtime.broker.subscriber(
+        topics.DEADLETTER,
+        group_id=settings.group_id + ".deadletters",
+        auto_offset_reset=settings.consumer_offset_reset,
+        ack_policy=AckPolicy.ACK,
+        title="audit:deadletters",
+        description="Messages any consumer gave up on are kept for supervisors to inspect",
+    )
+    async def on_dead_letter(message: KafkaMessage) -> None:
+        raw = cast(ConsumerRecord, message.raw_message)  # one record: not a batch subscriber
+        headers = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
+                   for k, v in (raw.headers or ())}
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(service=settings.service, topic=raw.topic,
+                                               partition=raw.partition, offset=raw.offset)
+        doc = domain.dead_letter(topic=raw.topic, partition=raw.partition, offset=raw.offset,
+                                 key=raw.key, headers=headers, body=message.body, now=runtime.clock.now())
+        failures, wait = 0, settings.consumer_backoff_s
+        while True:
+            try:
+                first = await store.record_dead_letter(doc)
+                log.info("dead_letter_recorded", first=first, source_topic=doc["source_topic"],
+                         consumer=doc["consumer"])
+                return
+            except asyncio.CancelledError:
+                raise
+            except TRANSIENT_ERRORS as exc:  # the database is away: wait, never skip a dead letter for that
+                log.warning("dead_letter_record_waiting", error_type=type(exc).__name__, retry_in_s=wait)
+            except Exception as exc:  # noqa: BLE001 - give up on this one; it stays on the dead-letter topic
+                failures += 1
+                if failures >= settings.consumer_attempts:
+                    log.error("dead_letter_not_recorded", error_type=type(exc).__name__, error=str(exc)[:300])
+                    return
+            await asyncio.sleep(wait)
+            wait = min(wait * 2 or 0.1, MAX_BACKOFF_S)

@@ -1,0 +1,103 @@
+"""The only module of audit that touches the database: the trail, the case read model and the dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from services.audit import domain
+from shared.clock import Clock
+
+BuildEntry = Callable[[Mapping[str, Any] | None], dict[str, Any]]
+
+
+class TrailContention(Exception):
+    """Other writers kept taking the next seq of a case: the consumer retries the event later."""
+
+
+class AuditStore:
+    def __init__(self, db: AsyncDatabase[Any], clock: Clock) -> None:
+        self.trail = db["trail"]
+        self.cases = db["cases"]
+        self.dead_letters = db["deadletters"]
+        self._clock = clock
+
+    async def ensure_indexes(self) -> None:
+        # The two unique indexes make appending safe without transactions: one entry per seq, one per event.
+        await self.trail.create_index([("case_id", ASCENDING), ("seq", ASCENDING)], unique=True)
+        await self.trail.create_index([("case_id", ASCENDING), ("event_id", ASCENDING)], unique=True)
+        await self.cases.create_index([("region_path", ASCENDING), ("reported_at", DESCENDING)])
+        await self.cases.create_index([("region_path", ASCENDING), ("status", ASCENDING)])
+        await self.dead_letters.create_index([("recorded_at", DESCENDING)])
+
+    # --- the trail ------------------------------------------------------------------------------------------
+
+    async def append(self, case_id: str, event_id: str, build: BuildEntry, attempts: int = 20
+                     ) -> tuple[dict[str, Any], bool]:
+        """Append the entry `build(last entry)` once per event; returns the event's entry and whether it is new."""
+        for _ in range(attempts):
+            last = await self.trail.find_one({"case_id": case_id}, sort=[("seq", DESCENDING)])
+            entry = build(last)
+            try:
+                await self.trail.insert_one(dict(entry))
+                return entry, True
+            except DuplicateKeyError:
+                # Either this event is already recorded (a redelivery) or another writer took the seq (retry).
+                existing = await self.trail.find_one({"case_id": case_id, "event_id": event_id})
+                if existing is not None:
+                    return existing, False
+        raise TrailContention(f"could not append {event_id} to the trail of {case_id} after {attempts} attempts")
+
+    async def trail_of(self, case_id: str) -> list[dict[str, Any]]:
+        return await self.trail.find({"case_id": case_id}).sort([("seq", ASCENDING)]).to_list()
+
+    # --- the case read model --------------------------------------------------------------------------------
+
+    async def project(self, case_id: str, entry: Mapping[str, Any], updates: list[domain.CaseUpdate]) -> None:
+        """Bring the case document up to date with an entry; every step is idempotent and tolerates reordering."""
+        now = self._clock.now()
+        stamp = domain.timestamp(now)
+        try:
+            await self.cases.update_one({"_id": case_id}, {"$setOnInsert": domain.new_case(now)}, upsert=True)
+        except DuplicateKeyError:
+            pass  # a concurrent first event of the case created it
+        for update in updates:
+            await self.cases.update_one(
+                {"_id": case_id, f"{update.facet}_at": {"$lte": update.at}},
+                {"$set": {**update.fields, f"{update.facet}_at": update.at, "updated_at": stamp}},
+            )
+        # The head moves last: a case document at trail_seq n has taken in every entry up to n.
+        await self.cases.update_one({"_id": case_id, "trail_seq": {"$lt": entry["seq"]}},
+                                    {"$set": {"trail_seq": entry["seq"], "trail_hash": entry["hash"]}})
+
+    async def case(self, case_id: str) -> dict[str, Any] | None:
+        return await self.cases.find_one({"_id": case_id})
+
+    async def search(self, region: str, filters: dict[str, Any], offset: int, limit: int) -> list[dict[str, Any]]:
+        cursor = (self.cases.find({"region_path": region, **filters})
+                  .sort([("reported_at", DESCENDING), ("_id", ASCENDING)]).skip(offset).limit(limit))
+        return await cursor.to_list()
+
+    async def counts(self, region: str, filters: dict[str, Any], field: str) -> list[dict[str, Any]]:
+        """`{"_id": value of field, "n": cases}` for the region's cases (an array field groups by whole array)."""
+        pipeline = [{"$match": {"region_path": region, **filters}},
+                    {"$group": {"_id": f"${field}", "n": {"$sum": 1}}}]
+        return await (await self.cases.aggregate(pipeline)).to_list()
+
+    # --- dead letters ---------------------------------------------------------------------------------------
+
+    async def record_dead_letter(self, doc: dict[str, Any]) -> bool:
+        try:
+            await self.dead_letters.insert_one(doc)
+        except DuplicateKeyError:
+            return False  # already stored: the dead-letter topic was read again
+        return True
+
+    async def dead_letters_page(self, filters: dict[str, Any], offset: int, limit: int) -> list[dict[str, Any]]:
+        cursor = (self.dead_letters.find(filters)
+                  .sort([("recorded_at", DESCENDING), ("_id", DESCENDING)]).skip(offset).limit(limit))
+        return await cursor.to_list()

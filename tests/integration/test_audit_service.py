@@ -1,0 +1,263 @@
+"""The audit service on the real broker and database: trail, redelivery, tampering, scope and dead letters."""
+
+import asyncio
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from services.audit import domain
+from services.audit.app import AuditSettings, create_app
+from services.audit.store import AuditStore
+from shared import topics
+from shared.clock import SystemClock
+from shared.contracts.access import CaseViewed
+from shared.contracts.envelope import Actor, Envelope, new_event
+from shared.contracts.verification import CaseInfoRequested, CaseRejected, CaseVerified, Situation
+from tests.builders import PILOT_VILLAGE, case_reported
+from tests.conftest import auth, eventually, serving
+from tests.kafka_helpers import publish
+
+pytestmark = pytest.mark.integration
+SUPERVISOR = auth("supervisor", "36.03")
+
+
+def _app(infra, isolation):
+    return create_app(AuditSettings(env="dev", kafka_bootstrap_servers=infra["kafka"], mongodb_uri=infra["mongo"],
+                                    consumer_backoff_s=0.05, **isolation))
+
+
+@pytest.fixture
+async def audit_db(infra, isolation):
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    yield client[f"{isolation['db_prefix']}_audit"]
+    await client.close()
+
+
+def _verified(reported: Envelope, types=("np_pmi",)) -> Envelope:
+    data = reported.data
+    return new_event(CaseVerified(case_number=data["case_number"], village_code=data["village_code"],
+                                  case_types=list(types), priority="high", situation=Situation()),
+                     case_id=reported.case_id, producer="verification",
+                     actor=Actor(id="verifier-1", role="verifier", region="36.03"),
+                     correlation_id=reported.case_id, causation_id=reported.event_id)
+
+
+def _follow_up(reported: Envelope, payload) -> Envelope:
+    return new_event(payload, case_id=reported.case_id, producer="verification", actor=None,
+                     correlation_id=reported.case_id, causation_id=reported.event_id)
+
+
+async def _trail(http, case_id: str, at_least: int, headers=SUPERVISOR) -> dict:
+    async def probe():
+        r = await http.get(f"/v1/cases/{case_id}/trail", headers=headers)
+        return r.json() if r.status_code == 200 and len(r.json()["entries"]) >= at_least else None
+
+    return await eventually(probe, timeout=40)
+
+
+async def _projected(audit_db, case_id: str, seq: int) -> dict:
+    """The case document once it has taken in trail entry `seq` (it is written right after the entry)."""
+    return await eventually(lambda: audit_db["cases"].find_one({"_id": case_id, "trail_seq": {"$gte": seq}}))
+
+
+async def _publish_in_order(kafka: str, http, events: list[tuple[str, Envelope]]) -> dict:
+    """Publish each event once the previous one is in the trail, so the trail order is the publishing order."""
+    trail: dict = {}
+    for n, (topic, event) in enumerate(events, start=1):
+        await publish(kafka, topic, event)
+        trail = await _trail(http, event.case_id, n)
+    return trail
+
+
+async def test_events_of_every_case_topic_are_trailed_in_order_with_a_valid_chain(infra, isolation):
+    reported = case_reported()
+    verified = _verified(reported)
+    viewed = _follow_up(reported, CaseViewed(service="verification", resource="case"))
+    async with serving(_app(infra, isolation)) as http:
+        trail = await _publish_in_order(infra["kafka"], http, [
+            (topics.INTAKE, reported), (topics.VERIFICATION, verified), (topics.ACCESS, viewed)])
+        verdict = (await http.get(f"/v1/cases/{reported.case_id}/trail/verify", headers=SUPERVISOR)).json()
+    entries = trail["entries"]
+    assert trail["case_id"] == reported.case_id
+    assert [(e["seq"], e["event_id"], e["type"]) for e in entries] == [
+        (1, reported.event_id, "case.reported"), (2, verified.event_id, "case.verified"),
+        (3, viewed.event_id, "case.viewed")]
+    assert entries[0]["prev_hash"] == "0" * 64
+    assert [e["prev_hash"] for e in entries[1:]] == [e["hash"] for e in entries[:-1]]
+    assert len({e["hash"] for e in entries}) == 3 and all(len(e["hash"]) == 64 for e in entries)
+    assert entries[1]["actor"] == {"id": "verifier-1", "role": "verifier", "unit": None, "region": "36.03"}
+    assert entries[1]["causation_id"] == reported.event_id and entries[1]["producer"] == "verification"
+    assert entries[1]["correlation_id"] == reported.case_id and entries[1]["data"]["case_types"] == ["np_pmi"]
+    assert entries[0]["data"]["village_code"] == PILOT_VILLAGE
+    assert verdict == {"valid": True, "entries": 3, "first_broken_seq": None}
+
+
+async def test_the_same_event_delivered_twice_is_recorded_once(infra, isolation, audit_db):
+    reported = case_reported()
+    later = _follow_up(reported, CaseInfoRequested(question="Siapa nama sponsornya?"))
+    async with serving(_app(infra, isolation)) as http:
+        await publish(infra["kafka"], topics.INTAKE, reported)
+        await _trail(http, reported.case_id, 1)
+        await publish(infra["kafka"], topics.INTAKE, reported)  # redelivery
+        await publish(infra["kafka"], topics.INTAKE, later)  # same partition, after the duplicate: proves it was read
+        trail = await _trail(http, reported.case_id, 2)
+        verdict = (await http.get(f"/v1/cases/{reported.case_id}/trail/verify", headers=SUPERVISOR)).json()
+    assert [(e["seq"], e["event_id"]) for e in trail["entries"]] == [(1, reported.event_id), (2, later.event_id)]
+    assert await audit_db["trail"].count_documents({"case_id": reported.case_id}) == 2
+    assert verdict == {"valid": True, "entries": 2, "first_broken_seq": None}
+    case = await _projected(audit_db, reported.case_id, 2)
+    assert case["status"] == "info_requested" and case["trail_seq"] == 2
+
+
+async def test_concurrent_appends_to_one_case_give_one_gapless_valid_chain(audit_db):
+    store = AuditStore(audit_db, SystemClock())
+    await store.ensure_indexes()
+    reported = case_reported()
+    events = [reported, *(_follow_up(reported, CaseInfoRequested(question=f"q{i}")) for i in range(9))]
+
+    async def record(event):
+        now = datetime.now(UTC)
+        return await store.append(event.case_id, event.event_id, lambda last: domain.chain_entry(event, last, now))
+
+    results = await asyncio.gather(*(record(e) for e in events + events))  # every event twice, all at once
+    entries = await store.trail_of(reported.case_id)
+    assert sum(appended for _, appended in results) == 10
+    assert [e["seq"] for e in entries] == list(range(1, 11))
+    assert sorted(e["event_id"] for e in entries) == sorted(e.event_id for e in events)
+    assert domain.verify_chain(entries)["valid"] is True
+
+
+async def test_an_event_redelivered_after_a_crash_between_trail_and_case_write_completes_the_case(
+        infra, isolation, audit_db):
+    reported = case_reported()
+    async with serving(_app(infra, isolation)) as http:
+        # The first delivery got as far as the trail entry, then the process died: no case document, no commit.
+        await audit_db["trail"].insert_one(domain.chain_entry(reported, None, datetime.now(UTC)))
+        await publish(infra["kafka"], topics.INTAKE, reported)
+        case = await _projected(audit_db, reported.case_id, 1)
+        trail = await _trail(http, reported.case_id, 1)
+    assert case["status"] == "reported" and case["village_code"] == PILOT_VILLAGE
+    assert [e["event_id"] for e in trail["entries"]] == [reported.event_id]
+
+
+async def test_a_late_event_older_than_the_cases_status_does_not_move_it_back(infra, isolation, audit_db):
+    reported = case_reported()
+    late = _follow_up(reported, CaseInfoRequested(question="?")).model_copy(
+        update={"occurred_at": datetime.now(UTC) - timedelta(minutes=5)})
+    async with serving(_app(infra, isolation)) as http:
+        await _publish_in_order(infra["kafka"], http, [
+            (topics.INTAKE, reported), (topics.VERIFICATION, _verified(reported)), (topics.VERIFICATION, late)])
+        case = await _projected(audit_db, reported.case_id, 3)
+    assert case["status"] == "verified" and case["trail_seq"] == 3
+
+
+async def test_tampering_with_or_deleting_a_stored_entry_is_reported_at_its_seq(infra, isolation, audit_db):
+    changed, cut = case_reported(), case_reported()
+    async with serving(_app(infra, isolation)) as http:
+        for reported in (changed, cut):
+            await _publish_in_order(infra["kafka"], http, [
+                (topics.INTAKE, reported), (topics.VERIFICATION, _verified(reported)),
+                (topics.VERIFICATION, _follow_up(reported, CaseRejected(reason="duplikat")))])
+            await _projected(audit_db, reported.case_id, 3)
+            before = (await http.get(f"/v1/cases/{reported.case_id}/trail/verify", headers=SUPERVISOR)).json()
+            assert before == {"valid": True, "entries": 3, "first_broken_seq": None}
+        result = await audit_db["trail"].update_one({"case_id": changed.case_id, "seq": 2},
+                                                    {"$set": {"event.data.case_types": ["tppo"]}})
+        assert result.modified_count == 1
+        await audit_db["trail"].delete_one({"case_id": cut.case_id, "seq": 3})
+        tampered = (await http.get(f"/v1/cases/{changed.case_id}/trail/verify", headers=SUPERVISOR)).json()
+        truncated = (await http.get(f"/v1/cases/{cut.case_id}/trail/verify", headers=SUPERVISOR)).json()
+    assert tampered == {"valid": False, "entries": 3, "first_broken_seq": 2}
+    assert truncated == {"valid": False, "entries": 2, "first_broken_seq": 3}
+
+
+async def test_a_case_outside_the_callers_region_is_not_found_and_roles_are_checked(infra, isolation):
+    reported = case_reported()
+    async with serving(_app(infra, isolation)) as http:
+        await publish(infra["kafka"], topics.INTAKE, reported)
+        await _trail(http, reported.case_id, 1)
+        trail_url = f"/v1/cases/{reported.case_id}/trail"
+        elsewhere = auth("supervisor", "36.01")
+        assert (await http.get(trail_url, headers=elsewhere)).status_code == 404
+        assert (await http.get(trail_url + "/verify", headers=elsewhere)).json()["error"]["code"] == "not_found"
+        assert (await http.get(f"/v1/cases/{uuid.uuid4()}/trail", headers=SUPERVISOR)).status_code == 404
+        listed = (await http.get("/v1/cases", headers=elsewhere)).json()["items"]
+        assert reported.case_id not in [c["case_id"] for c in listed]
+        assert (await http.get(trail_url, headers=auth("reporter", PILOT_VILLAGE))).status_code == 403
+        assert (await http.get(trail_url, headers=auth("verifier", "36.03"))).status_code == 403
+        assert (await http.get(trail_url)).status_code == 401
+        assert (await http.get("/v1/deadletters", headers=auth("investigator", "36", unit="kp2mi"))).status_code == 403
+        assert (await http.get(trail_url, headers={"Authorization": "Bearer forged"})).status_code == 401
+        assert (await http.get(trail_url, headers=auth("admin", "36"))).status_code == 200
+        assert (await http.get(trail_url, headers=auth("supervisor", "36.03.11"))).status_code == 200
+
+
+async def test_cases_are_searched_and_counted_within_the_supervisors_region(infra, isolation):
+    district = f"9{random.randint(0, 9)}.{random.randint(10, 99)}.{random.randint(10, 99)}"  # no other test's cases
+    v1, v2 = f"{district}.{random.randint(1000, 4999)}", f"{district}.{random.randint(5000, 9999)}"
+    a, b, c = (case_reported(village_code=v1), case_reported(village_code=v1), case_reported(village_code=v2))
+    supervisor = auth("supervisor", district)
+    async with serving(_app(infra, isolation)) as http:
+        for event in (a, b, c):
+            await publish(infra["kafka"], topics.INTAKE, event)
+        for event in (a, b, c):
+            await _trail(http, event.case_id, 1, headers=supervisor)
+        await publish(infra["kafka"], topics.VERIFICATION, _verified(a, types=("tppo", "np_pmi")))
+        await publish(infra["kafka"], topics.VERIFICATION, _follow_up(b, CaseRejected(reason="bukan TPPO")))
+
+        async def search(**params):
+            r = await http.get("/v1/cases", headers=supervisor, params=params)
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        async def decided():
+            items = (await search(status="verified"))["items"] + (await search(status="rejected"))["items"]
+            return items if [i["trail_entries"] for i in items] == [2, 2] else None
+
+        await eventually(decided, timeout=40)
+        ids = lambda page: {i["case_id"] for i in page["items"]}  # noqa: E731
+        assert ids(await search()) == {a.case_id, b.case_id, c.case_id}
+        assert ids(await search(type="tppo")) == {a.case_id}
+        assert ids(await search(village_code=v2)) == {c.case_id}
+        assert ids(await search(status="reported")) == {c.case_id}
+        day_ago = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+        assert ids(await search(reported_from=day_ago)) == {a.case_id, b.case_id, c.case_id}
+        assert ids(await search(reported_to=day_ago)) == set()
+        first = await search(limit=2)
+        second = await search(limit=2, cursor=first["next"])
+        assert len(first["items"]) == 2 and second["next"] is None and ids(first) | ids(second) == ids(await search())
+        [item] = (await search(type="tppo"))["items"]
+        assert item["status"] == "verified" and item["types"] == ["np_pmi", "tppo"] and item["village_code"] == v1
+        assert item["case_number"] == a.data["case_number"] and item["trail_entries"] == 2
+        bad = await http.get("/v1/cases", headers=supervisor, params={"status": "lost"})
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
+        stats = (await http.get("/v1/stats", headers=supervisor)).json()
+    assert stats["total"] == 3
+    assert stats["by_status"] == {"rejected": 1, "reported": 1, "verified": 1}
+    assert stats["by_type"] == {"np_pmi": 1, "tppo": 1}
+    assert stats["by_village"] == {v1: 2, v2: 1} and stats["by_district"] == {district: 3}
+
+
+async def test_a_message_that_is_not_json_is_dead_lettered_and_listed_while_the_consumer_goes_on(infra, isolation):
+    good = case_reported()
+    garbage_key = good.case_id  # same key, same partition: the good event is read only after the garbage
+    async with serving(_app(infra, isolation)) as http:
+        await publish(infra["kafka"], topics.INTAKE, b"\xffthis is not json", key=garbage_key)
+        await publish(infra["kafka"], topics.INTAKE, good)
+        await _trail(http, good.case_id, 1)
+
+        async def listed():
+            r = await http.get("/v1/deadletters", headers=SUPERVISOR, params={"case_id": garbage_key})
+            return r.json()["items"] if r.status_code == 200 and r.json()["items"] else None
+
+        [dead] = await eventually(listed, timeout=40)
+        newest_first = (await http.get("/v1/deadletters", headers=auth("admin", "36"), params={"limit": 200})).json()
+    assert dead["source_topic"] == topics.INTAKE and dead["consumer"] == "audit" and dead["key"] == garbage_key
+    assert dead["body"] == "\ufffdthis is not json" and "not a valid event envelope" in dead["error"]
+    assert dead["headers"][topics.DLQ_SOURCE_TOPIC] == topics.INTAKE and dead["topic"] == topics.DEADLETTER
+    assert dead["headers"][topics.DLQ_SOURCE_OFFSET].isdigit()
+    stamps = [item["recorded_at"] for item in newest_first["items"]]
+    assert stamps == sorted(stamps, reverse=True) and dead["id"] in [item["id"] for item in newest_first["items"]]
