@@ -67,6 +67,45 @@ def _doc_key(collection: AsyncCollection, doc_id: Any) -> tuple[str, Any]:
     return (collection.full_name, doc_id)
 
 
+class ServerTraits:
+    """What the connected server does well; detected once at start (`detect`)."""
+
+    # FerretDB v1 (SQLite) evaluates any filter but a bare {_id: …} by scanning the whole collection, and its
+    # conditional update is not atomic anyway: there, read by _id, check in Python and write by _id, all under
+    # the document's lock. MongoDB gets the condition in the filter, atomic and indexed.
+    conditions_in_filter: bool = True
+
+    @classmethod
+    async def detect(cls, client: Any) -> None:
+        info = await client.admin.command("buildInfo")
+        cls.conditions_in_filter = "ferretdbVersion" not in info
+        log.info("database_detected", server="ferretdb" if "ferretdbVersion" in info else "mongodb",
+                 version=info.get("version"))
+
+
+def _field(doc: Mapping[str, Any], path: str) -> Any:
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+async def update_if(collection: AsyncCollection, doc_id: Any, condition: dict[str, Any],
+                    update: dict[str, Any]) -> bool:
+    """Apply `update` to one document if its fields equal `condition` (dotted paths); returns whether it did."""
+    async with document_writes.hold(_doc_key(collection, doc_id)):
+        if ServerTraits.conditions_in_filter:
+            result = await collection.update_one({"_id": doc_id, **condition}, update)
+            return result.matched_count == 1
+        doc = await collection.find_one({"_id": doc_id})
+        if doc is None or any(_field(doc, path) != value for path, value in condition.items()):
+            return False
+        await collection.update_one({"_id": doc_id}, update)
+        return True
+
+
 class ConcurrentUpdate(Exception):
     """The document changed since it was loaded (its version moved): reload and decide again."""
 
@@ -111,13 +150,9 @@ class OutboxRelay:
         for collection in self._collections:
             await collection.create_index([("outbox_pending", ASCENDING)])
 
-    async def deliver(self, collection: AsyncCollection, doc_id: Any, event_ids: list[str]) -> int:
-        """Publish the given pending entries of one document, in their order; returns how many went out."""
-        doc = await collection.find_one({"_id": doc_id}, {"outbox": 1})
-        if not doc:
-            return 0
-        entries = [(eid, e) for eid, e in (doc.get("outbox") or {}).items()
-                   if eid in event_ids and e.get("status") == "pending"]
+    async def deliver(self, collection: AsyncCollection, doc_id: Any,
+                      entries: list[tuple[str, Mapping[str, Any]]]) -> int:
+        """Publish entries just written to one document, in their order; returns how many went out."""
         return await self._publish_entries(collection, doc_id, entries)
 
     async def _publish_entries(self, collection: AsyncCollection, doc_id: Any,
@@ -128,27 +163,22 @@ class OutboxRelay:
                 await self._publish(entry["topic"], entry["key"].encode(), entry["payload"].encode(),
                                     dict(entry.get("headers") or {}))
             except Exception as exc:  # noqa: BLE001 - recorded on the entry; the sweeper retries
-                async with document_writes.hold(_doc_key(collection, doc_id)):
-                    await collection.update_one(
-                        {"_id": doc_id, f"outbox.{event_id}.status": "pending"},
-                        {"$inc": {f"outbox.{event_id}.attempts": 1},
-                         "$set": {f"outbox.{event_id}.last_error": f"{type(exc).__name__}: {exc}"[:500]}},
-                    )
+                await update_if(collection, doc_id, {f"outbox.{event_id}.status": "pending"},
+                                {"$inc": {f"outbox.{event_id}.attempts": 1},
+                                 "$set": {f"outbox.{event_id}.last_error": f"{type(exc).__name__}: {exc}"[:500]}})
                 log.warning("outbox_publish_failed", event_id=event_id, case_id=entry.get("key"),
                             correlation_id=(entry.get("headers") or {}).get("correlation-id"),
                             error_type=type(exc).__name__)
                 break  # keep the order: later entries of this document wait for this one
-            async with document_writes.hold(_doc_key(collection, doc_id)):
-                result = await collection.update_one(
-                    {"_id": doc_id, f"outbox.{event_id}.status": "pending"},
-                    {"$set": {f"outbox.{event_id}.status": "published",
-                              f"outbox.{event_id}.published_at": self._clock.now().isoformat()},
-                     "$inc": {f"outbox.{event_id}.attempts": 1, "outbox_pending": -1}},
-                )
+            first = await update_if(
+                collection, doc_id, {f"outbox.{event_id}.status": "pending"},
+                {"$set": {f"outbox.{event_id}.status": "published",
+                          f"outbox.{event_id}.published_at": self._clock.now().isoformat()},
+                 "$inc": {f"outbox.{event_id}.attempts": 1, "outbox_pending": -1}})
             sent += 1
             log.info("event_published", event_id=event_id, case_id=entry.get("key"), event_type=entry.get("type"),
                      correlation_id=(entry.get("headers") or {}).get("correlation-id"), topic=entry["topic"],
-                     first=result.modified_count == 1)
+                     first=first)
         return sent
 
     async def sweep_once(self) -> int:
@@ -197,31 +227,26 @@ class AggregateStore:
     async def load(self, aggregate_id: Any) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": aggregate_id})
 
-    def _outbox_fields(self, events: list[Outgoing], version: int) -> dict[str, Any]:
+    def _entries(self, events: list[Outgoing], version: int) -> dict[str, dict[str, Any]]:
         now = self._clock.now().isoformat()
-        return {f"outbox.{o.event.event_id}": _entry(o, version * 1000 + i, now) for i, o in enumerate(events)}
+        return {o.event.event_id: _entry(o, version * 1000 + i, now) for i, o in enumerate(events)}
 
     async def create(self, doc: dict[str, Any], events: list[Outgoing] = (), applied: str | None = None  # type: ignore[assignment]
                      ) -> dict[str, Any]:
         """Insert a new aggregate with its outbox; DuplicateKeyError if its _id (or another unique key) exists."""
-        events = list(events)
-        now = self._clock.now().isoformat()
-        new = {
-            **doc,
-            "version": 1,
-            "applied": [applied] if applied else [],
-            "outbox": {o.event.event_id: _entry(o, 1000 + i, now) for i, o in enumerate(events)},
-            "outbox_pending": len(events),
-        }
+        entries = self._entries(list(events), 1)
+        new = {**doc, "version": 1, "applied": [applied] if applied else [], "outbox": entries,
+               "outbox_pending": len(entries)}
         await self.collection.insert_one(new)
-        await self._deliver(new["_id"], events)
+        await self._deliver(new["_id"], entries)
         return new
 
     async def change(self, aggregate_id: Any, version: int, change: Change, applied: str | None = None
                      ) -> int:
         """Apply a change if the document is still at `version`; returns the new version or raises ConcurrentUpdate."""
         new_version = version + 1
-        update: dict[str, Any] = {"$set": {**change.set, **self._outbox_fields(change.events, new_version),
+        entries = self._entries(change.events, new_version)
+        update: dict[str, Any] = {"$set": {**change.set, **{f"outbox.{k}": v for k, v in entries.items()},
                                            "version": new_version}}
         if change.events:
             update["$inc"] = {"outbox_pending": len(change.events)}
@@ -230,11 +255,9 @@ class AggregateStore:
             pushes["applied"] = applied
         if pushes:
             update["$push"] = pushes
-        async with document_writes.hold(_doc_key(self.collection, aggregate_id)):
-            result = await self.collection.update_one({"_id": aggregate_id, "version": version}, update)
-        if result.matched_count != 1:
+        if not await update_if(self.collection, aggregate_id, {"version": version}, update):
             raise ConcurrentUpdate(f"{aggregate_id} is no longer at version {version}")
-        await self._deliver(aggregate_id, change.events)
+        await self._deliver(aggregate_id, entries)
         return new_version
 
     async def apply_once(self, aggregate_id: Any, event_id: str,
@@ -263,10 +286,10 @@ class AggregateStore:
                 continue  # someone else wrote first: reload, and maybe find the event applied
         raise ConcurrentUpdate(f"could not apply {event_id} to {aggregate_id} after {attempts} attempts")
 
-    async def _deliver(self, aggregate_id: Any, events: list[Outgoing]) -> None:
-        if not events:
+    async def _deliver(self, aggregate_id: Any, entries: dict[str, dict[str, Any]]) -> None:
+        if not entries:
             return
         try:
-            await self.relay.deliver(self.collection, aggregate_id, [o.event.event_id for o in events])
+            await self.relay.deliver(self.collection, aggregate_id, list(entries.items()))
         except Exception as exc:  # noqa: BLE001 - the write stands; the sweeper publishes later
             log.warning("outbox_deliver_deferred", error_type=type(exc).__name__)

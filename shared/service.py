@@ -23,7 +23,7 @@ from shared.clock import Clock, SystemClock
 from shared.consumer import EventConsumer, consumers_assigned, subscribe
 from shared.http import authenticator, create_api
 from shared.logging import configure_logging
-from shared.outbox import OutboxRelay
+from shared.outbox import OutboxRelay, ServerTraits
 from shared.settings import ServiceSettings
 
 log = structlog.get_logger()
@@ -68,6 +68,7 @@ def create_service_api(runtime: Runtime, *, title: str, description: str) -> Fas
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await ServerTraits.detect(runtime.client)
         await runtime.relay.ensure_indexes()
         for step in runtime.startup:
             await step()

@@ -90,18 +90,31 @@ def wait_ready(procs: dict[str, subprocess.Popen], timeout_s: float = 90) -> Non
         time.sleep(0.3)
 
 
-def stop_services(names: list[str] | None = None, grace_s: float = 15) -> None:
+def stop_services(names: list[str] | None = None, procs: dict[str, subprocess.Popen] | None = None,
+                  grace_s: float = 15) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`; our own children are reaped, others are found by recorded pid."""
+    procs = procs or {}
     for name in names or list(SERVICES):
-        pid = _pid(name)
-        if pid is None:
+        proc = procs.get(name)
+        pid = proc.pid if proc is not None else _pid(name)
+        if pid is None or (proc is not None and proc.poll() is not None):
             (PIDS / f"{name}.pid").unlink(missing_ok=True)
             continue
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if proc is not None:
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        else:
+            deadline = time.monotonic() + grace_s
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         (PIDS / f"{name}.pid").unlink(missing_ok=True)
         print(f"[waspada] stopped {name} (pid {pid})", file=sys.stderr)
 
@@ -122,7 +135,7 @@ def run() -> None:
         if stopping:
             return
         stopping = True
-        stop_services(list(procs))
+        stop_services(list(procs), procs)
         if infra_started:
             subprocess.run([str(INFRA), "stop"], check=False)
         raise SystemExit(0)
@@ -161,7 +174,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["run", "up", "down", "status"])
     command = parser.parse_args().command
-    {"run": run, "up": up, "down": stop_services, "status": status}[command]()
+    {"run": run, "up": up, "down": lambda: stop_services(), "status": status}[command]()
 
 
 if __name__ == "__main__":
