@@ -64,8 +64,9 @@ test-integration test-e2e: install
 	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:19092
 	$(TEST_INFRA) $(PY) -m pytest tests/$(subst test-,,$@) -q $(PYTEST_ARGS)
 
-bench: infra-up
-	$(PY) -m tests.bench
+bench: install ## throughput and latency as ratios against Kafka and database baselines, on a fresh test instance
+	$(TEST_INFRA) $(INFRA) fresh
+	$(TEST_INFRA) $(PY) -m tests.bench $(BENCH_ARGS); rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
 
 clean: down
 	rm -rf .local-infra $(VENV)

@@ -74,8 +74,8 @@ def report_of(event: Envelope) -> intake.CaseReported | None:
 
 
 def on_reported(doc: dict[str, Any] | None, event: Envelope, now: datetime, *,
-                links: list[dict[str, Any]] = (), watch_hits: list[dict[str, Any]] = ()  # type: ignore[assignment]
-                ) -> Change | None:
+                links: list[dict[str, Any]] = (), watch_hits: list[dict[str, Any]] = (),  # type: ignore[assignment]
+                more_links: int = 0) -> Change | None:
     """A new report (or an amended one) is screened, linked and enters the queue."""
     if event.type == "case.reported":
         report = parse_data(event, intake.CaseReported)
@@ -108,6 +108,7 @@ def on_reported(doc: dict[str, Any] | None, event: Envelope, now: datetime, *,
         "observed_at": report.observed_at.isoformat(),
         "links": linking.merge_links((doc or {}).get("links", []), list(links)),
         "watchlist_hits": list(watch_hits),
+        "more_links": more_links,  # linked cases beyond linking.MAX_LINKS, not listed
         "updated_at": now.isoformat(),
     }
     if doc is None:
@@ -173,6 +174,7 @@ def verifier_view(doc: dict[str, Any]) -> dict[str, Any]:
         "received_at": doc["received_at"],
         "screening": doc["screening"],
         "links": doc.get("links", []),
+        "more_links": doc.get("more_links", 0),
         "watchlist_hits": doc.get("watchlist_hits", []),
         "question": doc.get("question"),
         "decision": doc.get("decision"),

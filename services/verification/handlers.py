@@ -121,7 +121,7 @@ def subscribers(runtime: Runtime, store: CaseStore) -> None:
         shared = {link["case_id"] for link in links}
         links += [linking.link_of(o, ["two reporters of the village within a day"], "corroborates")
                   for o in nearby if linking.corroborates(report, o, o["_id"] in shared)]
-        links = linking.merge_links([], links)
+        links, more = linking.most_recent(linking.merge_links([], links), {**others, **{o["_id"]: o for o in nearby}})
         hits = linking.watchlist_hits(report, await store.watch_entries(regions.path(report.village_code)))
         # Earlier cases first, each at most once per new event: a crash here repeats only what is missing.
         this_case = {"_id": event.case_id, "case_number": report.case_number, "village_code": report.village_code}
@@ -131,7 +131,8 @@ def subscribers(runtime: Runtime, store: CaseStore) -> None:
                                    lambda doc, back=back: domain.add_link(doc, back, event, now) if doc else None)
         await store.save_identities(event.case_id, mine)
         await store.apply_once(event.case_id, event.event_id,
-                               lambda doc: domain.on_reported(doc, event, now, links=links, watch_hits=hits))
+                               lambda doc: domain.on_reported(doc, event, now, links=links, watch_hits=hits,
+                                                               more_links=more))
 
     async def on_intake_event(event: Envelope) -> None:
         if event.type in ("case.reported", "case.amended"):

@@ -18,6 +18,9 @@ from shared.identity import normalise_name, normalise_phone
 
 RECRUITING_ROLES = ("recruiter", "facilitator")
 CORROBORATION_WINDOW = timedelta(hours=24)
+# A recruiter in hundreds of reports would otherwise link every new report to all of them (and back):
+# each report links to the most recent cases up to this many; the verifier sees how many more there were.
+MAX_LINKS = 25
 
 Kind = Literal["nik", "passport", "phone", "name_birth_date", "recruiter_phone", "recruiter_name"]
 REASONS: dict[str, str] = {
@@ -90,6 +93,13 @@ def corroborates(new: intake.CaseReported, other: dict[str, Any], shared_identit
     if observed is None or abs(observed - new.observed_at) > CORROBORATION_WINDOW:
         return False
     return shared_identity or bool(set(report.get("indicators", [])) & set(new.indicators))
+
+
+def most_recent(links: list[dict[str, Any]], cases: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The MAX_LINKS links to the most recently received cases, and how many were left out."""
+    ordered = sorted(links, key=lambda link: (cases.get(link["case_id"], {}).get("received_at") or "", link["case_id"]),
+                     reverse=True)
+    return ordered[:MAX_LINKS], max(0, len(ordered) - MAX_LINKS)
 
 
 def merge_links(existing: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:

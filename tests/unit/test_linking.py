@@ -97,3 +97,13 @@ def test_watch_list_hits_by_recruiter_name_phone_or_agency_in_the_narrative():
     ]
     hits = linking.watchlist_hits(report, entries)
     assert [(h["watch_id"], h["matched"]) for h in hits] == [("w1", "r1"), ("w2", "r1"), ("w3", "narrative")]
+
+
+def test_a_report_links_to_the_most_recent_cases_only_and_counts_the_rest():
+    links = [{"case_id": f"c{i:03d}", "reasons": ["same recruiter name"], "kind": "shared_recruiter"}
+             for i in range(linking.MAX_LINKS + 7)]
+    cases = {f"c{i:03d}": {"received_at": f"2026-11-{1 + i % 28:02d}T00:00:{i % 60:02d}+00:00"} for i in range(32)}
+    kept, more = linking.most_recent(links, cases)
+    assert len(kept) == linking.MAX_LINKS and more == 7
+    newest = sorted(cases, key=lambda c: cases[c]["received_at"], reverse=True)[:linking.MAX_LINKS]
+    assert {link["case_id"] for link in kept} == set(newest)
