@@ -141,6 +141,12 @@ class OutboxRelay:
         self._clock = clock or SystemClock()
         self._grace_s = grace_s
         self._collections: list[AsyncCollection] = []
+        # Documents whose immediate publish failed in this process: retried every sweep, read by _id. A full
+        # scan (`outbox_pending > 0`) runs at start and now and then for what a crashed process left behind.
+        self._retry: dict[tuple[str, Any], tuple[AsyncCollection, Any]] = {}
+
+    def remember(self, collection: AsyncCollection, doc_id: Any) -> None:
+        self._retry[_doc_key(collection, doc_id)] = (collection, doc_id)
 
     def watch(self, collection: AsyncCollection) -> None:
         if collection not in self._collections:
@@ -166,6 +172,7 @@ class OutboxRelay:
                 await update_if(collection, doc_id, {f"outbox.{event_id}.status": "pending"},
                                 {"$inc": {f"outbox.{event_id}.attempts": 1},
                                  "$set": {f"outbox.{event_id}.last_error": f"{type(exc).__name__}: {exc}"[:500]}})
+                self.remember(collection, doc_id)
                 log.warning("outbox_publish_failed", event_id=event_id, case_id=entry.get("key"),
                             correlation_id=(entry.get("headers") or {}).get("correlation-id"),
                             error_type=type(exc).__name__)
@@ -181,38 +188,53 @@ class OutboxRelay:
                      first=first)
         return sent
 
-    async def sweep_once(self) -> int:
-        """Publish every entry left pending longer than the grace period; returns how many went out."""
-        cutoff = (self._clock.now().timestamp() - self._grace_s)
+    async def sweep_once(self, full: bool = True) -> int:
+        """Publish entries left pending longer than the grace period; returns how many went out.
+
+        full: search every watched collection; else only the documents this process failed to publish."""
+        if full:
+            candidates = [(c, doc) for c in self._collections
+                          async for doc in c.find({"outbox_pending": {"$gt": 0}}, {"outbox": 1}).limit(1000)]
+        else:
+            candidates = []
+            for key, (collection, doc_id) in list(self._retry.items()):
+                doc = await collection.find_one({"_id": doc_id}, {"outbox": 1})
+                self._retry.pop(key, None)  # re-added by _publish_entries if it fails again
+                if doc is not None:
+                    candidates.append((collection, doc))
+        cutoff = self._clock.now().timestamp() - self._grace_s
         sent = 0
-        for collection in self._collections:
-            async for doc in collection.find({"outbox_pending": {"$gt": 0}}, {"outbox": 1}).limit(500):
-                due = []
-                for eid, entry in (doc.get("outbox") or {}).items():
-                    if entry.get("status") != "pending":
-                        continue
-                    created = entry.get("created_at") or ""
-                    try:
-                        created_ts = datetime.fromisoformat(created).timestamp()
-                    except ValueError:
-                        created_ts = 0.0
-                    if created_ts <= cutoff:
-                        due.append((eid, entry))
-                if due:
-                    sent += await self._publish_entries(collection, doc["_id"], due)
+        for collection, doc in candidates:
+            due = [(eid, e) for eid, e in (doc.get("outbox") or {}).items()
+                   if e.get("status") == "pending" and _created_ts(e) <= cutoff]
+            not_yet = any(e.get("status") == "pending" and _created_ts(e) > cutoff
+                          for e in (doc.get("outbox") or {}).values())
+            if not_yet:
+                self.remember(collection, doc["_id"])
+            if due:
+                sent += await self._publish_entries(collection, doc["_id"], due)
         return sent
 
-    async def run_sweeper(self, interval_s: float) -> None:
+    async def run_sweeper(self, interval_s: float, full_every: int = 30) -> None:
+        rounds = 0
         while True:
             try:
-                swept = await self.sweep_once()
+                swept = await self.sweep_once(full=rounds % full_every == 0)
                 if swept:
                     log.info("outbox_swept", published=swept)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the sweeper outlives a database or broker outage
                 log.warning("outbox_sweep_failed", error_type=type(exc).__name__, error=str(exc)[:200])
+            rounds += 1
             await asyncio.sleep(interval_s)
+
+
+def _created_ts(entry: Mapping[str, Any]) -> float:
+    try:
+        return datetime.fromisoformat(entry.get("created_at") or "").timestamp()
+    except ValueError:
+        return 0.0
 
 
 class AggregateStore:
@@ -292,4 +314,5 @@ class AggregateStore:
         try:
             await self.relay.deliver(self.collection, aggregate_id, list(entries.items()))
         except Exception as exc:  # noqa: BLE001 - the write stands; the sweeper publishes later
+            self.relay.remember(self.collection, aggregate_id)
             log.warning("outbox_deliver_deferred", error_type=type(exc).__name__)

@@ -11,6 +11,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.audit import domain
 from shared.clock import Clock
+from shared.outbox import document_writes
 
 BuildEntry = Callable[[Mapping[str, Any] | None], dict[str, Any]]
 
@@ -69,21 +70,30 @@ class AuditStore:
     # --- the case read model --------------------------------------------------------------------------------
 
     async def project(self, case_id: str, entry: Mapping[str, Any], updates: list[domain.CaseUpdate]) -> None:
-        """Bring the case document up to date with an entry; every step is idempotent and tolerates reordering."""
+        """Bring the case document up to date with an entry; idempotent and tolerant of reordering.
+
+        One read and one write by _id, under the document's lock: conditions are checked here rather than in
+        the filter, which FerretDB would answer by scanning the whole collection."""
         now = self._clock.now()
         stamp = domain.timestamp(now)
-        try:
-            await self.cases.update_one({"_id": case_id}, {"$setOnInsert": domain.new_case(now)}, upsert=True)
-        except DuplicateKeyError:
-            pass  # a concurrent first event of the case created it
-        for update in updates:
-            await self.cases.update_one(
-                {"_id": case_id, f"{update.facet}_at": {"$lte": update.at}},
-                {"$set": {**update.fields, f"{update.facet}_at": update.at, "updated_at": stamp}},
-            )
-        # The head moves last: a case document at trail_seq n has taken in every entry up to n.
-        await self.cases.update_one({"_id": case_id, "trail_seq": {"$lt": entry["seq"]}},
-                                    {"$set": {"trail_seq": entry["seq"], "trail_hash": entry["hash"]}})
+        async with document_writes.hold((self.cases.full_name, case_id)):
+            case = await self.cases.find_one({"_id": case_id})
+            if case is None:
+                try:
+                    await self.cases.insert_one({"_id": case_id, **domain.new_case(now)})
+                except DuplicateKeyError:
+                    pass  # another process created it
+                case = await self.cases.find_one({"_id": case_id}) or {}
+            fields: dict[str, Any] = {}
+            for update in updates:
+                facet_at = f"{update.facet}_at"
+                if (fields.get(facet_at) or case.get(facet_at) or "") <= update.at:
+                    fields.update({**update.fields, facet_at: update.at})
+            # The head moves with them: a case document at trail_seq n has taken in every entry up to n.
+            if int(case.get("trail_seq") or 0) < entry["seq"]:
+                fields.update({"trail_seq": entry["seq"], "trail_hash": entry["hash"]})
+            if fields:
+                await self.cases.update_one({"_id": case_id}, {"$set": {**fields, "updated_at": stamp}})
 
     async def case(self, case_id: str) -> dict[str, Any] | None:
         return await self.cases.find_one({"_id": case_id})

@@ -57,8 +57,16 @@ def routes(runtime: Runtime, store: ReportStore) -> APIRouter:
         fingerprint = domain.request_hash(report)
         case_id = str(uuid.uuid4())
         idempotency_id = f"{principal.sub}:{idempotency_key}" if idempotency_key else f"case:{case_id}"
-        if idempotency_key and (first := await store.by_idempotency_id(idempotency_id)):
-            return _replay(first, fingerprint)
+        if idempotency_key:
+            # The key is claimed first (an insert keyed by _id: atomic everywhere); a retry, or a concurrent
+            # twin, finds the claim and answers for the same case id.
+            claim = await store.claim_key(idempotency_id, case_id, fingerprint, now)
+            if claim["request_hash"] != fingerprint:
+                raise ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used for a different report",
+                               {"case_id": claim["case_id"]})
+            case_id = claim["case_id"]
+            if first := await store.load(case_id):
+                return _replay(first)
         regency = regions.regency_of(report.village_code)
         for _ in range(10):
             seq = await store.next_case_seq(regency, now.year)
@@ -69,8 +77,8 @@ def routes(runtime: Runtime, store: ReportStore) -> APIRouter:
                 await store.create(doc, events)
                 return JSONResponse(_accepted(doc), status_code=201)
             except DuplicateKeyError:
-                if first := await store.by_idempotency_id(idempotency_id):
-                    return _replay(first, fingerprint)  # a concurrent first submission with the same key won
+                if first := await store.load(case_id):
+                    return _replay(first)  # a concurrent submission with the same key created it
                 # else the case number was taken (another process's counter): take the next one
         raise ApiError(409, "conflict", "could not allocate a case number; retry with the same Idempotency-Key")
 
@@ -125,10 +133,7 @@ def routes(runtime: Runtime, store: ReportStore) -> APIRouter:
     return router
 
 
-def _replay(first: dict[str, Any], fingerprint: str) -> JSONResponse:
-    if first["request_hash"] != fingerprint:
-        raise ApiError(409, "idempotency_key_reused",
-                       "this Idempotency-Key was used for a different report", {"case_id": first["_id"]})
+def _replay(first: dict[str, Any]) -> JSONResponse:
     return JSONResponse(_accepted(first), status_code=201, headers={"Idempotent-Replayed": "true"})
 
 

@@ -16,6 +16,7 @@ class ReportStore(AggregateStore):
     def __init__(self, db: AsyncDatabase, relay: OutboxRelay, clock: Clock) -> None:
         super().__init__(db["reports"], relay, clock)
         self._counters = db["case_numbers"]
+        self._keys = db["idempotency_keys"]
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("idempotency_id", ASCENDING)], unique=True)
@@ -37,8 +38,15 @@ class ReportStore(AggregateStore):
                 continue  # two first upserts raced; the counter exists now
         raise RuntimeError(f"could not allocate a case number for {key}")
 
-    async def by_idempotency_id(self, idempotency_id: str) -> dict[str, Any] | None:
-        return await self.collection.find_one({"idempotency_id": idempotency_id})
+    async def claim_key(self, idempotency_id: str, case_id: str, request_hash: str, now: Any) -> dict[str, Any]:
+        """The claim on an Idempotency-Key: this request's if it is the first, else the first request's."""
+        claim = {"_id": idempotency_id, "case_id": case_id, "request_hash": request_hash, "at": now.isoformat()}
+        try:
+            await self._keys.insert_one(claim)
+            return claim
+        except DuplicateKeyError:
+            first = await self._keys.find_one({"_id": idempotency_id})
+            return first or claim
 
     async def of_reporter(self, reporter_id: str, offset: int, limit: int) -> list[dict[str, Any]]:
         cursor = (self.collection.find({"reporter_id": reporter_id}, {"outbox": 0, "applied": 0})

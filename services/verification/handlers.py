@@ -112,24 +112,22 @@ def subscribers(runtime: Runtime, store: CaseStore) -> None:
         assert report is not None
         now = runtime.clock.now()
         mine = linking.identities(report, key)
-        matches = await store.identity_matches([i.digest for i in mine], event.case_id)
-        window = linking.CORROBORATION_WINDOW
-        nearby = await store.reported_near(report.village_code, (report.observed_at - window).isoformat(),
-                                           (report.observed_at + window).isoformat(), event.case_id)
-        others = await store.by_ids(sorted({m["case_id"] for m in matches}))
-        links = linking.shared_identity_links(matches, others)
+        matches = await store.identity_matches(mine, event.case_id)
+        nearby = await store.reported_near(linking.bucket_ids(report), event.case_id)
+        links = linking.shared_identity_links(matches)
         shared = {link["case_id"] for link in links}
         links += [linking.link_of(o, ["two reporters of the village within a day"], "corroborates")
-                  for o in nearby if linking.corroborates(report, o, o["_id"] in shared)]
-        links, more = linking.most_recent(linking.merge_links([], links), {**others, **{o["_id"]: o for o in nearby}})
+                  for o in nearby if linking.corroborates(report, o, o["case_id"] in shared)]
+        links, more = linking.most_recent(linking.merge_links([], links))
         hits = linking.watchlist_hits(report, await store.watch_entries(regions.path(report.village_code)))
         # Earlier cases first, each at most once per new event: a crash here repeats only what is missing.
-        this_case = {"_id": event.case_id, "case_number": report.case_number, "village_code": report.village_code}
+        this_case = linking.case_ref(report, event.case_id)
         for link in links:
             back = linking.link_of(this_case, link["reasons"], link["kind"])
             await store.apply_once(link["case_id"], f"link:{event.event_id}",
                                    lambda doc, back=back: domain.add_link(doc, back, event, now) if doc else None)
-        await store.save_identities(event.case_id, mine)
+        await store.index_identities(this_case, mine)
+        await store.index_report(linking.own_bucket(report), this_case)
         await store.apply_once(event.case_id, event.event_id,
                                lambda doc: domain.on_reported(doc, event, now, links=links, watch_hits=hits,
                                                                more_links=more))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from shared.contracts import intake
@@ -66,39 +66,54 @@ def identities(report: intake.CaseReported, key: bytes) -> list[Identity]:
     return list(out.values())
 
 
-def link_of(other: dict[str, Any], reasons: list[str], kind: str) -> dict[str, Any]:
-    return {"case_id": other["_id"], "case_number": other.get("case_number"), "village_code": other.get("village_code"),
-            "kind": kind, "reasons": sorted(set(reasons))}
+def case_ref(report: intake.CaseReported, case_id: str) -> dict[str, Any]:
+    """What the link index keeps of a case: enough to show a link and to judge corroboration."""
+    return {"case_id": case_id, "case_number": report.case_number, "village_code": report.village_code,
+            "received_at": report.received_at.isoformat(), "observed_at": report.observed_at.isoformat(),
+            "reporter_id": report.reporter.id, "indicators": list(report.indicators)}
 
 
-def shared_identity_links(matches: list[dict[str, Any]], cases: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """`matches` are identity-index rows of OTHER cases whose digest equals one of the new report's."""
-    by_case: dict[str, list[str]] = {}
+def link_of(ref: dict[str, Any], reasons: list[str], kind: str) -> dict[str, Any]:
+    return {"case_id": ref["case_id"], "case_number": ref.get("case_number"), "village_code": ref.get("village_code"),
+            "received_at": ref.get("received_at"), "kind": kind, "reasons": sorted(set(reasons))}
+
+
+def shared_identity_links(matches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`matches` are case references (with the identifier `kind` they share) of OTHER cases."""
+    by_case: dict[str, list[dict[str, Any]]] = {}
     for m in matches:
-        by_case.setdefault(m["case_id"], []).append(m["kind"])
+        by_case.setdefault(m["case_id"], []).append(m)
     links = []
-    for case_id, kinds in by_case.items():
-        if case_id in cases:
-            kind = "shared_recruiter" if all(k.startswith("recruiter_") for k in kinds) else "shared_person"
-            links.append(link_of(cases[case_id], [REASONS[k] for k in kinds], kind))
+    for rows in by_case.values():
+        kinds = [r["kind"] for r in rows]
+        kind = "shared_recruiter" if all(k.startswith("recruiter_") for k in kinds) else "shared_person"
+        links.append(link_of(rows[0], [REASONS[k] for k in kinds], kind))
     return links
 
 
 def corroborates(new: intake.CaseReported, other: dict[str, Any], shared_identity: bool) -> bool:
     """Two reporters of one village describing the same thing within a day corroborate each other."""
-    report = other.get("report") or {}
-    if other.get("village_code") != new.village_code or report.get("reporter", {}).get("id") == new.reporter.id:
+    if other.get("village_code") != new.village_code or other.get("reporter_id") == new.reporter.id:
         return False
-    observed = datetime.fromisoformat(report["observed_at"]) if report.get("observed_at") else None
+    observed = datetime.fromisoformat(other["observed_at"]) if other.get("observed_at") else None
     if observed is None or abs(observed - new.observed_at) > CORROBORATION_WINDOW:
         return False
-    return shared_identity or bool(set(report.get("indicators", [])) & set(new.indicators))
+    return shared_identity or bool(set(other.get("indicators", [])) & set(new.indicators))
 
 
-def most_recent(links: list[dict[str, Any]], cases: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+def bucket_ids(report: intake.CaseReported) -> list[str]:
+    """Corroboration buckets (village, observation day) that can hold a report within the window."""
+    day = report.observed_at.astimezone(UTC).date()
+    return [f"{report.village_code}:{(day + timedelta(days=d)).isoformat()}" for d in (-1, 0, 1)]
+
+
+def own_bucket(report: intake.CaseReported) -> str:
+    return f"{report.village_code}:{report.observed_at.astimezone(UTC).date().isoformat()}"
+
+
+def most_recent(links: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     """The MAX_LINKS links to the most recently received cases, and how many were left out."""
-    ordered = sorted(links, key=lambda link: (cases.get(link["case_id"], {}).get("received_at") or "", link["case_id"]),
-                     reverse=True)
+    ordered = sorted(links, key=lambda link: (link.get("received_at") or "", link["case_id"]), reverse=True)
     return ordered[:MAX_LINKS], max(0, len(ordered) - MAX_LINKS)
 
 

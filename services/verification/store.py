@@ -9,49 +9,60 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from shared.clock import Clock
-from shared.outbox import AggregateStore, OutboxRelay
+from shared.outbox import AggregateStore, OutboxRelay, document_writes
 
 
 class CaseStore(AggregateStore):
     def __init__(self, db: AsyncDatabase, relay: OutboxRelay, clock: Clock) -> None:
         super().__init__(db["cases"], relay, clock)
-        self.identities = db["identities"]  # keyed hashes of identifiers -> case, for linking
+        self.identities = db["identities"]  # _id: keyed hash of an identifier -> the cases that name it
+        self.buckets = db["village_days"]  # _id: "<village>:<day>" -> the cases observed there that day
         self.watchlist = db["watchlist"]
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index(
             [("status", ASCENDING), ("region_path", ASCENDING), ("priority_rank", ASCENDING), ("received_at", ASCENDING)]
         )
-        await self.collection.create_index([("village_code", ASCENDING), ("observed_at", ASCENDING)])
-        await self.identities.create_index([("digest", ASCENDING)])
         await self.watchlist.create_index([("region_path", ASCENDING)])
 
-    async def identity_matches(self, digests: list[str], case_id: str) -> list[dict[str, Any]]:
-        if not digests:
-            return []
-        rows = await self.identities.find({"digest": {"$in": digests}}).to_list()
-        return [r for r in rows if r["case_id"] != case_id]
+    # The link index is keyed by _id (a digest, a village-day), so a lookup is a primary-key read on any server.
 
-    async def save_identities(self, case_id: str, identities: list[Any]) -> None:
+    async def identity_matches(self, identities: list[Any], case_id: str) -> list[dict[str, Any]]:
+        """References to OTHER cases sharing one of `identities`, each with the `kind` of identifier shared."""
+        matches = []
         for identity in identities:
-            try:
-                await self.identities.insert_one({"_id": f"{identity.digest}:{case_id}", "digest": identity.digest,
-                                                  "kind": identity.kind, "case_id": case_id})
-            except DuplicateKeyError:
-                pass  # already indexed (redelivery or amendment)
+            doc = await self.identities.find_one({"_id": identity.digest})
+            matches += [{**ref, "kind": identity.kind} for ref in (doc or {}).get("cases", [])
+                        if ref["case_id"] != case_id]
+        return matches
 
-    async def by_ids(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        if not ids:
-            return {}
-        docs = await self.collection.find({"_id": {"$in": ids}}, {"outbox": 0, "applied": 0}).to_list()
-        return {d["_id"]: d for d in docs}
+    async def index_identities(self, ref: dict[str, Any], identities: list[Any]) -> None:
+        for identity in identities:
+            await self._add_ref(self.identities, identity.digest, ref, {"kind": identity.kind})
 
-    async def reported_near(self, village_code: str, start: str, end: str, case_id: str) -> list[dict[str, Any]]:
-        """Cases of the same village observed between two ISO instants."""
-        docs = await self.collection.find(
-            {"village_code": village_code, "observed_at": {"$gte": start, "$lte": end}},
-            {"outbox": 0, "applied": 0}).limit(200).to_list()
-        return [d for d in docs if d["_id"] != case_id]
+    async def reported_near(self, bucket_ids: list[str], case_id: str) -> list[dict[str, Any]]:
+        """References to other cases of the same village observed around the same days."""
+        refs = []
+        for bucket_id in bucket_ids:
+            doc = await self.buckets.find_one({"_id": bucket_id})
+            refs += [r for r in (doc or {}).get("cases", []) if r["case_id"] != case_id]
+        return refs
+
+    async def index_report(self, bucket_id: str, ref: dict[str, Any]) -> None:
+        await self._add_ref(self.buckets, bucket_id, ref, {})
+
+    async def _add_ref(self, collection: Any, doc_id: str, ref: dict[str, Any], fields: dict[str, Any]) -> None:
+        async with document_writes.hold((collection.full_name, doc_id)):  # one writer per index document
+            doc = await collection.find_one({"_id": doc_id})
+            if doc is None:
+                try:
+                    await collection.insert_one({"_id": doc_id, **fields, "cases": [ref]})
+                    return
+                except DuplicateKeyError:
+                    doc = await collection.find_one({"_id": doc_id})
+            if any(r["case_id"] == ref["case_id"] for r in doc["cases"]):
+                return  # already indexed (redelivery or amendment)
+            await collection.update_one({"_id": doc_id}, {"$push": {"cases": ref}})
 
     async def watch_entries(self, region_path: list[str]) -> list[dict[str, Any]]:
         """Watch-list entries that apply to a case in `region_path` (entries of its village or any wider region)."""

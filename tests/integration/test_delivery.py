@@ -115,10 +115,10 @@ async def test_the_sweeper_publishes_an_entry_whose_first_publish_failed(infra, 
             entry = doc["outbox"][event.event_id]
             assert (doc["outbox_pending"], entry["status"], entry["attempts"]) == (1, "pending", 1)
             assert "simulated" in entry["last_error"]
-            assert await relay.sweep_once() == 1
+            assert await relay.sweep_once(full=False) == 1  # the document this process failed to publish
             [record] = await out.collect(_of_case(event.case_id))
             assert json.loads(record.value)["event_id"] == event.event_id
-            assert await relay.sweep_once() == 0  # nothing left
+            assert await relay.sweep_once(full=True) == 0  # nothing left
         doc = await store.load(event.case_id)
         assert (doc["outbox_pending"], doc["outbox"][event.event_id]["status"]) == (0, "published")
     finally:
@@ -137,4 +137,29 @@ async def test_a_version_guarded_change_refuses_a_stale_writer(infra, isolation)
         assert sum(1 for r in results if r == 2) == 1
         assert sum(1 for r in results if isinstance(r, Exception)) == 4
     finally:
+        await client.close()
+
+
+async def test_a_full_sweep_publishes_what_a_crashed_process_left_pending(infra, isolation):
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    broker = create_broker(infra["kafka"], "test-sweeper-2")
+    await broker.connect()
+
+    async def dead(*_):
+        raise ConnectionError("process about to crash (simulated)")
+
+    collection = client[f"{isolation['db_prefix']}_sweep"]["things"]
+    event = new_event(CaseWithdrawn(reason="crash"), case_id=str(uuid.uuid4()), producer="test", actor=None,
+                      correlation_id="c", causation_id=None)
+    try:
+        await AggregateStore(collection, OutboxRelay(dead, SystemClock(), grace_s=0)).create(
+            {"_id": event.case_id}, [Outgoing(topics.INTAKE, event)])
+        restarted = OutboxRelay(publisher_for(broker), SystemClock(), grace_s=0)  # knows nothing of the failure
+        AggregateStore(collection, restarted)
+        async with TopicReader(infra["kafka"], topics.INTAKE) as out:
+            assert await restarted.sweep_once(full=False) == 0
+            assert await restarted.sweep_once(full=True) == 1
+            await out.collect(_of_case(event.case_id))
+    finally:
+        await broker.stop()
         await client.close()

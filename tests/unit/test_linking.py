@@ -35,12 +35,11 @@ def _p(role="potential_victim", **kw):
 def test_reports_sharing_a_person_or_recruiter_are_linked_across_villages(a, b, reason, kind):
     first, first_id = _report([a], village=PILOT_VILLAGE)
     second, _ = _report([b], village=OTHER_VILLAGE, reporter="rep-b")
-    index = [{"case_id": first_id, "kind": i.kind, "digest": i.digest} for i in linking.identities(first, KEY)]
-    wanted = {i.digest for i in linking.identities(second, KEY)}
-    matches = [row for row in index if row["digest"] in wanted]
-    links = linking.shared_identity_links(matches, {first_id: {"_id": first_id, "case_number": "n",
-                                                               "village_code": PILOT_VILLAGE}})
+    index = {i.digest: {**linking.case_ref(first, first_id), "kind": i.kind} for i in linking.identities(first, KEY)}
+    matches = [index[i.digest] for i in linking.identities(second, KEY) if i.digest in index]
+    links = linking.shared_identity_links(matches)
     assert [(link["case_id"], link["reasons"], link["kind"]) for link in links] == [(first_id, [reason], kind)]
+    assert links[0]["case_number"] == first.case_number and links[0]["village_code"] == PILOT_VILLAGE
 
 
 @pytest.mark.parametrize(("a", "b"), [
@@ -61,11 +60,6 @@ def test_the_index_holds_keyed_hashes_not_identifiers():
     assert linking.identities(report, b"other-key" * 4)[0].digest not in digests
 
 
-def _stored(report, case_id):
-    return {"_id": case_id, "village_code": report.village_code, "case_number": "n",
-            "report": report.model_dump(mode="json")}
-
-
 @pytest.mark.parametrize(("other_kw", "expected"), [
     ({"reporter": "rep-b"}, True),  # Babinsa and Bhabinkamtibmas of one village, same day, shared indicator
     ({"reporter": "rep-a"}, False),  # the same reporter twice is not corroboration
@@ -76,7 +70,7 @@ def _stored(report, case_id):
 def test_two_reporters_of_one_village_within_a_day_corroborate(other_kw, expected):
     new, _ = _report([_p(name="A")], reporter="rep-a")
     other, other_id = _report([_p(name="B")], **other_kw)
-    assert linking.corroborates(new, _stored(other, other_id), shared_identity=False) is expected
+    assert linking.corroborates(new, linking.case_ref(other, other_id), shared_identity=False) is expected
 
 
 def test_links_to_one_case_merge_their_reasons():
@@ -100,10 +94,16 @@ def test_watch_list_hits_by_recruiter_name_phone_or_agency_in_the_narrative():
 
 
 def test_a_report_links_to_the_most_recent_cases_only_and_counts_the_rest():
-    links = [{"case_id": f"c{i:03d}", "reasons": ["same recruiter name"], "kind": "shared_recruiter"}
+    links = [{"case_id": f"c{i:03d}", "reasons": ["same recruiter name"], "kind": "shared_recruiter",
+              "received_at": f"2026-11-{1 + i % 28:02d}T00:00:{i % 60:02d}+00:00"}
              for i in range(linking.MAX_LINKS + 7)]
-    cases = {f"c{i:03d}": {"received_at": f"2026-11-{1 + i % 28:02d}T00:00:{i % 60:02d}+00:00"} for i in range(32)}
-    kept, more = linking.most_recent(links, cases)
+    kept, more = linking.most_recent(links)
     assert len(kept) == linking.MAX_LINKS and more == 7
-    newest = sorted(cases, key=lambda c: cases[c]["received_at"], reverse=True)[:linking.MAX_LINKS]
-    assert {link["case_id"] for link in kept} == set(newest)
+    newest = sorted(links, key=lambda link: link["received_at"], reverse=True)[:linking.MAX_LINKS]
+    assert {link["case_id"] for link in kept} == {link["case_id"] for link in newest}
+
+
+def test_reports_around_midnight_share_a_corroboration_bucket():
+    late, _ = _report([_p(name="A")], observed=datetime(2026, 11, 28, 23, 50, tzinfo=UTC))
+    early, _ = _report([_p(name="B")], observed=datetime(2026, 11, 29, 0, 10, tzinfo=UTC))
+    assert linking.own_bucket(late) in linking.bucket_ids(early)
