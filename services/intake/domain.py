@@ -93,6 +93,8 @@ class ReportIn(Strict):
     persons: list[PersonIn] = Field(default_factory=list, max_length=MAX_PERSONS)
     departure: DepartureIn | None = None
     location: LocationIn | None = None
+    documents: dict[contract.ChecklistItem, contract.DocumentStatus] = Field(
+        default_factory=dict, description="NP-PMI document checklist (UU 18/2017 Pasal 13): present/missing/unknown")
 
     @field_validator("suspected_types", "indicators")
     @classmethod
@@ -159,6 +161,7 @@ def file_report(report: ReportIn, reporter: Principal, *, case_id: str, number: 
         persons=[contract.Person(person_id=str(uuid.uuid4()), **p.model_dump()) for p in report.persons],
         departure=contract.Departure(**report.departure.model_dump()) if report.departure else None,
         location=contract.Location(**report.location.model_dump()) if report.location else None,
+        documents=report.documents,
     )
     event = new_event(payload, case_id=case_id, producer=SERVICE, actor=actor_of(reporter),
                       correlation_id=case_id, causation_id=None, occurred_at=now)

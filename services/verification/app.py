@@ -19,7 +19,7 @@ class VerificationSettings(ServiceSettings):
 
 def create_app(settings: VerificationSettings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or VerificationSettings()
-    reference.indicators(), screening.thresholds()  # validate the data files now, not on the first report
+    reference.indicators(), screening.thresholds(), screening.checklist_indicators()  # validate the data files now, not on the first report
     runtime = build_runtime(settings, clock)
     store = CaseStore(runtime.db, runtime.relay, runtime.clock)
     runtime.startup.append(store.ensure_indexes)

@@ -29,6 +29,17 @@ def thresholds() -> list[tuple[str, int]]:
     return sorted(rows, key=lambda r: -r[1])
 
 
+@cache
+def checklist_indicators() -> dict[str, str]:
+    """NP-PMI checklist item -> the indicator a missing item counts as (shared/data/np_pmi_checklist.csv)."""
+    text = resources.files("shared.data").joinpath("np_pmi_checklist.csv").read_text(encoding="utf-8")
+    mapping = {r["item"].strip(): r["indicator_if_missing"].strip() for r in csv.DictReader(text.splitlines())}
+    unknown = {i for i in mapping.values() if i and i not in reference.indicators()}
+    if unknown:
+        raise reference.ReferenceDataError(f"np_pmi_checklist.csv names unknown indicators: {sorted(unknown)}")
+    return {item: indicator for item, indicator in mapping.items() if indicator}
+
+
 def age_on(person: intake.Person, day: date) -> int | None:
     if person.birth_date:
         b = person.birth_date
@@ -38,7 +49,12 @@ def age_on(person: intake.Person, day: date) -> int | None:
 
 def screen(report: intake.CaseReported, today: date, watchlist_hits: list[str] = ()) -> verification.CaseScreened:  # type: ignore[assignment]
     known = reference.indicators()
-    triggered = [known[i] for i in dict.fromkeys(report.indicators) if i in known]
+    sources = {i: "reported" for i in report.indicators if i in known}
+    for item, status in report.documents.items():
+        derived = checklist_indicators().get(item)
+        if status == "missing" and derived and derived not in sources:
+            sources[derived] = f"checklist:{item}"
+    triggered = [known[i] for i in sources]
     score = sum(i.weight for i in triggered)
     observed = report.observed_at.date()
     child = any((a := age_on(p, observed)) is not None and a < 18 for p in report.persons)
@@ -70,7 +86,8 @@ def screen(report: intake.CaseReported, today: date, watchlist_hits: list[str] =
         priority=priority,
         indicators=[verification.TriggeredIndicator(id=i.id, weight=i.weight, stage=i.stage,
                                                     points_to=list(i.points_to),
-                                                    forces_escalation=i.forces_escalation) for i in triggered],
+                                                    forces_escalation=i.forces_escalation, source=sources[i.id])
+                    for i in triggered],
         escalation=escalation,
         suggested_types=suggested or ["unknown"],
         type_reasons=reasons,

@@ -12,6 +12,10 @@ from shared.contracts.envelope import Contract, register
 CaseType = Literal["tppo", "tppm", "np_pmi", "unknown"]
 PersonRole = Literal["potential_victim", "recruiter", "facilitator", "witness", "family"]
 Sex = Literal["female", "male", "unknown"]
+# UU 18/2017 Pasal 13: what a prospective migrant worker must hold (DOMAIN.md §2.3).
+ChecklistItem = Literal["marital_status_letter", "family_permission", "competence_certificate",
+                        "health_psych_certificate", "passport", "work_visa", "placement_agreement", "work_contract"]
+DocumentStatus = Literal["present", "missing", "unknown"]
 
 
 class Person(Contract):
@@ -59,6 +63,7 @@ class CaseReported(Contract):
     persons: list[Person] = Field(default_factory=list)
     departure: Departure | None = None
     location: Location | None = None
+    documents: dict[ChecklistItem, DocumentStatus] = Field(default_factory=dict)  # NP-PMI checklist, if known
     submission: int = 1  # 1 for the first report, +1 for every amendment that re-enters screening
 
 

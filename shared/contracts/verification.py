@@ -19,6 +19,7 @@ class TriggeredIndicator(Contract):
     stage: str
     points_to: list[str]
     forces_escalation: bool
+    source: str = "reported"  # "reported" by the reporter, or "checklist:<item>" from a missing NP-PMI document
 
 
 class Escalation(Contract):

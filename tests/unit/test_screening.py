@@ -76,3 +76,19 @@ def test_a_watch_list_hit_raises_priority_to_at_least_high():
     assert screening.screen(_report(["family_pressed_to_sign"]), TODAY, ["w1"]).priority == "high"
     assert screening.screen(_report(["family_pressed_to_sign"]), TODAY, ["w1"]).watchlist_hits == ["w1"]
     assert screening.screen(_report(["distress_signal_abroad"]), TODAY, ["w1"]).priority == "critical"
+
+
+def test_missing_np_pmi_documents_count_as_their_indicators_once():
+    report = _report(["no_family_permission"]).model_copy(update={"documents": {
+        "work_visa": "missing", "work_contract": "missing", "placement_agreement": "missing",
+        "family_permission": "missing", "passport": "missing", "health_psych_certificate": "present"}})
+    result = screening.screen(report, TODAY)
+    sources = {i.id: i.source for i in result.indicators}
+    assert sources == {"no_family_permission": "reported", "non_work_visa": "checklist:work_visa",
+                       "no_written_contract": "checklist:work_contract"}
+    assert result.score == 2 + 3 + 3
+
+
+def test_documents_present_or_unknown_trigger_nothing():
+    report = _report([]).model_copy(update={"documents": {"work_visa": "present", "work_contract": "unknown"}})
+    assert screening.screen(report, TODAY).indicators == []
