@@ -9,12 +9,16 @@ export WASPADA_ENV ?= dev
 export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 export MONGODB_URI ?= mongodb://127.0.0.1:27017/?directConnection=true
 
-.PHONY: install infra-up infra-down topics run up down status token test test-unit test-integration test-e2e bench lint clean
 
-$(STAMP): pyproject.toml
+.PHONY: lock install infra-up infra-down topics run up down status token test test-unit test-integration test-e2e bench lint clean
+
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test]'
 	touch $(STAMP)
+
+lock: ## re-pin every transitive dependency after changing pyproject.toml
+	$(PY) -m pip freeze --exclude-editable > requirements.lock
 
 install: $(STAMP) ## Python environment, Kafka jars, FerretDB runner (all cached after the first time)
 	$(INFRA) install
