@@ -135,6 +135,7 @@ def authenticator(secret: str) -> Callable[..., Callable[..., Awaitable[Principa
             structlog.contextvars.bind_contextvars(actor_id=principal.sub, actor_role=principal.role)
             return principal
 
+        dependency.roles = roles  # type: ignore[attr-defined]  # read by the access-control test table
         return dependency
 
     return require
