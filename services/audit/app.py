@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from services.audit import handlers
 from services.audit.store import AuditStore
+from shared.access import AccessLog
 from shared.clock import Clock
 from shared.service import build_runtime, create_service_api
 from shared.settings import ServiceSettings
@@ -24,5 +25,6 @@ def create_app(settings: AuditSettings | None = None, clock: Clock | None = None
     handlers.subscribers(runtime, store)
     app = create_service_api(runtime, title="waspada-audit",
                              description="Every case event in a tamper-evident trail, for supervisors and auditors.")
-    app.include_router(handlers.routes(runtime, store))
+    access_log = AccessLog(runtime.db, runtime.relay, runtime.clock, settings.service)
+    app.include_router(handlers.routes(runtime, store, access_log))
     return app

@@ -1,18 +1,19 @@
 """Audit's HTTP routes and Kafka subscribers: record every case event in its trail; let supervisors read it."""
 
 import asyncio
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 import structlog
 from aiokafka import ConsumerRecord
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import AwareDatetime
 
-from services.audit import domain
+from services.audit import domain, records
 from services.audit.store import AuditStore
 from shared import topics
+from shared.access import AccessLog
 from shared.api_models import MAX_LIMIT, decode_cursor, page
 from shared.auth import Principal
 from shared.consumer import MAX_BACKOFF_S
@@ -39,9 +40,10 @@ def _reported_between(reported_from: AwareDatetime | None, reported_to: AwareDat
     return {"reported_at": window} if window else {}
 
 
-def routes(runtime: Runtime, store: AuditStore) -> APIRouter:
+def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["audit"])
     supervisor = runtime.require("supervisor", "admin")
+    admin = runtime.require("admin")
 
     async def in_region(case_id: str, principal: Principal) -> dict[str, Any]:
         case = await store.case(case_id)
@@ -69,13 +71,39 @@ def routes(runtime: Runtime, store: AuditStore) -> APIRouter:
             filters["village_code"] = village_code
         offset = decode_cursor(cursor)
         docs = await store.search(principal.region, filters, offset, limit + 1)
+        await access_log.searched(principal, [d["_id"] for d in docs[:limit]],
+                                  {"status": status, "type": type, "village_code": village_code,
+                                   "reported_from": reported_from, "reported_to": reported_to})
         return page([domain.case_view(d) for d in docs], offset, limit)
 
     @router.get("/cases/{case_id}/trail", summary="Every recorded event of a case in order, with seq, hash, prev_hash")
     async def trail(case_id: str, principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
         await in_region(case_id, principal)
         entries = await store.trail_of(case_id)
+        await access_log.viewed(principal, case_id, "trail")
         return {"case_id": case_id, "entries": [domain.trail_view(e) for e in entries]}
+
+    @router.get("/cases/{case_id}/trail/export",
+                summary="The trail as JSON Lines or a printable document; the export is itself recorded")
+    async def export_trail(
+        case_id: str,
+        principal: Annotated[Principal, Depends(supervisor)],
+        format: Literal["jsonl", "html"] = "jsonl",
+        purpose: Annotated[str | None, Query(max_length=500, description="why it is exported (PDP)")] = None,
+    ) -> Response:
+        case = await in_region(case_id, principal)
+        entries = await store.trail_of(case_id)
+        verdict = domain.verify_chain(entries, domain.head_of(case))
+        views = [domain.trail_view(e) for e in entries]
+        await access_log.exported(principal, case_id, format, purpose)
+        now = runtime.clock.now()
+        name = f"trail-{case.get('case_number') or case_id}"
+        if format == "html":
+            body, media = records.export_html(case, views, verdict, principal.sub, now), "text/html; charset=utf-8"
+        else:
+            body, media = records.export_jsonl(case, views, verdict, principal.sub, now), "application/x-ndjson"
+        return Response(body, media_type=media,
+                        headers={"Content-Disposition": f'attachment; filename="{name}.{format}"'})
 
     @router.get("/cases/{case_id}/trail/verify", summary="Recompute the case's hash chain")
     async def verify_trail(case_id: str, principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
@@ -108,7 +136,30 @@ def routes(runtime: Runtime, store: AuditStore) -> APIRouter:
         docs = await store.dead_letters_page(filters, offset, limit + 1)
         return page([domain.dead_letter_view(d) for d in docs], offset, limit)
 
+    @router.get("/checkpoints", summary="Checkpoints of every trail's head, newest first")
+    async def list_checkpoints(principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
+        chain = await store.checkpoint_chain()
+        return {"items": [records.checkpoint_view(c) for c in reversed(chain)], "next": None}
+
+    @router.post("/checkpoints", status_code=201, summary="Take a checkpoint now (one is also taken daily)")
+    async def take_checkpoint_now(principal: Annotated[Principal, Depends(admin)]) -> dict[str, Any]:
+        return records.checkpoint_view(await take_checkpoint(store, runtime.clock))
+
+    @router.get("/checkpoints/verify",
+                summary="Recompute the checkpoint chain and check every trail still ends where the last one saw it")
+    async def verify_checkpoints(principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
+        return records.verify_checkpoints(await store.checkpoint_chain(), await store.trail_hashes())
+
     return router
+
+
+async def take_checkpoint(store: AuditStore, clock: Any) -> dict[str, Any]:
+    for _ in range(5):
+        checkpoint = records.checkpoint(await store.last_checkpoint(), await store.heads(), clock.now())
+        if await store.add_checkpoint(checkpoint):
+            log.info("checkpoint_taken", seq=checkpoint["seq"], cases=checkpoint["cases"])
+            return checkpoint
+    raise ApiError(409, "conflict", "another checkpoint was being taken; try again")
 
 
 def subscribers(runtime: Runtime, store: AuditStore) -> None:

@@ -25,6 +25,7 @@ class AuditStore:
         self.trail = db["trail"]
         self.cases = db["cases"]
         self.dead_letters = db["deadletters"]
+        self.checkpoints = db["checkpoints"]
         self._clock = clock
 
     async def ensure_indexes(self) -> None:
@@ -122,3 +123,28 @@ class AuditStore:
         cursor = (self.dead_letters.find(filters)
                   .sort([("recorded_at", DESCENDING), ("_id", DESCENDING)]).skip(offset).limit(limit))
         return await cursor.to_list()
+
+    # --- checkpoints ----------------------------------------------------------------------------------------
+
+    async def heads(self) -> list[dict[str, Any]]:
+        """The head of every case's trail, as the case documents hold it."""
+        docs = await self.cases.find({"trail_seq": {"$gt": 0}}, {"trail_seq": 1, "trail_hash": 1}).to_list()
+        return [{"case_id": d["_id"], "seq": d["trail_seq"], "hash": d["trail_hash"]} for d in docs]
+
+    async def trail_hashes(self) -> dict[tuple[str, int], str]:
+        docs = await self.trail.find({}, {"case_id": 1, "seq": 1, "hash": 1}).to_list()
+        return {(d["case_id"], int(d["seq"])): d["hash"] for d in docs}
+
+    async def last_checkpoint(self) -> dict[str, Any] | None:
+        return await self.checkpoints.find_one({}, sort=[("_id", DESCENDING)])
+
+    async def add_checkpoint(self, checkpoint: dict[str, Any]) -> bool:
+        """Insert keyed by seq: of two writers racing for the same seq, one wins."""
+        try:
+            await self.checkpoints.insert_one(checkpoint)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def checkpoint_chain(self) -> list[dict[str, Any]]:
+        return await self.checkpoints.find({}).sort([("_id", ASCENDING)]).to_list()

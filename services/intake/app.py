@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from services.intake import handlers
 from services.intake.store import ReportStore
+from shared.access import AccessLog
 from shared.clock import Clock
 from shared.service import build_runtime, create_service_api
 from shared.settings import ServiceSettings
@@ -24,5 +25,6 @@ def create_app(settings: IntakeSettings | None = None, clock: Clock | None = Non
     handlers.subscribers(runtime, store)
     app = create_service_api(runtime, title="waspada-intake",
                              description="Reporters file what they saw in their village.")
-    app.include_router(handlers.routes(runtime, store))
+    access_log = AccessLog(runtime.db, runtime.relay, runtime.clock, settings.service)
+    app.include_router(handlers.routes(runtime, store, access_log))
     return app

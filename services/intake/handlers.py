@@ -12,6 +12,7 @@ from pymongo.errors import DuplicateKeyError
 from services.intake import domain
 from services.intake.store import ReportStore
 from shared import regions, topics
+from shared.access import AccessLog
 from shared.api_models import MAX_LIMIT, decode_cursor, page
 from shared.auth import Principal
 from shared.contracts.envelope import Envelope
@@ -37,7 +38,7 @@ def _accepted(doc: dict[str, Any]) -> dict[str, Any]:
             "received_at": doc["received_at"]}
 
 
-def routes(runtime: Runtime, store: ReportStore) -> APIRouter:
+def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["reports"])
     reporter = runtime.require("reporter")
     clock = runtime.clock
@@ -90,11 +91,15 @@ def routes(runtime: Runtime, store: ReportStore) -> APIRouter:
     ) -> dict[str, Any]:
         offset = decode_cursor(cursor)
         docs = await store.of_reporter(principal.sub, offset, limit + 1)
+        for doc in docs[:limit]:
+            await access_log.viewed(principal, doc["_id"], "report")
         return page([domain.reporter_view(d) for d in docs], offset, limit)
 
     @router.get("/reports/{case_id}", summary="One of your reports")
     async def get_report(case_id: str, principal: Annotated[Principal, Depends(reporter)]) -> dict[str, Any]:
-        return domain.reporter_view(await _own(case_id, principal))
+        doc = await _own(case_id, principal)
+        await access_log.viewed(principal, case_id, "report")
+        return domain.reporter_view(doc)
 
     @router.post("/reports/{case_id}/withdraw", summary="Withdraw your report before a decision")
     async def withdraw(case_id: str, body: WithdrawIn,

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from services.verification import handlers, screening
 from services.verification.store import CaseStore
 from shared import reference
+from shared.access import AccessLog
 from shared.clock import Clock
 from shared.service import build_runtime, create_service_api
 from shared.settings import ServiceSettings
@@ -26,5 +27,6 @@ def create_app(settings: VerificationSettings | None = None, clock: Clock | None
     handlers.subscribers(runtime, store)
     app = create_service_api(runtime, title="waspada-verification",
                              description="Screening and the verifier's queue and decisions.")
-    app.include_router(handlers.routes(runtime, store))
+    access_log = AccessLog(runtime.db, runtime.relay, runtime.clock, settings.service)
+    app.include_router(handlers.routes(runtime, store, access_log))
     return app

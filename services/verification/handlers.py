@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from services.verification import domain, linking
 from services.verification.store import CaseStore
 from shared import regions, topics
+from shared.access import AccessLog
 from shared.api_models import MAX_LIMIT, decode_cursor, page
 from shared.auth import Principal
 from shared.contracts.envelope import Envelope
@@ -16,7 +17,7 @@ from shared.outbox import ConcurrentUpdate
 from shared.service import Runtime
 
 
-def routes(runtime: Runtime, store: CaseStore) -> APIRouter:
+def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["verification"])
     verifier = runtime.require("verifier")
 
@@ -49,6 +50,7 @@ def routes(runtime: Runtime, store: CaseStore) -> APIRouter:
     @router.get("/cases/{case_id}", summary="A case with its report, screening, links and watch-list hits")
     async def get_case(case_id: str, principal: Annotated[Principal, Depends(verifier)]) -> JSONResponse:
         doc = await in_region(case_id, principal)
+        await access_log.viewed(principal, case_id, "case")
         return JSONResponse(domain.verifier_view(doc), headers={"ETag": f'"{doc["version"]}"'})
 
     @router.post("/cases/{case_id}/decision",

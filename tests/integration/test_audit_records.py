@@ -1,0 +1,80 @@
+"""Reads of personal data land in the trail; exports and checkpoints on the real broker and database."""
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from services.audit.app import AuditSettings, create_app
+from shared import topics
+from tests.builders import case_reported
+from tests.conftest import auth, eventually, serving
+from tests.kafka_helpers import publish
+
+pytestmark = pytest.mark.integration
+SUPERVISOR = auth("supervisor", "36.03", sub="supervisor-reader")
+ADMIN = auth("admin", "36")
+
+
+def _app(infra, isolation):
+    return create_app(AuditSettings(env="dev", kafka_bootstrap_servers=infra["kafka"], mongodb_uri=infra["mongo"],
+                                    **isolation))
+
+
+async def test_a_supervisors_own_reads_exports_and_searches_are_in_the_trail(infra, isolation):
+    event = case_reported()
+    async with serving(_app(infra, isolation)) as http:
+        await publish(infra["kafka"], topics.INTAKE, event)
+        await eventually(lambda: _count(http, event.case_id, 1))
+        assert (await http.get(f"/v1/cases/{event.case_id}/trail", headers=SUPERVISOR)).status_code == 200
+        exported = await http.get(f"/v1/cases/{event.case_id}/trail/export", headers=SUPERVISOR,
+                                  params={"format": "html", "purpose": "permintaan penyidik"})
+        assert exported.status_code == 200 and "text/html" in exported.headers["content-type"]
+        assert "attachment" in exported.headers["content-disposition"]
+        listed = await http.get("/v1/cases", headers=SUPERVISOR, params={"village_code": "36.03.11.2009"})
+        assert event.case_id in [c["case_id"] for c in listed.json()["items"]]
+        await eventually(lambda: _count(http, event.case_id, 4), timeout=30)
+        trail = (await http.get(f"/v1/cases/{event.case_id}/trail", headers=SUPERVISOR)).json()["entries"]
+    reads = [e for e in trail if e["type"] in ("case.viewed", "case.exported", "case.searched")]
+    assert [e["type"] for e in reads[:3]] == ["case.viewed", "case.exported", "case.searched"]
+    assert all(e["actor"]["id"] == "supervisor-reader" and e["producer"] == "audit" for e in reads)
+    assert reads[1]["data"] == {"service": "audit", "format": "html", "purpose": "permintaan penyidik"}
+
+
+async def _count(http, case_id, n):
+    r = await http.get(f"/v1/cases/{case_id}/trail/verify", headers=SUPERVISOR)
+    return r.status_code == 200 and r.json()["entries"] >= n
+
+
+async def test_a_jsonl_export_has_every_entry_then_the_verdict(infra, isolation):
+    event = case_reported()
+    async with serving(_app(infra, isolation)) as http:
+        await publish(infra["kafka"], topics.INTAKE, event)
+        await eventually(lambda: _count(http, event.case_id, 1))
+        r = await http.get(f"/v1/cases/{event.case_id}/trail/export", headers=SUPERVISOR)
+    lines = r.text.splitlines()
+    assert r.headers["content-type"].startswith("application/x-ndjson")
+    assert '"case.reported"' in lines[0] and '"valid": true' in lines[-1]
+
+
+async def test_checkpoints_detect_a_trail_deleted_whole(infra, isolation):
+    first, second = case_reported(), case_reported()
+    client = AsyncMongoClient(infra["mongo"])
+    trail = client[f"{isolation['db_prefix']}_audit"]["trail"]
+    try:
+        async with serving(_app(infra, isolation)) as http:
+            for event in (first, second):
+                await publish(infra["kafka"], topics.INTAKE, event)
+                await eventually(lambda event=event: _count(http, event.case_id, 1))
+            assert (await http.post("/v1/checkpoints", headers=SUPERVISOR)).status_code == 403
+            taken = await http.post("/v1/checkpoints", headers=ADMIN)
+            assert taken.status_code == 201 and taken.json()["seq"] == 1 and taken.json()["cases"] == 2
+            again = (await http.post("/v1/checkpoints", headers=ADMIN)).json()
+            assert again["seq"] == 2 and again["prev_hash"] == taken.json()["hash"]
+            ok = (await http.get("/v1/checkpoints/verify", headers=SUPERVISOR)).json()
+            assert ok == {"valid": True, "checkpoints": 2, "first_broken_seq": None, "trails_not_matching": []}
+            await trail.delete_many({"case_id": second.case_id})  # someone removes a whole trail
+            broken = (await http.get("/v1/checkpoints/verify", headers=SUPERVISOR)).json()
+            listed = (await http.get("/v1/checkpoints", headers=SUPERVISOR)).json()["items"]
+    finally:
+        await client.close()
+    assert broken["valid"] is False and broken["trails_not_matching"] == [second.case_id]
+    assert [c["seq"] for c in listed] == [2, 1]
