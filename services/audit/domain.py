@@ -177,6 +177,7 @@ class CaseUpdate:
     facet: str
     fields: dict[str, Any]
     at: str
+    earliest: bool = False  # a first time (decided, first acknowledged): kept unless an earlier one arrives
 
 
 def case_updates(event: Envelope) -> list[CaseUpdate]:
@@ -193,7 +194,46 @@ def case_updates(event: Envelope) -> list[CaseUpdate]:
         updates.append(CaseUpdate("status", {"status": status}, at))
     if event.type == "case.verified" and isinstance(types := data.get("case_types"), list):
         updates.append(CaseUpdate("types", {"types": sorted({t for t in types if isinstance(t, str)})}, at))
+    if event.type in ("case.verified", "case.rejected"):
+        updates.append(CaseUpdate("decided", {"decided_at": at}, at, earliest=True))
+    if event.type == "referral.acknowledged":
+        updates.append(CaseUpdate("acknowledged", {"first_ack_at": at}, at, earliest=True))
+    if event.type == "referral.escalated" and isinstance(rid := data.get("referral_id"), str) and "." not in rid \
+            and not rid.startswith("$"):
+        updates.append(CaseUpdate("escalated", {f"escalated.{rid}": at}, at, earliest=True))
     return updates
+
+
+def field_at(doc: Mapping[str, Any], path: str) -> Any:
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _median_seconds(pairs: list[tuple[str, str]]) -> float | None:
+    spans = sorted((datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds() for a, b in pairs)
+    if not spans:
+        return None
+    mid = len(spans) // 2
+    return spans[mid] if len(spans) % 2 else (spans[mid - 1] + spans[mid]) / 2
+
+
+def timings_view(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Medians computed here: FerretDB's $group has only $sum and $count."""
+    to_decision = [(c["reported_at"], c["decided_at"]) for c in cases if c.get("reported_at") and c.get("decided_at")]
+    to_ack = [(c["decided_at"], c["first_ack_at"]) for c in cases if c.get("decided_at") and c.get("first_ack_at")]
+    escalated = [c for c in cases if c.get("escalated")]
+    return {
+        "median_seconds_report_to_decision": _median_seconds(to_decision),
+        "median_seconds_decision_to_first_acknowledgement": _median_seconds(to_ack),
+        "decided_cases": len(to_decision),
+        "acknowledged_cases": len(to_ack),
+        "cases_with_overdue_referrals": len(escalated),
+        "overdue_referrals": sum(len(c["escalated"]) for c in escalated),
+    }
 
 
 def _place(source: Mapping[str, Any]) -> dict[str, Any]:

@@ -111,7 +111,7 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog) -> APIRou
         entries = await store.trail_of(case_id)  # the two reads cannot look like a deleted entry
         return domain.verify_chain(entries, domain.head_of(case))
 
-    @router.get("/stats", summary="Counts of the cases in your region by status, type, district and village")
+    @router.get("/stats", summary="Cases in your region by status, type, district and village; median times; overdue referrals")
     async def stats(
         principal: Annotated[Principal, Depends(supervisor)],
         reported_from: Annotated[AwareDatetime | None, Query(description="inclusive")] = None,
@@ -120,7 +120,8 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog) -> APIRou
         filters = _reported_between(reported_from, reported_to)
         by_status, by_types, by_village = await asyncio.gather(
             *(store.counts(principal.region, filters, field) for field in ("status", "types", "village_code")))
-        return domain.stats_view(principal.region, by_status, by_types, by_village)
+        return {**domain.stats_view(principal.region, by_status, by_types, by_village),
+                **domain.timings_view(await store.timings(principal.region, filters))}
 
     @router.get("/deadletters", summary="Messages a consumer gave up on, newest first, with the error and source")
     async def dead_letters(

@@ -87,6 +87,12 @@ class AuditStore:
                 case = await self.cases.find_one({"_id": case_id}) or {}
             fields: dict[str, Any] = {}
             for update in updates:
+                if update.earliest:
+                    for path, value in update.fields.items():
+                        current = fields.get(path) or domain.field_at(case, path)
+                        if not current or value < current:
+                            fields[path] = value
+                    continue
                 facet_at = f"{update.facet}_at"
                 if (fields.get(facet_at) or case.get(facet_at) or "") <= update.at:
                     fields.update({**update.fields, facet_at: update.at})
@@ -103,6 +109,10 @@ class AuditStore:
         cursor = (self.cases.find({"region_path": region, **filters})
                   .sort([("reported_at", DESCENDING), ("_id", ASCENDING)]).skip(offset).limit(limit))
         return await cursor.to_list()
+
+    async def timings(self, region: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        return await self.cases.find({"region_path": region, **filters},
+                                     {"reported_at": 1, "decided_at": 1, "first_ack_at": 1, "escalated": 1}).to_list()
 
     async def counts(self, region: str, filters: dict[str, Any], field: str) -> list[dict[str, Any]]:
         """`{"_id": value of field, "n": cases}` for the region's cases (an array field groups by whole array)."""

@@ -1,10 +1,15 @@
 """Reads of personal data land in the trail; exports and checkpoints on the real broker and database."""
 
+from datetime import datetime, timedelta
+
 import pytest
 from pymongo import AsyncMongoClient
 
 from services.audit.app import AuditSettings, create_app
 from shared import topics
+from shared.contracts.envelope import new_event
+from shared.contracts.referral import ReferralAcknowledged, ReferralEscalated
+from shared.contracts.verification import CaseVerified, Situation
 from tests.builders import case_reported
 from tests.conftest import auth, eventually, serving
 from tests.kafka_helpers import publish
@@ -78,3 +83,40 @@ async def test_checkpoints_detect_a_trail_deleted_whole(infra, isolation):
         await client.close()
     assert broken["valid"] is False and broken["trails_not_matching"] == [second.case_id]
     assert [c["seq"] for c in listed] == [2, 1]
+
+
+async def test_stats_give_median_times_and_overdue_referrals(infra, isolation):
+    reported = case_reported()
+    t0 = reported.occurred_at
+    region = auth("supervisor", "36.03.11")
+
+    def follow(payload, minutes, topic):
+        return topic, new_event(payload, case_id=reported.case_id, producer="x", actor=None,
+                                correlation_id=reported.case_id, causation_id=None,
+                                occurred_at=t0 + timedelta(minutes=minutes))
+
+    events = [
+        (topics.INTAKE, reported),
+        follow(CaseVerified(case_number="n", village_code="36.03.11.2009", case_types=["tppo"], priority="high",
+                            situation=Situation()), 30, topics.VERIFICATION),
+        follow(ReferralEscalated(referral_id="r-1", agency_id="polresta_tangerang", deadline="acknowledge",
+                                 due_at=t0, overdue_seconds=60), 40, topics.REFERRAL),
+        follow(ReferralAcknowledged(referral_id="r-1", agency_id="polresta_tangerang"), 90, topics.REFERRAL),
+    ]
+    async with serving(_app(infra, isolation)) as http:
+        for n, (topic, event) in enumerate(events, start=1):
+            await publish(infra["kafka"], topic, event)
+            await eventually(lambda n=n: _count(http, reported.case_id, n))
+        await publish(infra["kafka"], *events[2])  # the escalation redelivered: still one overdue referral
+        await publish(infra["kafka"], *events[3])
+
+        async def stats():
+            body = (await http.get("/v1/stats", headers=region)).json()
+            return body if body.get("acknowledged_cases") == 1 else None
+
+        body = await eventually(stats)
+    received = datetime.fromisoformat(reported.data["received_at"])
+    assert body["median_seconds_report_to_decision"] == pytest.approx(
+        (events[1][1].occurred_at - received).total_seconds(), abs=1)
+    assert body["median_seconds_decision_to_first_acknowledgement"] == 60 * 60
+    assert (body["cases_with_overdue_referrals"], body["overdue_referrals"]) == (1, 1)

@@ -54,3 +54,20 @@ def test_exports_carry_every_entry_and_the_verdict():
     page = records.export_html(case, entries, verdict, "sup-1", T)
     assert "3603-2026-000001" in page and "VALID" in page and "v1 / verifier" in page
     assert "&lt;b&gt;bukan&lt;/b&gt;" in page and "<b>bukan</b>" not in page  # escaped
+
+
+def test_timings_are_medians_and_overdue_referrals_are_counted():
+    from services.audit import domain
+
+    cases = [
+        {"reported_at": "2026-11-01T00:00:00+00:00", "decided_at": "2026-11-01T01:00:00+00:00",
+         "first_ack_at": "2026-11-01T03:00:00+00:00", "escalated": {"r1": "x", "r2": "y"}},
+        {"reported_at": "2026-11-02T00:00:00+00:00", "decided_at": "2026-11-02T03:00:00+00:00"},
+        {"reported_at": "2026-11-03T00:00:00+00:00"},
+    ]
+    view = domain.timings_view(cases)
+    assert view["median_seconds_report_to_decision"] == 2 * 3600  # of 1 h and 3 h
+    assert view["median_seconds_decision_to_first_acknowledgement"] == 2 * 3600
+    assert (view["decided_cases"], view["acknowledged_cases"]) == (2, 1)
+    assert (view["cases_with_overdue_referrals"], view["overdue_referrals"]) == (1, 2)
+    assert domain.timings_view([])["median_seconds_report_to_decision"] is None
