@@ -44,6 +44,9 @@ class AccessLog:
         await self._record(principal, case_id,
                            access.CaseExported(service=self._service, format=fmt, purpose=purpose))
 
+    async def erased(self, principal: Principal, case_id: str, reason: str) -> None:
+        await self._record(principal, case_id, access.CaseErased(service=self._service, reason=reason))
+
     async def searched(self, principal: Principal, case_ids: list[str], query: dict[str, Any]) -> None:
         """One event per case the search showed, so each case's trail says who saw it listed, and why."""
         shown = {k: str(v) for k, v in query.items() if v is not None}

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Documented development secret: accepted only with WASPADA_ENV=dev (DESIGN.md, "Who may do what").
 DEV_JWT_SECRET = "waspada-dev-secret-do-not-use-in-production"
 DEV_PII_KEY = "waspada-dev-identifier-key-do-not-use-in-production"
+DEV_MASTER_KEY = "d2FzcGFkYS1kZXYtbWFzdGVyLWtleS0zMi1ieXRlcyE="  # base64 of 32 bytes; dev only
 
 
 class InsecureSettings(ValueError):
@@ -24,6 +25,10 @@ class ServiceSettings(BaseSettings):
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
     # Keys the HMAC of identifiers (NIK, passport, phone, names) used for linking, so no plaintext is indexed.
     identifier_key: SecretStr = SecretStr(DEV_PII_KEY)
+    # Wraps every case's data key (shared.crypto); base64 of 32 random bytes.
+    master_key: SecretStr = SecretStr(DEV_MASTER_KEY)
+    # A data key read from the key store is reused this long: erasure reaches every process within it.
+    key_cache_seconds: float = Field(30.0, ge=0)
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "WASPADA_KAFKA_BOOTSTRAP_SERVERS")
     )
@@ -55,6 +60,11 @@ class ServiceSettings(BaseSettings):
             )
         if self.env != "dev" and self.identifier_key.get_secret_value() == DEV_PII_KEY:
             raise InsecureSettings("WASPADA_IDENTIFIER_KEY is the development default; set a real key")
+        if self.env != "dev" and self.master_key.get_secret_value() == DEV_MASTER_KEY:
+            raise InsecureSettings("WASPADA_MASTER_KEY is the development default; set a real key")
+        from shared.crypto import master_key_from
+
+        master_key_from(self.master_key.get_secret_value())  # refuses a key that is not base64 of 32 bytes
         if len(self.jwt_secret.get_secret_value()) < 32:
             raise InsecureSettings("WASPADA_JWT_SECRET must be at least 32 characters")
         return self
@@ -62,6 +72,10 @@ class ServiceSettings(BaseSettings):
     @property
     def database_name(self) -> str:
         return f"{self.db_prefix}_{self.service}"
+
+    @property
+    def keystore_name(self) -> str:
+        return f"{self.db_prefix}_keys"
 
     @property
     def group_id(self) -> str:

@@ -8,6 +8,7 @@ from services.audit import handlers
 from services.audit.store import AuditStore
 from shared.access import AccessLog
 from shared.clock import Clock
+from shared.crypto import keystore_for
 from shared.service import build_runtime, create_service_api
 from shared.settings import ServiceSettings
 
@@ -26,5 +27,6 @@ def create_app(settings: AuditSettings | None = None, clock: Clock | None = None
     app = create_service_api(runtime, title="waspada-audit",
                              description="Every case event in a tamper-evident trail, for supervisors and auditors.")
     access_log = AccessLog(runtime.db, runtime.relay, runtime.clock, settings.service)
-    app.include_router(handlers.routes(runtime, store, access_log))
+    keys = keystore_for(runtime.client, settings)
+    app.include_router(handlers.routes(runtime, store, access_log, keys))
     return app

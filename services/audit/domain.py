@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from shared import regions, topics
+from shared import crypto, regions, topics
 from shared.contracts.envelope import Envelope
 
 GENESIS_HASH = "0" * 64
@@ -130,9 +130,11 @@ def _verdict(entries: Sequence[Mapping[str, Any]], broken_at: int) -> dict[str, 
     return {"valid": False, "entries": len(entries), "first_broken_seq": broken_at}
 
 
-def trail_view(entry: Mapping[str, Any]) -> dict[str, Any]:
+def trail_view(entry: Mapping[str, Any], key: bytes | None) -> dict[str, Any]:
+    """An entry as shown: sealed personal data opened with the case's key, `[erased]` once it is destroyed.
+    The hashes cover the sealed text, so erasure never breaks the chain."""
     event = from_storable(entry.get("event") or {})
-    # Personal-data masking per role (DESIGN.md, "Who may do what") belongs here, on `data`: a later issue.
+    event = {**event, "data": crypto.open_values(event.get("data"), key, str(entry.get("case_id")))}
     return {
         "seq": entry.get("seq"),
         "event_id": entry.get("event_id"),

@@ -8,12 +8,13 @@ from aiokafka import ConsumerRecord
 from fastapi import APIRouter, Depends, Query, Response
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.audit import domain, records
 from services.audit.store import AuditStore
 from shared import topics
 from shared.access import AccessLog
+from shared.crypto import KeyStore
 from shared.api_models import MAX_LIMIT, decode_cursor, page
 from shared.auth import Principal
 from shared.consumer import MAX_BACKOFF_S
@@ -40,7 +41,12 @@ def _reported_between(reported_from: AwareDatetime | None, reported_to: AwareDat
     return {"reported_at": window} if window else {}
 
 
-def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog) -> APIRouter:
+class ErasureIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=1000, description="the legal basis, e.g. the retention schedule")
+
+
+def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: KeyStore) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["audit"])
     supervisor = runtime.require("supervisor", "admin")
     admin = runtime.require("admin")
@@ -81,7 +87,8 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog) -> APIRou
         await in_region(case_id, principal)
         entries = await store.trail_of(case_id)
         await access_log.viewed(principal, case_id, "trail")
-        return {"case_id": case_id, "entries": [domain.trail_view(e) for e in entries]}
+        key = await keys.key(case_id)
+        return {"case_id": case_id, "entries": [domain.trail_view(e, key) for e in entries]}
 
     @router.get("/cases/{case_id}/trail/export",
                 summary="The trail as JSON Lines or a printable document; the export is itself recorded")
@@ -94,7 +101,8 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog) -> APIRou
         case = await in_region(case_id, principal)
         entries = await store.trail_of(case_id)
         verdict = domain.verify_chain(entries, domain.head_of(case))
-        views = [domain.trail_view(e) for e in entries]
+        key = await keys.key(case_id)
+        views = [domain.trail_view(e, key) for e in entries]
         await access_log.exported(principal, case_id, format, purpose)
         now = runtime.clock.now()
         name = f"trail-{case.get('case_number') or case_id}"
@@ -136,6 +144,15 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog) -> APIRou
         offset = decode_cursor(cursor)
         docs = await store.dead_letters_page(filters, offset, limit + 1)
         return page([domain.dead_letter_view(d) for d in docs], offset, limit)
+
+    @router.post("/cases/{case_id}/erasure", summary="End of retention: destroy the case's data key, so its "
+                 "personal data is unreadable everywhere while its trail still verifies")
+    async def erase(case_id: str, body: ErasureIn,
+                    principal: Annotated[Principal, Depends(admin)]) -> dict[str, Any]:
+        await in_region(case_id, principal)
+        await keys.erase(case_id, domain.timestamp(runtime.clock.now()))
+        await access_log.erased(principal, case_id, body.reason)
+        return {"case_id": case_id, "erased": True}
 
     @router.get("/checkpoints", summary="Checkpoints of every trail's head, newest first")
     async def list_checkpoints(principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from shared import reference, regions, topics
+from shared import crypto, reference, regions, topics
 from shared.identity import normalise_phone
 from shared.auth import Principal
 from shared.contracts import intake as contract
@@ -146,8 +146,8 @@ def actor_of(principal: Principal) -> Actor:
 
 
 def file_report(report: ReportIn, reporter: Principal, *, case_id: str, number: str, idempotency_id: str,
-                fingerprint: str, now: datetime) -> tuple[dict[str, Any], list[Outgoing]]:
-    """A new case: its intake document and the `case.reported` event."""
+                fingerprint: str, now: datetime, key: bytes) -> tuple[dict[str, Any], list[Outgoing]]:
+    """A new case: its intake document and the `case.reported` event, personal data sealed with the case's key."""
     payload = contract.CaseReported(
         case_number=number,
         village_code=report.village_code,
@@ -163,6 +163,7 @@ def file_report(report: ReportIn, reporter: Principal, *, case_id: str, number: 
         location=contract.Location(**report.location.model_dump()) if report.location else None,
         documents=report.documents,
     )
+    payload = contract.CaseReported.model_validate(crypto.seal_report(payload.model_dump(mode="json"), key, case_id))
     event = new_event(payload, case_id=case_id, producer=SERVICE, actor=actor_of(reporter),
                       correlation_id=case_id, causation_id=None, occurred_at=now)
     doc = {
@@ -245,11 +246,11 @@ def check_amendment(amendment: AmendmentIn) -> None:
         raise FieldProblem(problems)
 
 
-def amend(doc: dict[str, Any], amendment: AmendmentIn, reporter: Principal, now: datetime) -> Change:
+def amend(doc: dict[str, Any], amendment: AmendmentIn, reporter: Principal, now: datetime, key: bytes) -> Change:
     """Answering an information request re-enters screening with the amended report as a new submission."""
     if doc["status"] != "info_requested":
         raise InvalidTransition(f"a {doc['status']} report has no open question to answer")
-    before = contract.CaseReported.model_validate(doc["report"])
+    before = contract.CaseReported.model_validate(crypto.open_values(doc["report"], key, doc["_id"]))
     persons = list(before.persons) + [contract.Person(person_id=str(uuid.uuid4()), **p.model_dump())
                                       for p in amendment.add_persons]
     if len(persons) > MAX_PERSONS:
@@ -264,7 +265,9 @@ def amend(doc: dict[str, Any], amendment: AmendmentIn, reporter: Principal, now:
         else before.departure,
         "submission": before.submission + 1,
     })
-    event = new_event(contract.CaseAmended(answer=amendment.answer, report=report), case_id=doc["_id"],
+    report = contract.CaseReported.model_validate(crypto.seal_report(report.model_dump(mode="json"), key, doc["_id"]))
+    answer = crypto.seal(key, doc["_id"], amendment.answer)
+    event = new_event(contract.CaseAmended(answer=answer, report=report), case_id=doc["_id"],
                       producer=SERVICE, actor=actor_of(reporter), correlation_id=doc["_id"], causation_id=None,
                       occurred_at=now)
     return Change(
@@ -288,7 +291,10 @@ def withdraw(doc: dict[str, Any], reporter: Principal, reason: str, now: datetim
 
 
 
-def reporter_view(doc: dict[str, Any]) -> dict[str, Any]:
+def reporter_view(doc: dict[str, Any], key: bytes | None) -> dict[str, Any]:
+    """The reporter's own report, opened with the case's key ([erased] once the key is destroyed)."""
+    doc = {**doc, **crypto.open_values({k: doc.get(k) for k in ("report", "question", "decision_reason")},
+                                       key, doc["_id"])}
     return {
         "case_id": doc["_id"],
         "case_number": doc["case_number"],

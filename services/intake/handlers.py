@@ -13,6 +13,7 @@ from services.intake import domain
 from services.intake.store import ReportStore
 from shared import regions, topics
 from shared.access import AccessLog
+from shared.crypto import KeyStore
 from shared.api_models import MAX_LIMIT, decode_cursor, page
 from shared.auth import Principal
 from shared.contracts.envelope import Envelope
@@ -38,7 +39,7 @@ def _accepted(doc: dict[str, Any]) -> dict[str, Any]:
             "received_at": doc["received_at"]}
 
 
-def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog) -> APIRouter:
+def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: KeyStore) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["reports"])
     reporter = runtime.require("reporter")
     clock = runtime.clock
@@ -68,12 +69,14 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog) -> APIRo
             case_id = claim["case_id"]
             if first := await store.load(case_id):
                 return _replay(first)
+        key = await keys.key_for_new_case(case_id)
         regency = regions.regency_of(report.village_code)
         for _ in range(10):
             seq = await store.next_case_seq(regency, now.year)
             doc, events = domain.file_report(report, principal, case_id=case_id,
                                              number=domain.case_number(regency, now.year, seq),
-                                             idempotency_id=idempotency_id, fingerprint=fingerprint, now=now)
+                                             idempotency_id=idempotency_id, fingerprint=fingerprint, now=now,
+                                             key=key)
             try:
                 await store.create(doc, events)
                 return JSONResponse(_accepted(doc), status_code=201)
@@ -91,15 +94,17 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog) -> APIRo
     ) -> dict[str, Any]:
         offset = decode_cursor(cursor)
         docs = await store.of_reporter(principal.sub, offset, limit + 1)
+        views = []
         for doc in docs[:limit]:
             await access_log.viewed(principal, doc["_id"], "report")
-        return page([domain.reporter_view(d) for d in docs], offset, limit)
+            views.append(domain.reporter_view(doc, await keys.key(doc["_id"])))
+        return page(views + docs[limit:], offset, limit)
 
     @router.get("/reports/{case_id}", summary="One of your reports")
     async def get_report(case_id: str, principal: Annotated[Principal, Depends(reporter)]) -> dict[str, Any]:
         doc = await _own(case_id, principal)
         await access_log.viewed(principal, case_id, "report")
-        return domain.reporter_view(doc)
+        return domain.reporter_view(doc, await keys.key(case_id))
 
     @router.post("/reports/{case_id}/withdraw", summary="Withdraw your report before a decision")
     async def withdraw(case_id: str, body: WithdrawIn,
@@ -113,7 +118,10 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog) -> APIRo
             domain.check_amendment(amendment)
         except domain.FieldProblem as exc:
             raise ApiError(422, "invalid_request", str(exc), exc.problems) from exc
-        return await _move(case_id, principal, lambda doc: domain.amend(doc, amendment, principal, clock.now()))
+        key = await keys.key(case_id)
+        if key is None:
+            raise ApiError(409, "conflict", "this report's personal data was erased; it can no longer be amended")
+        return await _move(case_id, principal, lambda doc: domain.amend(doc, amendment, principal, clock.now(), key))
 
     async def _move(case_id: str, principal: Principal, decide) -> dict[str, Any]:
         for _ in range(5):
@@ -126,7 +134,7 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog) -> APIRo
                 raise ApiError(422, "invalid_request", str(exc), exc.problems) from exc
             except ConcurrentUpdate:
                 continue
-            return domain.reporter_view(await _own(case_id, principal))
+            return domain.reporter_view(await _own(case_id, principal), await keys.key(case_id))
         raise ApiError(409, "conflict", "the report changed meanwhile; try again")
 
     async def _own(case_id: str, principal: Principal) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from services.verification.store import CaseStore
 from shared import reference
 from shared.access import AccessLog
 from shared.clock import Clock
+from shared.crypto import keystore_for
 from shared.service import build_runtime, create_service_api
 from shared.settings import ServiceSettings
 
@@ -24,9 +25,10 @@ def create_app(settings: VerificationSettings | None = None, clock: Clock | None
     runtime = build_runtime(settings, clock)
     store = CaseStore(runtime.db, runtime.relay, runtime.clock)
     runtime.startup.append(store.ensure_indexes)
-    handlers.subscribers(runtime, store)
+    keys = keystore_for(runtime.client, settings)
+    handlers.subscribers(runtime, store, keys)
     app = create_service_api(runtime, title="waspada-verification",
                              description="Screening and the verifier's queue and decisions.")
     access_log = AccessLog(runtime.db, runtime.relay, runtime.clock, settings.service)
-    app.include_router(handlers.routes(runtime, store, access_log))
+    app.include_router(handlers.routes(runtime, store, access_log, keys))
     return app

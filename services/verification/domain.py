@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.verification import linking, screening
-from shared import regions, topics
+from shared import crypto, regions, topics
 from shared.auth import Principal
 from shared.contracts import intake, verification
 from shared.contracts.envelope import Actor, Envelope, new_event, parse_data
@@ -73,10 +73,12 @@ def report_of(event: Envelope) -> intake.CaseReported | None:
     return None
 
 
-def on_reported(doc: dict[str, Any] | None, event: Envelope, now: datetime, *,
+def on_reported(doc: dict[str, Any] | None, event: Envelope, now: datetime, *, key: bytes | None,
                 links: list[dict[str, Any]] = (), watch_hits: list[dict[str, Any]] = (),  # type: ignore[assignment]
                 more_links: int = 0) -> Change | None:
-    """A new report (or an amended one) is screened, linked and enters the queue."""
+    """A new report (or an amended one) is screened, linked and enters the queue.
+
+    Screening reads the report opened with the case's key; the case keeps it sealed, as it arrived."""
     if event.type == "case.reported":
         report = parse_data(event, intake.CaseReported)
         if doc is not None:
@@ -87,7 +89,8 @@ def on_reported(doc: dict[str, Any] | None, event: Envelope, now: datetime, *,
             return None
     else:
         return None
-    result = screening.screen(report, screening.today_of(now), [h["watch_id"] for h in watch_hits])
+    plain = opened(report, key, event.case_id)
+    result = screening.screen(plain, screening.today_of(now), [h["watch_id"] for h in watch_hits])
     screened = _event(event.case_id, result, correlation_id=event.correlation_id, causation_id=event.event_id,
                       actor=None, now=now)
     known = {link["case_id"] for link in (doc or {}).get("links", [])}
@@ -116,6 +119,10 @@ def on_reported(doc: dict[str, Any] | None, event: Envelope, now: datetime, *,
     return Change(set=fields, events=[screened, *linked])
 
 
+def opened(report: intake.CaseReported, key: bytes | None, case_id: str) -> intake.CaseReported:
+    return intake.CaseReported.model_validate(crypto.open_values(report.model_dump(mode="json"), key, case_id))
+
+
 def add_link(doc: dict[str, Any], link: dict[str, Any], cause: Envelope, now: datetime) -> Change | None:
     """An earlier case learns that a new report links to it."""
     if any(existing["case_id"] == link["case_id"] for existing in doc.get("links", [])):
@@ -133,9 +140,12 @@ def on_withdrawn(doc: dict[str, Any] | None, event: Envelope, now: datetime) -> 
 
 
 def decide(doc: dict[str, Any], decision: Verify | Reject | RequestInfo, principal: Principal,
-           now: datetime) -> Change:
+           now: datetime, key: bytes | None) -> Change:
     if doc["status"] != "awaiting_decision":
         raise InvalidTransition(f"the case is {doc['status']}, not awaiting a decision")
+    if key is None:
+        raise InvalidTransition("the case's personal data was erased")
+    seal = crypto.sealer(key, doc["_id"])  # notes, reasons and questions may name people
     actor = _actor(principal)
     record = {"decision": decision.decision, "by": principal.sub, "role": principal.role, "at": now.isoformat()}
     common = {"correlation_id": doc["correlation_id"], "causation_id": None, "actor": actor, "now": now}
@@ -148,23 +158,25 @@ def decide(doc: dict[str, Any], decision: Verify | Reject | RequestInfo, princip
             situation=screening.situation(report, screened, screening.today_of(now),
                                           person_threatened=decision.person_threatened,
                                           victim_abroad=decision.victim_abroad),
-            note=decision.note,
+            note=seal(decision.note),
         )
         status = "verified"
-        record.update({"case_types": payload.case_types, "note": decision.note})
+        record.update({"case_types": payload.case_types, "note": payload.note})
     elif isinstance(decision, Reject):
-        payload, status = verification.CaseRejected(reason=decision.reason), "rejected"
-        record["reason"] = decision.reason
+        payload, status = verification.CaseRejected(reason=seal(decision.reason)), "rejected"
+        record["reason"] = payload.reason
     else:
-        payload, status = verification.CaseInfoRequested(question=decision.question), "info_requested"
-        record["question"] = decision.question
+        payload, status = verification.CaseInfoRequested(question=seal(decision.question)), "info_requested"
+        record["question"] = payload.question
     fields: dict[str, Any] = {"status": status, "decision": record, "updated_at": now.isoformat()}
     if status == "info_requested":
-        fields["question"] = decision.question  # type: ignore[union-attr]
+        fields["question"] = record["question"]
     return Change(set=fields, events=[_event(doc["_id"], payload, **common)])
 
 
-def verifier_view(doc: dict[str, Any]) -> dict[str, Any]:
+def verifier_view(doc: dict[str, Any], key: bytes | None) -> dict[str, Any]:
+    """The case with its personal data opened for the verifier of its region ([erased] after erasure)."""
+    doc = {**doc, **crypto.open_values({k: doc.get(k) for k in ("report", "question", "decision")}, key, doc["_id"])}
     return {
         "case_id": doc["_id"],
         "case_number": doc["case_number"],

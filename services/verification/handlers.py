@@ -9,6 +9,7 @@ from services.verification import domain, linking
 from services.verification.store import CaseStore
 from shared import regions, topics
 from shared.access import AccessLog
+from shared.crypto import KeyStore
 from shared.api_models import MAX_LIMIT, decode_cursor, page
 from shared.auth import Principal
 from shared.contracts.envelope import Envelope
@@ -17,7 +18,7 @@ from shared.outbox import ConcurrentUpdate
 from shared.service import Runtime
 
 
-def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog) -> APIRouter:
+def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyStore) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["verification"])
     verifier = runtime.require("verifier")
 
@@ -51,7 +52,8 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog) -> APIRout
     async def get_case(case_id: str, principal: Annotated[Principal, Depends(verifier)]) -> JSONResponse:
         doc = await in_region(case_id, principal)
         await access_log.viewed(principal, case_id, "case")
-        return JSONResponse(domain.verifier_view(doc), headers={"ETag": f'"{doc["version"]}"'})
+        return JSONResponse(domain.verifier_view(doc, await keys.key(case_id)),
+                            headers={"ETag": f'"{doc["version"]}"'})
 
     @router.post("/cases/{case_id}/decision",
                  summary="verify / reject / request_info, with If-Match: the case version you looked at")
@@ -70,18 +72,20 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog) -> APIRout
         doc = await in_region(case_id, principal)
         if doc["version"] != expected:
             raise ApiError(409, "version_conflict", "the case changed since you loaded it",
-                           {"current": domain.verifier_view(doc)})
+                           {"current": domain.queue_item(doc) | {"status": doc["status"]}})
         try:
-            change = domain.decide(doc, decision, principal, runtime.clock.now())
+            change = domain.decide(doc, decision, principal, runtime.clock.now(), await keys.key(case_id))
             new_version = await store.change(case_id, expected, change)
         except domain.InvalidTransition as exc:
-            raise ApiError(409, "conflict", str(exc), {"current": domain.verifier_view(doc)}) from exc
+            raise ApiError(409, "conflict", str(exc),
+                           {"current": domain.queue_item(doc) | {"status": doc["status"]}}) from exc
         except ConcurrentUpdate as exc:
             current = await store.load(case_id)
             raise ApiError(409, "version_conflict", "another decision was recorded first",
-                           {"current": domain.verifier_view(current) if current else None}) from exc
+                           {"current": domain.queue_item(current) | {"status": current["status"]}
+                            if current else None}) from exc
         doc = await store.load(case_id)
-        return JSONResponse(domain.verifier_view(doc), headers={"ETag": f'"{new_version}"'})
+        return JSONResponse(domain.verifier_view(doc, await keys.key(case_id)), headers={"ETag": f'"{new_version}"'})
 
     supervisor = runtime.require("supervisor")
 
@@ -106,13 +110,15 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog) -> APIRout
     return router
 
 
-def subscribers(runtime: Runtime, store: CaseStore) -> None:
+def subscribers(runtime: Runtime, store: CaseStore, keys: KeyStore) -> None:
     key = runtime.settings.identifier_key.get_secret_value().encode()
 
     async def screen_and_link(event: Envelope) -> None:
-        report = domain.report_of(event)
-        assert report is not None
+        sealed = domain.report_of(event)
+        assert sealed is not None
         now = runtime.clock.now()
+        case_key = await keys.key(event.case_id)
+        report = domain.opened(sealed, case_key, event.case_id)
         mine = linking.identities(report, key)
         matches = await store.identity_matches(mine, event.case_id)
         nearby = await store.reported_near(linking.bucket_ids(report), event.case_id)
@@ -131,8 +137,8 @@ def subscribers(runtime: Runtime, store: CaseStore) -> None:
         await store.index_identities(this_case, mine)
         await store.index_report(linking.own_bucket(report), this_case)
         await store.apply_once(event.case_id, event.event_id,
-                               lambda doc: domain.on_reported(doc, event, now, links=links, watch_hits=hits,
-                                                               more_links=more))
+                               lambda doc: domain.on_reported(doc, event, now, key=case_key, links=links,
+                                                               watch_hits=hits, more_links=more))
 
     async def on_intake_event(event: Envelope) -> None:
         if event.type in ("case.reported", "case.amended"):

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
+from shared import crypto
 from shared.contracts import intake
 from shared.identity import normalise_name, normalise_phone
 
@@ -53,6 +54,9 @@ def identities(report: intake.CaseReported, key: bytes) -> list[Identity]:
             out.setdefault((kind, digest), Identity(kind, digest, person.person_id))
 
     for p in report.persons:
+        # erased (or unreadable) data links nothing: "[erased]" must not match every other erased case
+        p = p.model_copy(update={f: None for f in ("name", "nik", "passport_number", "phone", "birth_date")
+                                 if getattr(p, f) in (crypto.ERASED, crypto.UNREADABLE)})
         recruiting = p.role in RECRUITING_ROLES
         add("nik", p.nik, p)
         add("passport", p.passport_number.upper() if p.passport_number else None, p)
@@ -61,7 +65,7 @@ def identities(report: intake.CaseReported, key: bytes) -> list[Identity]:
             add("recruiter_name", normalise_name(p.name) if p.name else None, p)
         else:
             add("phone", p.phone, p)
-            if p.name and p.birth_date:
+            if p.name and isinstance(p.birth_date, date):
                 add("name_birth_date", f"{normalise_name(p.name)}|{p.birth_date.isoformat()}", p)
     return list(out.values())
 

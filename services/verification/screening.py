@@ -41,7 +41,7 @@ def checklist_indicators() -> dict[str, str]:
 
 
 def age_on(person: intake.Person, day: date) -> int | None:
-    if person.birth_date:
+    if isinstance(person.birth_date, date):  # not when it is sealed or erased text
         b = person.birth_date
         return day.year - b.year - ((day.month, day.day) < (b.month, b.day))
     return person.age

@@ -23,3 +23,11 @@ class CaseExported(Contract):
 class CaseSearched(Contract):
     service: str
     query: dict[str, str]
+
+
+@register("case.erased", 1)
+class CaseErased(Contract):
+    """A case's data key was destroyed at the end of retention: its personal data is unreadable everywhere."""
+
+    service: str
+    reason: str

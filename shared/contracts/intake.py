@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field
 
@@ -26,7 +26,8 @@ class Person(Contract):
     passport_number: str | None = None
     phone: str | None = None
     age: int | None = None
-    birth_date: date | None = None
+    # A date, or sealed text (shared.crypto) in events and stored documents.
+    birth_date: Annotated[date | str | None, Field(union_mode="left_to_right")] = None
     sex: Sex | None = None
     nationality: str | None = None
 

@@ -70,7 +70,7 @@ async def _trail(http, case_id: str, at_least: int, headers=SUPERVISOR) -> dict:
         entries = await db["trail"].find({"case_id": case_id}).sort([("seq", 1)]).to_list()
     finally:
         await client.close()
-    return {"case_id": case_id, "entries": [domain.trail_view(e) for e in entries]}
+    return {"case_id": case_id, "entries": [domain.trail_view(e, None) for e in entries]}
 
 
 _PREFIX: list[str] = [""]

@@ -1,3 +1,4 @@
+import base64
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -7,6 +8,7 @@ from shared.auth import AuthError, decode_token, issue_token
 from shared.settings import DEV_JWT_SECRET, ServiceSettings
 
 SECRET = "s" * 40
+REAL_MASTER = base64.b64encode(b"m" * 32).decode()
 
 
 def test_a_valid_token_gives_its_principal():
@@ -44,9 +46,14 @@ def test_the_development_secret_is_refused_outside_dev(monkeypatch):
     with pytest.raises(ValueError, match="development default"):
         ServiceSettings(env="prod")
     assert ServiceSettings(env="dev").jwt_secret.get_secret_value() == DEV_JWT_SECRET
-    assert ServiceSettings(env="prod", jwt_secret=SECRET, identifier_key="k" * 40).env == "prod"
+    assert ServiceSettings(env="prod", jwt_secret=SECRET, identifier_key="k" * 40, master_key=REAL_MASTER).env == "prod"
 
 
 def test_a_short_secret_is_refused():
     with pytest.raises(ValueError, match="at least 32"):
-        ServiceSettings(env="prod", jwt_secret="short", identifier_key="k" * 40)
+        ServiceSettings(env="prod", jwt_secret="short", identifier_key="k" * 40, master_key=REAL_MASTER)
+
+
+def test_a_master_key_that_is_not_32_bytes_is_refused():
+    with pytest.raises(ValueError, match="32 bytes"):
+        ServiceSettings(env="dev", master_key=base64.b64encode(b"short").decode())

@@ -97,10 +97,13 @@ def test_case_numbers_are_per_regency_and_year():
     assert domain.case_number("36.03", 2026, 42) == "3603-2026-000042"
 
 
+KEY = bytes(range(32))
+
+
 def _filed():
     report = domain.ReportIn.model_validate(report_body())
     doc, events = domain.file_report(report, REPORTER, case_id="c1", number="3603-2026-000001",
-                                     idempotency_id="r1:k", fingerprint="h", now=datetime.now(UTC))
+                                     idempotency_id="r1:k", fingerprint="h", now=datetime.now(UTC), key=KEY)
     doc["version"] = 1
     return doc, events
 
@@ -140,3 +143,30 @@ def test_withdrawal_only_before_a_decision():
     doc["status"] = "verified"
     with pytest.raises(domain.InvalidTransition):
         domain.withdraw(doc, REPORTER, "keliru", datetime.now(UTC))
+
+
+def test_personal_data_leaves_intake_sealed_and_reads_back_only_with_the_key():
+    doc, [out] = _filed()
+    flat = out.event.to_json() + repr(doc)
+    for secret in ("Siti Aminah", "3603115507050001", "+6281234567890", "Seorang sponsor", "Pak Joko"):
+        assert secret not in flat
+    victim = out.event.data["persons"][0]
+    assert victim["nik"].startswith("enc:v1:") and victim["age"] == 19 and victim["role"] == "potential_victim"
+    view = domain.reporter_view(doc, KEY)
+    assert view["report"]["persons"][0]["nik"] == "3603115507050001"
+    assert view["report"]["narrative"].startswith("Seorang sponsor")
+    erased = domain.reporter_view(doc, None)
+    assert erased["report"]["persons"][0]["name"] == "[erased]" and erased["report"]["persons"][0]["age"] == 19
+
+
+def test_an_amendment_reseals_the_amended_report():
+    doc, _ = _filed()
+    doc["status"] = "info_requested"
+    amendment = domain.AmendmentIn(answer="Paspor dipegang Pak Joko", add_persons=[
+        {"role": "witness", "name": "Bu Ani", "phone": "081300001111"}])
+    change = domain.amend(doc, amendment, REPORTER, datetime.now(UTC), KEY)
+    event = change.events[0].event
+    assert "Bu Ani" not in event.to_json() and "Paspor dipegang" not in event.to_json()
+    opened = domain.reporter_view({**doc, **change.set}, KEY)["report"]
+    assert opened["persons"][-1]["name"] == "Bu Ani" and opened["narrative"].endswith("Paspor dipegang Pak Joko")
+    assert opened["submission"] == 2

@@ -107,3 +107,11 @@ def test_reports_around_midnight_share_a_corroboration_bucket():
     late, _ = _report([_p(name="A")], observed=datetime(2026, 11, 28, 23, 50, tzinfo=UTC))
     early, _ = _report([_p(name="B")], observed=datetime(2026, 11, 29, 0, 10, tzinfo=UTC))
     assert linking.own_bucket(late) in linking.bucket_ids(early)
+
+
+def test_erased_identifiers_link_nothing():
+    from shared import crypto
+
+    report, _ = _report([_p(nik=crypto.ERASED, name=crypto.ERASED, birth_date=None, phone=crypto.ERASED),
+                         _p("recruiter", name=crypto.ERASED, phone=crypto.ERASED)])
+    assert linking.identities(report, KEY) == []

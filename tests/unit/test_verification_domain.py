@@ -11,11 +11,12 @@ from tests.builders import case_reported
 VERIFIER = Principal(sub="v1", name="Petugas", role="verifier", region="36.03")
 NOW = datetime(2026, 11, 29, 8, tzinfo=UTC)
 decision = TypeAdapter(domain.Decision)
+KEY = bytes(range(32))
 
 
 def _screened_doc(**report_over):
     event = case_reported(**report_over)
-    change = domain.on_reported(None, event, NOW)
+    change = domain.on_reported(None, event, NOW, key=KEY)
     return {"_id": event.case_id, "version": 1, **change.set}, change, event
 
 
@@ -29,7 +30,7 @@ def test_a_new_report_is_screened_into_the_queue():
 
 def test_a_second_case_reported_for_a_known_case_changes_nothing():
     doc, _, event = _screened_doc()
-    assert domain.on_reported(doc, event, NOW) is None
+    assert domain.on_reported(doc, event, NOW, key=KEY) is None
 
 
 @pytest.mark.parametrize(("body", "status", "event_type"), [
@@ -39,7 +40,7 @@ def test_a_second_case_reported_for_a_known_case_changes_nothing():
 ])
 def test_each_decision_records_its_event_with_the_verifier(body, status, event_type):
     doc, _, _ = _screened_doc()
-    change = domain.decide(doc, decision.validate_python(body), VERIFIER, NOW)
+    change = domain.decide(doc, decision.validate_python(body), VERIFIER, NOW, KEY)
     assert change.set["status"] == status and change.set["decision"]["by"] == "v1"
     [out] = change.events
     assert out.event.type == event_type and out.event.actor.id == "v1" and out.event.actor.role == "verifier"
@@ -61,9 +62,9 @@ def test_incomplete_decisions_are_refused(body):
 
 def test_a_decided_case_cannot_be_decided_again():
     doc, _, _ = _screened_doc()
-    doc.update(domain.decide(doc, decision.validate_python({"decision": "reject", "reason": "x"}), VERIFIER, NOW).set)
+    doc.update(domain.decide(doc, decision.validate_python({"decision": "reject", "reason": "x"}), VERIFIER, NOW, KEY).set)
     with pytest.raises(domain.InvalidTransition):
-        domain.decide(doc, decision.validate_python({"decision": "reject", "reason": "y"}), VERIFIER, NOW)
+        domain.decide(doc, decision.validate_python({"decision": "reject", "reason": "y"}), VERIFIER, NOW, KEY)
 
 
 def test_verified_case_carries_the_situation_routing_needs():
@@ -71,7 +72,7 @@ def test_verified_case_carries_the_situation_routing_needs():
     doc, _, _ = _screened_doc(departure=departure, indicators=["distress_signal_abroad"],
                               persons=[intake.Person(person_id="p", role="potential_victim", name="A", age=16)])
     change = domain.decide(doc, decision.validate_python(
-        {"decision": "verify", "case_types": ["tppo", "tppo"], "person_threatened": True}), VERIFIER, NOW)
+        {"decision": "verify", "case_types": ["tppo", "tppo"], "person_threatened": True}), VERIFIER, NOW, KEY)
     data = change.events[0].event.data
     assert data["case_types"] == ["tppo"] and data["priority"] == "critical"
     assert data["situation"] == {"child_involved": True, "departure_planned": True, "departure_date": "2026-12-01",
@@ -83,3 +84,17 @@ def test_a_withdrawn_report_leaves_the_queue_but_not_after_a_decision():
     assert domain.on_withdrawn(doc, event, NOW).set["status"] == "withdrawn"
     doc["status"] = "verified"
     assert domain.on_withdrawn(doc, event, NOW) is None
+
+
+def test_questions_reasons_and_notes_leave_verification_sealed():
+    doc, _, _ = _screened_doc()
+    change = domain.decide(doc, decision.validate_python({"decision": "request_info", "question": "Siapa Pak Joko?"}),
+                           VERIFIER, NOW, KEY)
+    assert "Pak Joko" not in change.events[0].event.to_json() and "Pak Joko" not in repr(change.set)
+    assert domain.verifier_view({**doc, **change.set}, KEY)["question"] == "Siapa Pak Joko?"
+
+
+def test_an_erased_case_cannot_be_decided():
+    doc, _, _ = _screened_doc()
+    with pytest.raises(domain.InvalidTransition, match="erased"):
+        domain.decide(doc, decision.validate_python({"decision": "reject", "reason": "x"}), VERIFIER, NOW, None)
