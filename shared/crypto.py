@@ -61,7 +61,10 @@ def open_values(value: Any, key: bytes | None, case_id: str) -> Any:
     return value
 
 
-def sealer(key: bytes, case_id: str) -> Callable[[str | None], str | None]:
+def sealer(key: bytes | None, case_id: str) -> Callable[[str | None], str | None]:
+    """Seals with the case's key; a case from before keys existed (no key at all) stays as it was."""
+    if key is None:
+        return lambda text: text
     return lambda text: None if text is None else seal(key, case_id, text)
 
 
@@ -129,6 +132,10 @@ class KeyStore:
         key = self._unwrap(case_id, doc["wrapped"])
         self._cache[case_id] = (time.monotonic(), key)
         return key
+
+    async def is_erased(self, case_id: str) -> bool:
+        doc = await self._keys.find_one({"_id": case_id})
+        return bool(doc and doc.get("erased_at"))
 
     async def erase(self, case_id: str, at: str) -> bool:
         """Destroy the case's data key (a tombstone stays, so no new key is ever made for the case)."""

@@ -38,6 +38,8 @@ class Runtime:
     broker: KafkaBroker
     relay: OutboxRelay
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Long-running loops started as tasks once the broker runs, cancelled on shutdown (e.g. deadline checks).
+    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def require(self) -> Callable[..., Callable[..., Awaitable[object]]]:
@@ -74,13 +76,16 @@ def create_service_api(runtime: Runtime, *, title: str, description: str) -> Fas
             await step()
         await runtime.broker.start()
         sweeper = asyncio.create_task(runtime.relay.run_sweeper(settings.outbox_sweep_interval_s))
+        tasks = [asyncio.create_task(loop()) for loop in runtime.background]
         log.info("service_started", port=settings.port, database=settings.database_name, group_id=settings.group_id)
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (*tasks, sweeper):
+                task.cancel()
+            for task in (*tasks, sweeper):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await runtime.broker.stop()
             await runtime.client.close()
             log.info("service_stopped")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from pydantic import Field
 
 from services.audit import handlers
 from services.audit.store import AuditStore
@@ -16,6 +17,7 @@ from shared.settings import ServiceSettings
 class AuditSettings(ServiceSettings):
     service: str = "audit"
     port: int = 8004
+    checkpoint_check_interval_s: float = Field(600.0, gt=0)  # a checkpoint is taken once per UTC day
 
 
 def create_app(settings: AuditSettings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -23,6 +25,8 @@ def create_app(settings: AuditSettings | None = None, clock: Clock | None = None
     runtime = build_runtime(settings, clock)
     store = AuditStore(runtime.db, runtime.clock)
     runtime.startup.append(store.ensure_indexes)
+    runtime.background.append(
+        lambda: handlers.checkpoint_daily(store, runtime.clock, settings.checkpoint_check_interval_s))
     handlers.subscribers(runtime, store)
     app = create_service_api(runtime, title="waspada-audit",
                              description="Every case event in a tamper-evident trail, for supervisors and auditors.")

@@ -171,6 +171,20 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
     return router
 
 
+async def checkpoint_daily(store: AuditStore, clock: Any, check_every_s: float) -> None:
+    """Take a checkpoint whenever the last one is from an earlier UTC day (or there is none)."""
+    while True:
+        try:
+            last = await store.last_checkpoint()
+            if last is None or last["at"][:10] < domain.timestamp(clock.now())[:10]:
+                await take_checkpoint(store, clock)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - tried again at the next check
+            log.warning("checkpoint_failed", error_type=type(exc).__name__)
+        await asyncio.sleep(check_every_s)
+
+
 async def take_checkpoint(store: AuditStore, clock: Any) -> dict[str, Any]:
     for _ in range(5):
         checkpoint = records.checkpoint(await store.last_checkpoint(), await store.heads(), clock.now())

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from pydantic import Field
 
 from services.referral import handlers, routing
-from services.referral.store import ReferralStore
+from services.referral.store import CaseStore, ReferralStore
 from shared.clock import Clock
 from shared.service import build_runtime, create_service_api
 from shared.settings import ServiceSettings
@@ -14,6 +15,7 @@ from shared.settings import ServiceSettings
 class ReferralSettings(ServiceSettings):
     service: str = "referral"
     port: int = 8003
+    deadline_check_interval_s: float = Field(30.0, gt=0)  # how often breached deadlines are looked for
 
 
 def create_app(settings: ReferralSettings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -21,9 +23,14 @@ def create_app(settings: ReferralSettings | None = None, clock: Clock | None = N
     routing.table(), routing.deadlines()  # validate the data files now, not on the first verified case
     runtime = build_runtime(settings, clock)
     store = ReferralStore(runtime.db, runtime.relay, runtime.clock)
+    cases = CaseStore(runtime.db, runtime.relay, runtime.clock)
     runtime.startup.append(store.ensure_indexes)
-    handlers.subscribers(runtime, store)
+    handlers.subscribers(runtime, store, cases)
+    check_deadlines_once = handlers.deadline_checker(runtime, store)
+    runtime.background.append(handlers.run_every(settings.deadline_check_interval_s, check_deadlines_once))
     app = create_service_api(runtime, title="waspada-referral",
-                             description="Verified cases routed to the units that act on them, with deadlines.")
+                             description="Verified cases routed to the units that act on them, with deadlines "
+                                         "that escalate, re-routing of declined referrals and case closure.")
     app.include_router(handlers.routes(runtime, store))
+    app.state.check_deadlines_once = check_deadlines_once  # tests move a ManualClock and call it directly
     return app

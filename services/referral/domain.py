@@ -1,5 +1,7 @@
 """Referral's domain: a verified case opens one referral per routed agency, which its unit then moves along
-created -> acknowledged -> accepted -> (updated)* -> closed, or acknowledged -> declined.
+created -> acknowledged -> accepted -> (updated)* -> closed, or acknowledged -> declined (re-routed to the next
+wider unit, or flagged for a supervisor). Deadlines that pass escalate once each; a case closes when every one
+of its referrals is closed.
 
 Pure: functions take the stored document (or the incoming event) and return new documents or a `Change`
 with the events it causes; nothing here reads the clock, the database or the broker.
@@ -8,7 +10,7 @@ with the events it causes; nothing here reads the clock, the database or the bro
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -48,6 +50,20 @@ class InvalidTransition(Exception):
 
 def referral_id_for(case_id: str, agency_id: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{case_id}:{agency_id}"))
+
+
+def rerouted_id_for(declined_referral_id: str, agency_id: str) -> str:
+    """The referral that replaces a declined one: derived from it, so re-routing twice opens nothing new."""
+    return str(uuid.uuid5(NAMESPACE, f"{declined_referral_id}:reroute:{agency_id}"))
+
+
+def derived_event_id(*parts: str) -> str:
+    """An id for applying something at most once (an escalation of one deadline, a referral event to its case)."""
+    return str(uuid.uuid5(NAMESPACE, ":".join(parts)))
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat()
 
 
 # --- request bodies ----------------------------------------------------------------------------------------
@@ -142,49 +158,157 @@ def open_referrals(event: Envelope, now: datetime) -> list[tuple[dict[str, Any],
     if not regions.VILLAGE_CODE.match(verified.village_code):
         raise ContractError(f"case.verified has no village code: {verified.village_code!r}")
     decisions = routing.route(verified.case_types, verified.situation, verified.village_code)
-    due = routing.deadlines_for(verified.priority, now)
-    at = now.astimezone(UTC).isoformat()
-    opened = []
-    for decision in decisions:
-        referral_id = referral_id_for(event.case_id, decision.agency_id)
-        payload = contract.ReferralCreated(
-            referral_id=referral_id, case_number=verified.case_number, agency_id=decision.agency_id,
-            function=decision.function, trigger=decision.trigger, priority=verified.priority,
-            deadlines=contract.Deadlines(**due), fallback=decision.fallback,
-        )
-        created = new_event(payload, case_id=event.case_id, producer=SERVICE, actor=None,
-                            correlation_id=event.correlation_id, causation_id=event.event_id, occurred_at=now)
-        doc = {
-            "_id": referral_id,
-            "referral_id": referral_id,
-            "case_id": event.case_id,
-            "case_number": verified.case_number,
-            "correlation_id": event.correlation_id,
-            "agency_id": decision.agency_id,
-            "function": decision.function,
-            "trigger": decision.trigger,
-            "triggers": list(decision.triggers),
-            "role": decision.role,
-            "fallback": decision.fallback,
-            "priority": verified.priority,
-            "priority_rank": PRIORITY_RANK[verified.priority],
-            "village_code": verified.village_code,
-            "region_path": regions.path(verified.village_code),
-            "status": "created",
-            "deadlines": {k: v.astimezone(UTC).isoformat() for k, v in due.items()},
-            "milestones": [],
-            "decline_reason": None,
-            "outcome": None,
-            "closing_note": None,
-            "acknowledged_at": None,
-            "first_update_at": None,
-            "created_at": at,
-            "updated_at": at,
-            "history": [{"status": "created", "action": "create", "at": at, "by": None,
-                         "event_id": created.event_id}],
-        }
-        opened.append((doc, [Outgoing(topics.REFERRAL, created)]))
-    return opened
+    case = {"case_id": event.case_id, "case_number": verified.case_number, "correlation_id": event.correlation_id,
+            "priority": verified.priority, "village_code": verified.village_code}
+    return [_new_referral(referral_id_for(event.case_id, d.agency_id), case, d, d.trigger, event.event_id, now)
+            for d in decisions]
+
+
+def _new_referral(referral_id: str, case: dict[str, Any], decision: routing.RouteDecision, trigger: str,
+                  causation_id: str, now: datetime, rerouted_from: str | None = None,
+                  declined_by: list[str] | None = None) -> tuple[dict[str, Any], list[Outgoing]]:
+    plan = routing.deadlines()[case["priority"]]
+    due = routing.deadlines_for(case["priority"], now)
+    payload = contract.ReferralCreated(
+        referral_id=referral_id, case_number=case["case_number"], agency_id=decision.agency_id,
+        function=decision.function, trigger=trigger, priority=case["priority"],
+        deadlines=contract.Deadlines(**due), fallback=decision.fallback, rerouted_from=rerouted_from,
+    )
+    created = new_event(payload, case_id=case["case_id"], producer=SERVICE, actor=None,
+                        correlation_id=case["correlation_id"], causation_id=causation_id, occurred_at=now)
+    at = _iso(now)
+    doc = {
+        "_id": referral_id,
+        "referral_id": referral_id,
+        "case_id": case["case_id"],
+        "case_number": case["case_number"],
+        "correlation_id": case["correlation_id"],
+        "agency_id": decision.agency_id,
+        "function": decision.function,
+        "trigger": trigger,
+        "triggers": list(decision.triggers) if rerouted_from is None else [trigger],
+        "role": decision.role,
+        "fallback": decision.fallback,
+        "priority": case["priority"],
+        "priority_rank": PRIORITY_RANK[case["priority"]],
+        "village_code": case["village_code"],
+        "region_path": regions.path(case["village_code"]),
+        "status": "created",
+        "deadlines": {k: _iso(v) for k, v in due.items()},
+        "update_every_hours": plan.update_every / timedelta(hours=1),
+        "milestones": [],
+        "decline_reason": None,
+        "outcome": None,
+        "closing_note": None,
+        "acknowledged_at": None,
+        "first_update_at": None,
+        "last_update_at": None,
+        "escalations": [],
+        "rerouted_from": rerouted_from,
+        "rerouted_to": None,
+        "declined_by": list(declined_by or []),
+        "needs_supervisor": False,
+        "created_at": at,
+        "updated_at": at,
+        "history": [{"status": "created", "action": "create", "at": at, "by": None,
+                     "event_id": created.event_id}],
+    }
+    doc.update(deadline_fields(doc))
+    return doc, [Outgoing(topics.REFERRAL, created)]
+
+
+def reroute(declined: dict[str, Any], event: Envelope) -> tuple[dict[str, Any], list[Outgoing]] | None:
+    """The referral that replaces a declined one (from its `referral.declined`), or None if it goes to nobody.
+
+    Built from the declined document and the event alone, at the event's time, so a retry builds the same."""
+    data = parse_data(event, contract.ReferralDeclined)
+    if data.rerouted_to_referral_id is None or data.rerouted_to_agency_id is None:
+        return None
+    decision = routing.next_unit(declined["function"], declined["village_code"], _declined_chain(declined))
+    if decision is None or decision.agency_id != data.rerouted_to_agency_id:
+        # The directory changed since the decline: follow what the decline promised, which the case already lists.
+        decision = routing.RouteDecision(agency_id=data.rerouted_to_agency_id, function=declined["function"],
+                                         trigger=declined["trigger"], role="primary", fallback=True,
+                                         unit_region="", triggers=(declined["trigger"],))
+    return _new_referral(data.rerouted_to_referral_id, declined, decision, declined["trigger"], event.event_id,
+                         event.occurred_at, rerouted_from=declined["_id"], declined_by=_declined_chain(declined))
+
+
+def _declined_chain(doc: dict[str, Any]) -> list[str]:
+    return [*doc.get("declined_by", []), doc["agency_id"]]
+
+
+# --- deadlines and escalation ------------------------------------------------------------------------------
+
+
+def _parse(at: str) -> datetime:
+    return datetime.fromisoformat(at)
+
+
+def _update_every(doc: dict[str, Any]) -> timedelta:
+    hours = doc.get("update_every_hours")
+    return timedelta(hours=hours) if hours else routing.deadlines()[doc["priority"]].update_every
+
+
+def next_deadline(doc: dict[str, Any]) -> tuple[str, datetime] | None:
+    """The deadline the referral's unit owes next, as (key, due), or None once it is declined or closed.
+
+    created: acknowledge; acknowledged or accepted without an update: first update; accepted after n updates:
+    `update_<n>`, due `update_every_hours` after the last update (the SP2HP rhythm)."""
+    status = doc["status"]
+    if status == "created":
+        return "acknowledge", _parse(doc["deadlines"]["acknowledge_by"])
+    if status not in ("acknowledged", "accepted"):
+        return None
+    if not doc.get("first_update_at"):
+        return "first_update", _parse(doc["deadlines"]["first_update_by"])
+    last = _parse(doc.get("last_update_at") or doc["first_update_at"])
+    return f"update_{len(doc.get('milestones', []))}", last + _update_every(doc)
+
+
+def escalated_keys(doc: dict[str, Any]) -> set[str]:
+    return {e["deadline"] for e in doc.get("escalations", [])}
+
+
+def deadline_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the checker and the overdue list query: the next due time and whether its breach is still unreported."""
+    due = next_deadline(doc)
+    if due is None:
+        return {"next_deadline": None, "next_due_ts": None, "escalation_pending": False}
+    key, at = due
+    return {"next_deadline": key, "next_due_ts": at.timestamp(), "escalation_pending": key not in escalated_keys(doc)}
+
+
+def overdue(doc: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+    """The breached deadline of a referral at `now` ({deadline, due_at, overdue_seconds}), or None."""
+    due = next_deadline(doc)
+    if due is None or now <= due[1]:
+        return None
+    key, at = due
+    return {"deadline": key, "due_at": _iso(at), "overdue_seconds": int((now - at).total_seconds())}
+
+
+def escalate(doc: dict[str, Any], now: datetime) -> Change | None:
+    """`referral.escalated` for a breached deadline not escalated before; None if there is nothing to report."""
+    late = overdue(doc, now)
+    if late is None or late["deadline"] in escalated_keys(doc):
+        return None
+    payload = contract.ReferralEscalated(referral_id=doc["_id"], agency_id=doc["agency_id"],
+                                         deadline=late["deadline"], due_at=_parse(late["due_at"]),
+                                         overdue_seconds=late["overdue_seconds"])
+    event = new_event(payload, case_id=doc["case_id"], producer=SERVICE, actor=None,
+                      correlation_id=doc["correlation_id"], causation_id=None, occurred_at=now)
+    entry = {**late, "at": _iso(now), "event_id": event.event_id}
+    return _scheduled(doc, Change(set={}, events=[Outgoing(topics.REFERRAL, event)], push={"escalations": entry}))
+
+
+def _scheduled(doc: dict[str, Any], change: Change) -> Change:
+    """The change, plus the deadline fields of the document it leaves behind."""
+    after = {**doc, **change.set}
+    for name, value in change.push.items():
+        after[name] = [*doc.get(name, []), value]
+    change.set.update(deadline_fields(after))
+    return change
 
 
 # --- moving a referral -------------------------------------------------------------------------------------
@@ -210,35 +334,103 @@ def _move(doc: dict[str, Any], action: str, payload: Contract, by: Principal, no
 
 def acknowledge(doc: dict[str, Any], by: Principal, now: datetime) -> Change:
     payload = contract.ReferralAcknowledged(referral_id=doc["_id"], agency_id=doc["agency_id"])
-    return _move(doc, "acknowledge", payload, by, now, {"acknowledged_at": now.astimezone(UTC).isoformat()})
+    return _scheduled(doc, _move(doc, "acknowledge", payload, by, now, {"acknowledged_at": _iso(now)}))
 
 
 def accept(doc: dict[str, Any], by: Principal, now: datetime) -> Change:
     payload = contract.ReferralAccepted(referral_id=doc["_id"], agency_id=doc["agency_id"])
-    return _move(doc, "accept", payload, by, now)
+    return _scheduled(doc, _move(doc, "accept", payload, by, now))
 
 
 def decline(doc: dict[str, Any], by: Principal, body: Decline, now: datetime) -> Change:
-    payload = contract.ReferralDeclined(referral_id=doc["_id"], agency_id=doc["agency_id"], reason=body.reason)
-    return _move(doc, "decline", payload, by, now, {"decline_reason": body.reason})
+    """Declined, and never lost: re-routed to the next wider unit for the function, or flagged for a supervisor."""
+    nxt = routing.next_unit(doc["function"], doc["village_code"], _declined_chain(doc))
+    rerouted = None if nxt is None else {"referral_id": rerouted_id_for(doc["_id"], nxt.agency_id),
+                                         "agency_id": nxt.agency_id}
+    payload = contract.ReferralDeclined(
+        referral_id=doc["_id"], agency_id=doc["agency_id"], reason=body.reason,
+        rerouted_to_referral_id=rerouted["referral_id"] if rerouted else None,
+        rerouted_to_agency_id=rerouted["agency_id"] if rerouted else None, needs_supervisor=rerouted is None)
+    return _scheduled(doc, _move(doc, "decline", payload, by, now, {
+        "decline_reason": body.reason, "rerouted_to": rerouted, "needs_supervisor": rerouted is None}))
 
 
 def record_update(doc: dict[str, Any], by: Principal, body: Update, now: datetime) -> Change:
     milestone = body.milestone.model_dump(mode="json", exclude_none=True) if body.milestone else None
     payload = contract.ReferralUpdated(referral_id=doc["_id"], agency_id=doc["agency_id"], note=body.note,
                                        milestone=milestone)
-    at = now.astimezone(UTC).isoformat()
-    fields = {} if doc.get("first_update_at") else {"first_update_at": at}
+    at = _iso(now)
+    fields = {"last_update_at": at} if doc.get("first_update_at") else {"first_update_at": at, "last_update_at": at}
     change = _move(doc, "update", payload, by, now, fields)
     entry = {**(milestone or {"kind": "note"}), "note": body.note, "at": at, "by": by.sub,
              "event_id": change.events[0].event.event_id}
     change.push["milestones"] = entry
-    return change
+    return _scheduled(doc, change)
 
 
 def close(doc: dict[str, Any], by: Principal, body: Close, now: datetime) -> Change:
     payload = contract.ReferralClosed(referral_id=doc["_id"], agency_id=doc["agency_id"], outcome=body.outcome)
-    return _move(doc, "close", payload, by, now, {"outcome": body.outcome, "closing_note": body.note})
+    return _scheduled(doc, _move(doc, "close", payload, by, now, {"outcome": body.outcome, "closing_note": body.note}))
+
+
+# --- the case: closed when every one of its referrals is closed --------------------------------------------
+
+# A referral's standing in its case only moves up, so events applied out of order never undo a later state.
+CASE_RANK = {"open": 0, "needs_supervisor": 1, "rerouted": 2, "closed": 2}
+DONE = ("closed", "rerouted")
+
+
+def _case_change(case: dict[str, Any] | None, case_id: str, correlation_id: str,
+                 updates: dict[str, dict[str, Any]], causation_id: str, now: datetime,
+                 seeded: bool = False) -> Change | None:
+    """Merge referral standings into the case document; `case.closed` when the last one closes (exactly once,
+    since `closed` is written in the same single-document update as the event)."""
+    referrals = {k: dict(v) for k, v in (case or {}).get("referrals", {}).items()}
+    for referral_id, new in updates.items():
+        old = referrals.get(referral_id)
+        if old is None or CASE_RANK[new["state"]] > CASE_RANK[old["state"]]:
+            referrals[referral_id] = {**(old or {}), **new}
+    is_seeded = bool((case or {}).get("seeded")) or seeded
+    fields: dict[str, Any] = {"case_id": case_id, "correlation_id": correlation_id, "referrals": referrals,
+                              "seeded": is_seeded, "updated_at": _iso(now)}
+    events: list[Outgoing] = []
+    already_closed = bool((case or {}).get("closed"))
+    if (not already_closed and is_seeded and referrals and all(r["state"] in DONE for r in referrals.values())
+            and any(r["state"] == "closed" for r in referrals.values())):
+        outcomes = {r["agency_id"]: r["outcome"] for r in referrals.values() if r["state"] == "closed"}
+        event = new_event(contract.CaseClosed(outcomes=outcomes), case_id=case_id, producer=SERVICE, actor=None,
+                          correlation_id=correlation_id, causation_id=causation_id, occurred_at=now)
+        events.append(Outgoing(topics.REFERRAL, event))
+        fields.update(closed=True, closed_at=_iso(now), outcomes=outcomes)
+    else:
+        fields["closed"] = already_closed
+    return Change(set=fields, events=events)
+
+
+def case_opened(case: dict[str, Any] | None, event: Envelope,
+                opened: list[tuple[dict[str, Any], list[Outgoing]]], now: datetime) -> Change | None:
+    """The case lists the referrals a `case.verified` opens before they exist, so it never closes early."""
+    updates = {doc["_id"]: {"state": "open", "agency_id": doc["agency_id"]} for doc, _ in opened}
+    return _case_change(case, event.case_id, event.correlation_id, updates, event.event_id, now, seeded=True)
+
+
+def case_followed(case: dict[str, Any] | None, event: Envelope, now: datetime) -> Change | None:
+    """A referral's `referral.declined` or `referral.closed` moves its standing in the case document."""
+    if event.type == "referral.closed":
+        closed = parse_data(event, contract.ReferralClosed)
+        updates = {closed.referral_id: {"state": "closed", "agency_id": closed.agency_id, "outcome": closed.outcome}}
+    elif event.type == "referral.declined":
+        declined = parse_data(event, contract.ReferralDeclined)
+        if declined.rerouted_to_referral_id and declined.rerouted_to_agency_id:
+            updates = {declined.referral_id: {"state": "rerouted", "agency_id": declined.agency_id,
+                                              "rerouted_to": declined.rerouted_to_referral_id},
+                       declined.rerouted_to_referral_id: {"state": "open",
+                                                          "agency_id": declined.rerouted_to_agency_id}}
+        else:
+            updates = {declined.referral_id: {"state": "needs_supervisor", "agency_id": declined.agency_id}}
+    else:
+        return None
+    return _case_change(case, event.case_id, event.correlation_id, updates, event.event_id, now)
 
 
 # --- what users see ----------------------------------------------------------------------------------------
@@ -261,6 +453,12 @@ def referral_view(doc: dict[str, Any]) -> dict[str, Any]:
         "deadlines": doc["deadlines"],
         "milestones": doc.get("milestones", []),
         "decline_reason": doc.get("decline_reason"),
+        "rerouted_from": doc.get("rerouted_from"),
+        "rerouted_to": doc.get("rerouted_to"),
+        "needs_supervisor": doc.get("needs_supervisor", False),
+        "next_deadline": doc.get("next_deadline"),
+        "escalations": [{k: e.get(k) for k in ("deadline", "due_at", "overdue_seconds", "at")}
+                        for e in doc.get("escalations", [])],
         "outcome": doc.get("outcome"),
         "closing_note": doc.get("closing_note"),
         "version": doc["version"],
@@ -268,3 +466,8 @@ def referral_view(doc: dict[str, Any]) -> dict[str, Any]:
         "updated_at": doc["updated_at"],
         "history": [{k: h.get(k) for k in ("status", "action", "at", "by")} for h in doc.get("history", [])],
     }
+
+
+def attention_view(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A referral on the supervisors' list: what is late and by how much, or that it needs a supervisor."""
+    return {**referral_view(doc), "overdue": overdue(doc, now)}

@@ -1,6 +1,7 @@
 """Referral's HTTP routes and Kafka subscribers: parse, load, call the domain, save."""
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -8,7 +9,7 @@ import structlog
 from fastapi import APIRouter, Body, Depends, Query
 
 from services.referral import domain
-from services.referral.store import ReferralStore
+from services.referral.store import CaseStore, ReferralStore
 from shared import topics
 from shared.api_models import MAX_LIMIT, decode_cursor, page
 from shared.auth import Principal
@@ -62,6 +63,18 @@ def routes(runtime: Runtime, store: ReferralStore) -> APIRouter:
         docs = await store.search(_scope(principal), filters, offset, limit + 1)
         return page([domain.referral_view(d) for d in docs], offset, limit)
 
+    supervisor = runtime.require("supervisor")
+
+    # Declared before /referrals/{referral_id}, which would otherwise take "overdue" for an id.
+    @router.get("/referrals/overdue", summary="Referrals in your region past a deadline, or declined with no unit "
+                                              "left to take them (needs_supervisor), unassigned and longest late first")
+    async def overdue(principal: Annotated[Principal, Depends(supervisor)], cursor: str | None = None,
+                      limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> dict[str, Any]:
+        offset = decode_cursor(cursor)
+        now = clock.now()
+        docs = await store.needing_attention(principal.region, now.timestamp(), offset + limit + 1)
+        return page([domain.attention_view(d, now) for d in docs[offset:]], offset, limit)
+
     @router.get("/referrals/{referral_id}", summary="One referral with its deadlines, milestones and history")
     async def get_referral(referral_id: str, principal: Annotated[Principal, Depends(reader)]) -> dict[str, Any]:
         doc = await store.load(referral_id)
@@ -113,14 +126,86 @@ def routes(runtime: Runtime, store: ReferralStore) -> APIRouter:
     return router
 
 
-def subscribers(runtime: Runtime, store: ReferralStore) -> None:
-    async def on_verification_event(event: Envelope) -> None:
-        if event.type != "case.verified":
-            return
-        for doc, events in domain.open_referrals(event, runtime.clock.now()):
-            opened = await store.open(doc, events, applied=event.event_id)
-            log.info("referral_opened" if opened else "referral_already_open", referral_id=doc["_id"],
+def subscribers(runtime: Runtime, store: ReferralStore, cases: CaseStore) -> None:
+    clock = runtime.clock
+
+    async def on_case_verified(event: Envelope) -> None:
+        opened = domain.open_referrals(event, clock.now())
+        # The case lists its referrals first, so it cannot close while one of them is still being written.
+        await cases.apply_once(event.case_id, event.event_id,
+                               lambda case: domain.case_opened(case, event, opened, clock.now()))
+        for doc, events in opened:
+            new = await store.open(doc, events, applied=event.event_id)
+            log.info("referral_opened" if new else "referral_already_open", referral_id=doc["_id"],
                      agency_id=doc["agency_id"], fallback=doc["fallback"])
 
-    runtime.consume(topics.VERIFICATION, apply=on_verification_event,
-                    description="Verified cases are routed: one referral per agency, with deadlines by priority")
+    async def on_referral_declined(event: Envelope) -> None:
+        declined = await store.load(event.data.get("referral_id"))
+        built = domain.reroute(declined, event) if declined is not None else None
+        if built is not None:
+            doc, events = built
+            new = await store.open(doc, events, applied=event.event_id)
+            log.info("referral_rerouted" if new else "referral_already_rerouted", referral_id=doc["_id"],
+                     agency_id=doc["agency_id"], rerouted_from=doc["rerouted_from"])
+        elif event.data.get("needs_supervisor"):
+            log.warning("referral_needs_supervisor", referral_id=event.data.get("referral_id"))
+        await follow_case(event)
+
+    async def follow_case(event: Envelope) -> None:
+        await cases.apply_once(event.case_id, domain.derived_event_id("case", event.event_id),
+                               lambda case: domain.case_followed(case, event, clock.now()))
+
+    async def on_event(event: Envelope) -> None:
+        if event.type == "case.verified":
+            await on_case_verified(event)
+        elif event.type == "referral.declined":
+            await on_referral_declined(event)
+        elif event.type == "referral.closed":
+            await follow_case(event)
+
+    runtime.consume(topics.VERIFICATION, topics.REFERRAL, apply=on_event,
+                    description="Verified cases are routed (one referral per agency, with deadlines by priority); "
+                                "declined referrals are re-routed; a case closes when all its referrals are closed")
+
+
+def deadline_checker(runtime: Runtime, store: ReferralStore) -> Callable[[], Awaitable[int]]:
+    """`check_deadlines_once()`: one `referral.escalated` per breached deadline, however often it runs."""
+    clock = runtime.clock
+
+    async def check_deadlines_once() -> int:
+        now = clock.now()
+        escalated = 0
+        for row in await store.due_for_escalation(now.timestamp()):
+            doc = await store.load(row["_id"])
+            due = domain.next_deadline(doc) if doc is not None else None
+            if due is None:
+                continue
+            key = due[0]
+
+            def decide(current: dict[str, Any] | None, key: str = key) -> Change | None:
+                if current is None or (domain.next_deadline(current) or ("",))[0] != key:
+                    return None  # the unit acted meanwhile: this deadline is met
+                return domain.escalate(current, now)
+
+            # The derived id and the `escalations` list written with the event make a retry or a second
+            # checker find the breach already reported.
+            if await store.apply_once(row["_id"], domain.derived_event_id("escalate", row["_id"], key), decide):
+                escalated += 1
+                log.warning("referral_escalated", referral_id=row["_id"], agency_id=doc["agency_id"], deadline=key)
+        return escalated
+
+    return check_deadlines_once
+
+
+def run_every(interval_s: float, step: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[None]]:
+    async def loop() -> None:
+        while True:
+            try:
+                await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the checker outlives a database or broker outage
+                log.warning("deadline_check_failed", error_type=type(exc).__name__, error=str(exc)[:200])
+            await asyncio.sleep(interval_s)
+
+    return loop

@@ -4,7 +4,8 @@ Pure apart from reading three data files once (validated at start, like screenin
 - `routing_rules.csv` (trigger, function, role): a case type or a situation asks for a function;
 - `unit_directory.csv` (region_code, function, agency_id): which agency performs a function where
   ('' = national); the longest region prefix of the case's village wins;
-- `deadlines.csv` (priority, acknowledge_hours, first_update_hours).
+- `deadlines.csv` (priority, acknowledge_hours, first_update_hours, update_every_hours): after the first update,
+  a unit owes a further update every `update_every_hours` (like the police's SP2HP schedule, DOMAIN.md §4.2).
 Changing who gets what is a data change, not a code change.
 """
 
@@ -72,6 +73,7 @@ class RouteDecision:
 class Deadlines:
     acknowledge: timedelta
     first_update: timedelta
+    update_every: timedelta
 
 
 def _depth(region_code: str) -> int:
@@ -139,13 +141,16 @@ def parse_deadlines(rows: Iterable[Mapping[str, str | None]]) -> dict[str, Deadl
         priority = _field(row, "priority", where)
         if priority not in PRIORITIES or priority in out:
             raise ReferenceDataError(f"{where}: unknown or repeated priority {priority!r}")
+        hours = [_field(row, name, where) for name in ("acknowledge_hours", "first_update_hours", "update_every_hours")]
         try:
-            ack, first = int(_field(row, "acknowledge_hours", where)), int(_field(row, "first_update_hours", where))
+            ack, first, every = (int(h) for h in hours)
         except ValueError as exc:
             raise ReferenceDataError(f"{where}: hours must be whole numbers") from exc
         if not 0 < ack <= first:
             raise ReferenceDataError(f"{where}: need 0 < acknowledge_hours <= first_update_hours")
-        out[priority] = Deadlines(timedelta(hours=ack), timedelta(hours=first))
+        if every <= 0:
+            raise ReferenceDataError(f"{where}: need update_every_hours > 0")
+        out[priority] = Deadlines(timedelta(hours=ack), timedelta(hours=first), timedelta(hours=every))
     if missing := [p for p in PRIORITIES if p not in out]:
         raise ReferenceDataError(f"deadlines.csv: no row for priority {', '.join(missing)}")
     return out
@@ -214,3 +219,23 @@ def route(case_types: Iterable[str], situation: verification.Situation, village_
                 fallback=_is_fallback(routing.units, unit), unit_region=unit.region_code, triggers=(rule.trigger,),
             )
     return list(chosen.values())
+
+
+def next_unit(function: str, village_code: str, declined_by: Iterable[str],
+              routing: RoutingTable | None = None) -> RouteDecision | None:
+    """Where a declined referral goes next: the next wider unit for the same function that has not declined it
+    (Polresta -> Polda -> Bareskrim), or None when there is none and a supervisor must decide."""
+    routing = routing or table()
+    declined = set(declined_by)
+    covering = sorted((u for u in routing.units if u.function == function
+                       and (not u.region_code or regions.covers(u.region_code, village_code))),
+                      key=lambda u: _depth(u.region_code), reverse=True)
+    # Only wider than the widest row of any unit that declined: a unit listed at two levels declines for both.
+    ceiling = min((_depth(u.region_code) for u in covering if u.agency_id in declined), default=None)
+    for unit in covering:
+        if unit.agency_id in declined or (ceiling is not None and _depth(unit.region_code) >= ceiling):
+            continue
+        return RouteDecision(agency_id=unit.agency_id, function=function, trigger="declined", role="primary",
+                             fallback=_is_fallback(routing.units, unit), unit_region=unit.region_code,
+                             triggers=("declined",))
+    return None

@@ -23,6 +23,9 @@ class ReferralStore(AggregateStore):
         await self.collection.create_index([("agency_id", ASCENDING), *_URGENT_FIRST[:2]])
         await self.collection.create_index([("region_path", ASCENDING), *_URGENT_FIRST[:2]])
         await self.collection.create_index([("case_id", ASCENDING)])
+        await self.collection.create_index([("escalation_pending", ASCENDING), ("next_due_ts", ASCENDING)])
+        await self.collection.create_index([("region_path", ASCENDING), ("next_due_ts", ASCENDING)])
+        await self.collection.create_index([("region_path", ASCENDING), ("needs_supervisor", ASCENDING)])
 
     async def open(self, doc: dict[str, Any], events: list[Outgoing], applied: str) -> bool:
         """Insert a new referral with its outbox; False if it exists (its id is derived from case and agency)."""
@@ -38,3 +41,27 @@ class ReferralStore(AggregateStore):
         cursor = (self.collection.find({**filters, **scope}, _HIDDEN)
                   .sort(_URGENT_FIRST).skip(offset).limit(limit))
         return await cursor.to_list()
+
+    async def due_for_escalation(self, now_ts: float, limit: int = 1000) -> list[dict[str, Any]]:
+        """Referrals whose next deadline has passed without an escalation for it (a scan on FerretDB: periodic)."""
+        cursor = self.collection.find({"escalation_pending": True, "next_due_ts": {"$lt": now_ts}},
+                                      {"_id": 1}).limit(limit)
+        return await cursor.to_list()
+
+    async def needing_attention(self, region: str, now_ts: float, limit: int) -> list[dict[str, Any]]:
+        """Referrals in a region that are past a deadline or declined with nobody left to take them."""
+        late = await (self.collection.find({"region_path": region, "next_due_ts": {"$lt": now_ts}}, _HIDDEN)
+                      .limit(limit).to_list())
+        stuck = await (self.collection.find({"region_path": region, "needs_supervisor": True}, _HIDDEN)
+                       .limit(limit).to_list())
+        merged = {d["_id"]: d for d in [*late, *stuck]}
+        # Unassigned first, then the longest overdue.
+        return sorted(merged.values(), key=lambda d: (not d.get("needs_supervisor"), d.get("next_due_ts") or 0,
+                                                      d["_id"]))[:limit]
+
+
+class CaseStore(AggregateStore):
+    """One document per case (`_id` = case id) listing its referrals' standings; it carries `case.closed`."""
+
+    def __init__(self, db: AsyncDatabase, relay: OutboxRelay, clock: Clock) -> None:
+        super().__init__(db["cases"], relay, clock)

@@ -140,10 +140,10 @@ def on_withdrawn(doc: dict[str, Any] | None, event: Envelope, now: datetime) -> 
 
 
 def decide(doc: dict[str, Any], decision: Verify | Reject | RequestInfo, principal: Principal,
-           now: datetime, key: bytes | None) -> Change:
+           now: datetime, key: bytes | None, erased: bool = False) -> Change:
     if doc["status"] != "awaiting_decision":
         raise InvalidTransition(f"the case is {doc['status']}, not awaiting a decision")
-    if key is None:
+    if erased:
         raise InvalidTransition("the case's personal data was erased")
     seal = crypto.sealer(key, doc["_id"])  # notes, reasons and questions may name people
     actor = _actor(principal)

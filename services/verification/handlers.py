@@ -74,7 +74,9 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
             raise ApiError(409, "version_conflict", "the case changed since you loaded it",
                            {"current": domain.queue_item(doc) | {"status": doc["status"]}})
         try:
-            change = domain.decide(doc, decision, principal, runtime.clock.now(), await keys.key(case_id))
+            key = await keys.key(case_id)
+            erased = key is None and await keys.is_erased(case_id)
+            change = domain.decide(doc, decision, principal, runtime.clock.now(), key, erased)
             new_version = await store.change(case_id, expected, change)
         except domain.InvalidTransition as exc:
             raise ApiError(409, "conflict", str(exc),

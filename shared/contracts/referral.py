@@ -25,6 +25,7 @@ class ReferralCreated(Contract):
     priority: Priority
     deadlines: Deadlines
     fallback: bool = False  # routed to a higher-level unit because the region has none of its own
+    rerouted_from: str | None = None  # the declined referral this one replaces
 
 
 @register("referral.acknowledged", 1)
@@ -44,6 +45,10 @@ class ReferralDeclined(Contract):
     referral_id: str
     agency_id: str
     reason: str
+    # Where the case goes instead: the next wider unit for the same function, or a supervisor when none is left.
+    rerouted_to_referral_id: str | None = None
+    rerouted_to_agency_id: str | None = None
+    needs_supervisor: bool = False
 
 
 @register("referral.updated", 1)

@@ -75,7 +75,8 @@ async def test_a_report_is_screened_verified_referred_and_trailed(system):
         assert all(entries[i]["prev_hash"] == entries[i - 1]["hash"] for i in range(1, len(entries)))
         assert {e["correlation_id"] for e in entries} == {case_id}
         verdict = (await http.get(system.url("audit") + f"/v1/cases/{case_id}/trail/verify", headers=supervisor)).json()
-        assert verdict == {"valid": True, "entries": len(entries), "first_broken_seq": None}
+        # reading the trail is itself recorded, so the chain may have grown since
+        assert verdict["valid"] is True and verdict["entries"] >= len(entries)
 
         async def reporter_sees_verified():
             r = await http.get(system.url("intake") + f"/v1/reports/{case_id}", headers=reporter)

@@ -1,12 +1,13 @@
 """Reads of personal data land in the trail; exports and checkpoints on the real broker and database."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pymongo import AsyncMongoClient
 
 from services.audit.app import AuditSettings, create_app
 from shared import topics
+from shared.clock import ManualClock
 from shared.contracts.envelope import new_event
 from shared.contracts.referral import ReferralAcknowledged, ReferralEscalated
 from shared.contracts.verification import CaseVerified, Situation
@@ -70,19 +71,21 @@ async def test_checkpoints_detect_a_trail_deleted_whole(infra, isolation):
                 await publish(infra["kafka"], topics.INTAKE, event)
                 await eventually(lambda event=event: _count(http, event.case_id, 1))
             assert (await http.post("/v1/checkpoints", headers=SUPERVISOR)).status_code == 403
+            earlier = len((await http.get("/v1/checkpoints", headers=SUPERVISOR)).json()["items"])  # the daily one
             taken = await http.post("/v1/checkpoints", headers=ADMIN)
-            assert taken.status_code == 201 and taken.json()["seq"] == 1 and taken.json()["cases"] == 2
+            assert taken.status_code == 201 and taken.json()["seq"] == earlier + 1 and taken.json()["cases"] == 2
             again = (await http.post("/v1/checkpoints", headers=ADMIN)).json()
-            assert again["seq"] == 2 and again["prev_hash"] == taken.json()["hash"]
+            assert again["seq"] == earlier + 2 and again["prev_hash"] == taken.json()["hash"]
             ok = (await http.get("/v1/checkpoints/verify", headers=SUPERVISOR)).json()
-            assert ok == {"valid": True, "checkpoints": 2, "first_broken_seq": None, "trails_not_matching": []}
+            assert ok == {"valid": True, "checkpoints": earlier + 2, "first_broken_seq": None,
+                          "trails_not_matching": []}
             await trail.delete_many({"case_id": second.case_id})  # someone removes a whole trail
             broken = (await http.get("/v1/checkpoints/verify", headers=SUPERVISOR)).json()
             listed = (await http.get("/v1/checkpoints", headers=SUPERVISOR)).json()["items"]
     finally:
         await client.close()
     assert broken["valid"] is False and broken["trails_not_matching"] == [second.case_id]
-    assert [c["seq"] for c in listed] == [2, 1]
+    assert [c["seq"] for c in listed] == list(range(len(listed), 0, -1))
 
 
 async def test_stats_give_median_times_and_overdue_referrals(infra, isolation):
@@ -120,3 +123,21 @@ async def test_stats_give_median_times_and_overdue_referrals(infra, isolation):
         (events[1][1].occurred_at - received).total_seconds(), abs=1)
     assert body["median_seconds_decision_to_first_acknowledgement"] == 60 * 60
     assert (body["cases_with_overdue_referrals"], body["overdue_referrals"]) == (1, 1)
+
+
+async def test_a_checkpoint_is_taken_by_itself_each_day(infra, isolation):
+    clock = ManualClock(datetime(2026, 11, 29, 23, 0, tzinfo=UTC))
+    app = create_app(AuditSettings(env="dev", kafka_bootstrap_servers=infra["kafka"], mongodb_uri=infra["mongo"],
+                                   checkpoint_check_interval_s=0.1, **isolation), clock=clock)
+    async with serving(app) as http:
+        async def seqs():
+            items = (await http.get("/v1/checkpoints", headers=SUPERVISOR)).json()["items"]
+            return [c["seq"] for c in items]
+
+        assert await eventually(seqs) == [1]
+        clock.advance(timedelta(hours=2))  # the next day
+        await eventually(lambda: _has(seqs, [2, 1]))
+
+
+async def _has(probe, expected):
+    return await probe() == expected

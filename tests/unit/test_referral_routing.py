@@ -132,7 +132,8 @@ def test_a_function_without_a_unit_for_some_known_region_is_refused():
         routing.check_coverage(routing.RoutingTable(rules, units), ["36", "36.03"])
 
 
-GOOD_DEADLINES = [{"priority": p, "acknowledge_hours": "4", "first_update_hours": "24"} for p in routing.PRIORITIES]
+GOOD_DEADLINES = [{"priority": p, "acknowledge_hours": "4", "first_update_hours": "24",
+                    "update_every_hours": "72"} for p in routing.PRIORITIES]
 
 
 @pytest.mark.parametrize(("rows", "problem"), [
@@ -142,6 +143,9 @@ GOOD_DEADLINES = [{"priority": p, "acknowledge_hours": "4", "first_update_hours"
     ([{**GOOD_DEADLINES[0], "acknowledge_hours": "four"}, *GOOD_DEADLINES[1:]], "whole numbers"),
     ([{**GOOD_DEADLINES[0], "acknowledge_hours": "48"}, *GOOD_DEADLINES[1:]], "acknowledge_hours <="),
     ([{**GOOD_DEADLINES[0], "acknowledge_hours": "0"}, *GOOD_DEADLINES[1:]], "0 < acknowledge_hours"),
+    ([{**GOOD_DEADLINES[0], "update_every_hours": "0"}, *GOOD_DEADLINES[1:]], "update_every_hours > 0"),
+    ([{k: v for k, v in GOOD_DEADLINES[0].items() if k != "update_every_hours"}, *GOOD_DEADLINES[1:]],
+     "missing column 'update_every_hours'"),
 ])
 def test_bad_deadline_rows_are_refused(rows, problem):
     with pytest.raises(reference.ReferenceDataError, match=problem):

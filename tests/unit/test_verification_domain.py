@@ -97,4 +97,5 @@ def test_questions_reasons_and_notes_leave_verification_sealed():
 def test_an_erased_case_cannot_be_decided():
     doc, _, _ = _screened_doc()
     with pytest.raises(domain.InvalidTransition, match="erased"):
-        domain.decide(doc, decision.validate_python({"decision": "reject", "reason": "x"}), VERIFIER, NOW, None)
+        domain.decide(doc, decision.validate_python({"decision": "reject", "reason": "x"}), VERIFIER, NOW, None,
+                      erased=True)

@@ -1,0 +1,235 @@
+"""Referral in depth on the real broker and database: deadlines that escalate exactly once, declined referrals
+re-routed (or handed to a supervisor), and `case.closed` once every referral of a case is closed."""
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from services.referral.app import ReferralSettings, create_app
+from services.referral.domain import rerouted_id_for
+from shared import topics
+from shared.clock import ManualClock
+from shared.contracts.envelope import Envelope, new_event
+from shared.contracts.verification import CaseVerified, Situation
+from tests.conftest import auth, eventually, serving
+from tests.kafka_helpers import TopicReader, header, publish
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 11, 29, 1, 0, tzinfo=UTC)
+
+
+def _settings(infra, isolation):
+    return ReferralSettings(env="dev", kafka_bootstrap_servers=infra["kafka"], mongodb_uri=infra["mongo"],
+                            consumer_backoff_s=0.05, outbox_sweep_interval_s=0.5,
+                            deadline_check_interval_s=3600, **isolation)  # the tests run the checks themselves
+
+
+def _app(infra, isolation, clock=None):
+    return create_app(_settings(infra, isolation), clock=clock)
+
+
+async def _redeliver_and_wait(infra, isolation, record) -> None:
+    """Publish a record again and wait until the referral service's group has committed past it (offsets are
+    committed only after the handler's write), so what it did, or did not do, is visible."""
+    producer = AIOKafkaProducer(bootstrap_servers=infra["kafka"], acks="all")
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(record.topic, record.value, key=record.key, headers=list(record.headers))
+    finally:
+        await producer.stop()
+    await _processed(infra, isolation, sent)
+
+
+async def _processed(infra, isolation, record) -> None:
+    """Wait until the referral service's group has committed past `record` (topic, partition, offset)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=infra["kafka"], group_id=_settings(infra, isolation).group_id,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partition = TopicPartition(record.topic, record.partition)
+
+        async def committed_past():
+            return (await consumer.committed(partition) or 0) > record.offset
+
+        await eventually(committed_past, timeout=30)
+    finally:
+        await consumer.stop()
+
+
+def _verified(case_id, case_types, priority="high", **situation) -> Envelope:
+    payload = CaseVerified(case_number="3603-2026-000077", village_code="36.03.11.2009", case_types=case_types,
+                           priority=priority, situation=Situation(**situation))
+    return new_event(payload, case_id=case_id, producer="verification", actor=None,
+                     correlation_id=f"report-{case_id}", causation_id=None)
+
+
+def _of(case_id, event_type=None):
+    return lambda r: header(r, topics.HEADER_CASE_ID) == case_id and (
+        event_type is None or header(r, topics.HEADER_EVENT_TYPE) == event_type)
+
+
+async def _referrals(http, case_id, headers, count):
+    async def probe():
+        r = await http.get("/v1/referrals", headers=headers, params={"case_id": case_id})
+        assert r.status_code == 200, r.text
+        items = r.json()["items"]
+        return items if len(items) >= count else None
+
+    return await eventually(probe, timeout=30)
+
+
+async def test_a_missed_deadline_escalates_exactly_once_and_shows_on_the_supervisors_list(infra, isolation):
+    case_id = str(uuid.uuid4())
+    clock = ManualClock(START)
+    app = _app(infra, isolation, clock)
+    supervisor = auth("supervisor", "36.03")
+    async with serving(app) as http, TopicReader(infra["kafka"], topics.REFERRAL) as out:
+        check = app.state.check_deadlines_once
+        await publish(infra["kafka"], topics.VERIFICATION, _verified(case_id, ["np_pmi"], departure_planned=True))
+        routed = await _referrals(http, case_id, supervisor, 2)
+        await out.collect(_of(case_id, "referral.created"), count=2)
+        bp3mi = next(r for r in routed if r["agency_id"] == "bp3mi_banten")
+        tpi = next(r for r in routed if r["agency_id"] == "tpi_soekarno_hatta")
+
+        clock.advance(timedelta(hours=24))  # exactly at the acknowledge deadline: not late yet
+        assert await check() == 0
+        overdue = (await http.get("/v1/referrals/overdue", headers=supervisor)).json()["items"]
+        assert case_id not in {r["case_id"] for r in overdue}
+
+        # the checkpoint acknowledges in time; BP3MI does not
+        unit = auth("investigator", "36.71", unit="tpi_soekarno_hatta")
+        assert (await http.post(f"/v1/referrals/{tpi['referral_id']}/acknowledge", headers=unit)).status_code == 200
+        clock.advance(timedelta(hours=2, seconds=5))
+        # two checkers at once, then a third: one escalation
+        counts = await asyncio.gather(check(), check())
+        assert sorted(counts) == [0, 1]
+        assert await check() == 0
+        [escalated] = await out.collect(_of(case_id, "referral.escalated"), count=1)
+        event = Envelope.from_bytes(escalated.value)
+        assert event.data["referral_id"] == bp3mi["referral_id"] and event.data["agency_id"] == "bp3mi_banten"
+        assert event.data["deadline"] == "acknowledge" and event.data["overdue_seconds"] == 2 * 3600 + 5
+        assert event.correlation_id == f"report-{case_id}"
+        assert await out.drain(_of(case_id, "referral.escalated"), seconds=1.5) == []
+
+        listed = (await http.get("/v1/referrals/overdue", headers=supervisor)).json()["items"]
+        mine = [r for r in listed if r["case_id"] == case_id]
+        assert [r["referral_id"] for r in mine] == [bp3mi["referral_id"]]
+        assert mine[0]["overdue"]["deadline"] == "acknowledge" and mine[0]["overdue"]["overdue_seconds"] == 7205
+        assert [e["deadline"] for e in mine[0]["escalations"]] == ["acknowledge"]
+        # scope and role: another regency sees nothing of it, an investigator may not ask
+        other = (await http.get("/v1/referrals/overdue", headers=auth("supervisor", "36.01"))).json()["items"]
+        assert case_id not in {r["case_id"] for r in other}
+        assert (await http.get("/v1/referrals/overdue", headers=unit)).status_code == 403
+
+        # a later deadline missed is a new breach: the checkpoint owes its first update by 72 h
+        clock.advance(timedelta(hours=47))
+        assert await check() == 1
+        [second] = await out.collect(_of(case_id, "referral.escalated"), count=1)
+        assert Envelope.from_bytes(second.value).data["deadline"] == "first_update"
+        assert Envelope.from_bytes(second.value).data["agency_id"] == "tpi_soekarno_hatta"
+        assert await check() == 0
+
+
+async def test_a_declined_referral_moves_up_the_chain_once_and_then_to_a_supervisor(infra, isolation):
+    case_id = str(uuid.uuid4())
+    supervisor = auth("supervisor", "36.03")
+    units = {"polresta_tangerang": auth("investigator", "36.03", unit="polresta_tangerang"),
+             "polda_banten": auth("investigator", "36", unit="polda_banten"),
+             "bareskrim_ppa_ppo": auth("investigator", "36", unit="bareskrim_ppa_ppo")}
+    async with (serving(_app(infra, isolation)) as http,
+                TopicReader(infra["kafka"], topics.REFERRAL) as out):
+        await publish(infra["kafka"], topics.VERIFICATION, _verified(case_id, ["tppo"]))
+        [current] = await _referrals(http, case_id, supervisor, 1)
+        chain = []
+        for agency, expected_next in [("polresta_tangerang", "polda_banten"), ("polda_banten", "bareskrim_ppa_ppo"),
+                                      ("bareskrim_ppa_ppo", None)]:
+            assert current["agency_id"] == agency
+            url = f"/v1/referrals/{current['referral_id']}"
+            await http.post(url + "/acknowledge", headers=units[agency])
+            declined = await http.post(url + "/decline", headers=units[agency], json={"reason": "bukan wilayah"})
+            assert declined.status_code == 200 and declined.json()["status"] == "declined"
+            chain.append(current["referral_id"])
+            if expected_next is None:
+                assert declined.json()["needs_supervisor"] is True and declined.json()["rerouted_to"] is None
+                break
+            next_id = rerouted_id_for(current["referral_id"], expected_next)
+            assert declined.json()["rerouted_to"] == {"referral_id": next_id, "agency_id": expected_next}
+
+            async def replacement(next_id=next_id, agency=expected_next):
+                r = await http.get(f"/v1/referrals/{next_id}", headers=units[agency])
+                return r.json() if r.status_code == 200 else None
+
+            current = await eventually(replacement)
+            assert current["status"] == "created" and current["rerouted_from"] == chain[-1]
+
+        records = await out.collect(_of(case_id), count=1 + 3 * 2 + 2)  # created; per unit ack + decline; 2 re-routes
+        events = [Envelope.from_bytes(r.value) for r in records]
+        assert [e.data["agency_id"] for e in events if e.type == "referral.created"] == [
+            "polresta_tangerang", "polda_banten", "bareskrim_ppa_ppo"]
+
+        # a redelivered decline re-routes nothing new
+        first_decline = next(r for r in records if header(r, topics.HEADER_EVENT_TYPE) == "referral.declined")
+        await _redeliver_and_wait(infra, isolation, first_decline)
+        listed = (await http.get("/v1/referrals", headers=supervisor, params={"case_id": case_id})).json()["items"]
+        assert sorted(r["agency_id"] for r in listed) == ["bareskrim_ppa_ppo", "polda_banten", "polresta_tangerang"]
+
+        # nobody is left: the region's supervisors see it
+        attention = (await http.get("/v1/referrals/overdue", headers=supervisor)).json()["items"]
+        [stuck] = [r for r in attention if r["case_id"] == case_id]
+        assert stuck["referral_id"] == chain[-1] and stuck["needs_supervisor"] is True
+
+
+async def test_a_case_closes_once_when_every_referral_is_closed(infra, isolation):
+    case_id = str(uuid.uuid4())
+    supervisor = auth("supervisor", "36.03")
+    units = {"bp3mi_banten": auth("investigator", "36", unit="bp3mi_banten"),
+             "tpi_soekarno_hatta": auth("investigator", "36.71", unit="tpi_soekarno_hatta")}
+    verified = _verified(case_id, ["np_pmi"], departure_planned=True)
+    async with (serving(_app(infra, isolation)) as http,
+                TopicReader(infra["kafka"], topics.REFERRAL) as out):
+        await publish(infra["kafka"], topics.VERIFICATION, verified)
+        routed = await _referrals(http, case_id, supervisor, 2)
+        await publish(infra["kafka"], topics.VERIFICATION, verified)  # a duplicate changes nothing either
+        outcomes = {"bp3mi_banten": "victim_handed_to_services", "tpi_soekarno_hatta": "departure_deferred"}
+        closed_records = []
+        for n, referral in enumerate(routed):
+            agency, url = referral["agency_id"], f"/v1/referrals/{referral['referral_id']}"
+            for step, body in [("acknowledge", {}), ("accept", {}), ("updates", {"note": "ditunda di TPI"}),
+                               ("close", {"outcome": outcomes[agency]})]:
+                r = await http.post(f"{url}/{step}", headers=units[agency], json=body)
+                assert r.status_code == 200, r.text
+            if n == 0:  # one of two closed: once the service has processed that, the case is still open
+                closed_records += await out.collect(_of(case_id, "referral.closed"), count=1)
+                await _processed(infra, isolation, closed_records[-1])
+                assert await out.drain(_of(case_id, "case.closed"), seconds=1) == []
+        last = await out.collect(lambda r: _of(case_id, "referral.closed")(r) or _of(case_id, "case.closed")(r),
+                                 count=2)
+        assert [header(r, topics.HEADER_EVENT_TYPE) for r in last] == ["referral.closed", "case.closed"]
+        closed_records.append(last[0])
+        closed = last[1]
+        event = Envelope.from_bytes(closed.value)
+        assert event.data["outcomes"] == outcomes and event.correlation_id == f"report-{case_id}"
+        assert event.producer == "referral" and closed.key == case_id.encode()
+
+        # the last referral.closed delivered again: once the service has processed it, no second case.closed
+        # was written (it would be published right after its write, before the offset is committed)
+        await _redeliver_and_wait(infra, isolation, closed_records[-1])
+        assert await out.drain(_of(case_id, "case.closed"), seconds=1) == []
+
+
+async def test_the_service_checks_deadlines_on_its_own_while_it_runs(infra, isolation):
+    case_id = str(uuid.uuid4())
+    clock = ManualClock(START)
+    settings = _settings(infra, isolation).model_copy(update={"deadline_check_interval_s": 0.2})
+    async with (serving(create_app(settings, clock=clock)) as http,
+                TopicReader(infra["kafka"], topics.REFERRAL) as out):
+        await publish(infra["kafka"], topics.VERIFICATION, _verified(case_id, ["tppo"], priority="critical"))
+        [referral] = await _referrals(http, case_id, auth("supervisor", "36.03"), 1)
+        clock.advance(timedelta(hours=4, minutes=1))
+        [escalated] = await out.collect(_of(case_id, "referral.escalated"), count=1)
+        event = Envelope.from_bytes(escalated.value)
+        assert event.data["referral_id"] == referral["referral_id"] and event.data["overdue_seconds"] >= 60
