@@ -72,5 +72,8 @@ bench: install ## throughput and latency as ratios against Kafka and database ba
 	$(TEST_INFRA) $(INFRA) fresh
 	$(TEST_INFRA) $(PY) -m tests.bench $(BENCH_ARGS); rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
 
+lint: install ## pyflakes-level checks (unused names, undefined names, syntax)
+	$(PY) -m ruff check --select F,E9 services shared tests infra
+
 clean: down
 	rm -rf .local-infra $(VENV)

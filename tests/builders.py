@@ -51,3 +51,14 @@ def case_reported(case_id: str | None = None, **over: Any) -> Envelope:
     fields.update(over)
     return new_event(intake.CaseReported(**fields), case_id=case_id, producer="intake", actor=None,
                      correlation_id=case_id, causation_id=None)
+
+
+def case_verified(case_types=("np_pmi",), priority="high", village=PILOT_VILLAGE, case_id: str | None = None,
+                  **situation: Any) -> Envelope:
+    from shared.contracts.verification import CaseVerified, Situation
+
+    case_id = case_id or str(uuid.uuid4())
+    payload = CaseVerified(case_number="3603-2026-000001", village_code=village, case_types=list(case_types),
+                           priority=priority, situation=Situation(**situation))
+    return new_event(payload, case_id=case_id, producer="verification", actor=None,
+                     correlation_id=f"corr-{case_id}", causation_id=None)

@@ -102,3 +102,14 @@ async def eventually(probe, timeout: float = 20.0, interval: float = 0.2):
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+async def referrals_of(http: httpx.AsyncClient, case_id: str, headers: dict[str, str], count: int) -> list:
+    """The referral service's referrals of a case, once there are at least `count`."""
+    async def probe():
+        r = await http.get("/v1/referrals", headers=headers, params={"case_id": case_id})
+        assert r.status_code == 200, r.text
+        items = r.json()["items"]
+        return items if len(items) >= count else None
+
+    return await eventually(probe, timeout=30)

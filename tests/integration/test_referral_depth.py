@@ -14,7 +14,7 @@ from shared import topics
 from shared.clock import ManualClock
 from shared.contracts.envelope import Envelope, new_event
 from shared.contracts.verification import CaseVerified, Situation
-from tests.conftest import auth, eventually, serving
+from tests.conftest import auth, eventually, serving, referrals_of
 from tests.kafka_helpers import TopicReader, header, publish
 
 pytestmark = pytest.mark.integration
@@ -72,14 +72,7 @@ def _of(case_id, event_type=None):
         event_type is None or header(r, topics.HEADER_EVENT_TYPE) == event_type)
 
 
-async def _referrals(http, case_id, headers, count):
-    async def probe():
-        r = await http.get("/v1/referrals", headers=headers, params={"case_id": case_id})
-        assert r.status_code == 200, r.text
-        items = r.json()["items"]
-        return items if len(items) >= count else None
-
-    return await eventually(probe, timeout=30)
+_referrals = referrals_of
 
 
 async def test_a_missed_deadline_escalates_exactly_once_and_shows_on_the_supervisors_list(infra, isolation):

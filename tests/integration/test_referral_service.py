@@ -11,7 +11,7 @@ from shared import topics
 from shared.clock import ManualClock
 from shared.contracts.envelope import Envelope, new_event
 from shared.contracts.verification import CaseVerified, Situation
-from tests.conftest import auth, eventually, serving
+from tests.conftest import auth, serving, referrals_of
 from tests.kafka_helpers import TopicReader, header, publish
 
 pytestmark = pytest.mark.integration
@@ -36,14 +36,7 @@ def _of_case(case_id):
     return lambda r: header(r, topics.HEADER_CASE_ID) == case_id
 
 
-async def _referrals(http, case_id, headers, count):
-    async def probe():
-        r = await http.get("/v1/referrals", headers=headers, params={"case_id": case_id})
-        assert r.status_code == 200, r.text
-        items = r.json()["items"]
-        return items if len(items) >= count else None
-
-    return await eventually(probe, timeout=30)
+_referrals = referrals_of
 
 
 async def test_a_verified_case_is_routed_once_even_when_delivered_twice(infra, isolation):

@@ -1,7 +1,6 @@
 """Deadlines that escalate once per breach, declined referrals re-routed (never lost) and a case that closes when
 all its referrals are closed: pure decisions, no clock, database or broker."""
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,8 +9,8 @@ from services.referral import domain, routing
 from shared.auth import Principal
 from shared.contracts.envelope import new_event
 from shared.contracts.referral import ReferralClosed, ReferralDeclined
-from shared.contracts.verification import CaseVerified, Situation
 from shared.outbox import Change
+from tests.builders import case_verified
 
 NOW = datetime(2026, 11, 29, 8, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -21,12 +20,7 @@ def _principal(unit: str) -> Principal:
     return Principal(sub=f"inv-{unit}", name="Petugas", role="investigator", region="36", unit=unit)
 
 
-def _verified(case_types=("np_pmi",), priority="high", village="36.03.11.2009", **situation):
-    case_id = str(uuid.uuid4())
-    payload = CaseVerified(case_number="3603-2026-000001", village_code=village, case_types=list(case_types),
-                           priority=priority, situation=Situation(**situation))
-    return new_event(payload, case_id=case_id, producer="verification", actor=None,
-                     correlation_id=f"corr-{case_id}", causation_id=None)
+_verified = case_verified
 
 
 def _open(**kw):

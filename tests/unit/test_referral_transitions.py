@@ -10,19 +10,15 @@ from pydantic import ValidationError
 from services.referral import domain
 from shared.auth import Principal
 from shared.contracts.envelope import ContractError, new_event
-from shared.contracts.verification import CaseRejected, CaseVerified, Situation
+from shared.contracts.verification import CaseRejected
 from shared.outbox import Change
+from tests.builders import case_verified
 
 NOW = datetime(2026, 11, 29, 8, tzinfo=UTC)
 BP3MI = Principal(sub="inv-1", name="Petugas BP3MI", role="investigator", region="36", unit="bp3mi_banten")
 
 
-def _verified(case_types=("np_pmi",), priority="high", village="36.03.11.2009", **situation):
-    case_id = str(uuid.uuid4())
-    payload = CaseVerified(case_number="3603-2026-000001", village_code=village, case_types=list(case_types),
-                           priority=priority, situation=Situation(**situation))
-    return new_event(payload, case_id=case_id, producer="verification", actor=None,
-                     correlation_id=f"corr-{case_id}", causation_id=None)
+_verified = case_verified
 
 
 def _opened(**kw):
