@@ -12,6 +12,7 @@ personal data everywhere it was copied â€” documents, Kafka history, the trail â
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -61,6 +62,18 @@ def open_values(value: Any, key: bytes | None, case_id: str) -> Any:
     return value
 
 
+MASKED = "[masked]"
+
+
+def mask_values(value: Any) -> Any:
+    """A copy of `value` with every sealed string replaced by `[masked]` (lists show no personal data)."""
+    if isinstance(value, dict):
+        return {k: mask_values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_values(v) for v in value]
+    return MASKED if is_sealed(value) else value
+
+
 def sealer(key: bytes | None, case_id: str) -> Callable[[str | None], str | None]:
     """Seals with the case's key; a case from before keys existed (no key at all) stays as it was."""
     if key is None:
@@ -80,6 +93,11 @@ def seal_report(report: dict[str, Any], key: bytes, case_id: str) -> dict[str, A
     out["persons"] = [{**p, **{f: s(str(p[f])) for f in PERSON_FIELDS if p.get(f) is not None and not is_sealed(p[f])}}
                       for p in report.get("persons", [])]
     return out
+
+
+def derived_key(master: bytes, purpose: str) -> bytes:
+    """A key for one purpose (e.g. the watch list), derived from the master key."""
+    return hashlib.sha256(master + b"\x00waspada\x00" + purpose.encode()).digest()
 
 
 def master_key_from(text: str) -> bytes:

@@ -7,7 +7,9 @@ from pydantic import Field
 
 from services.referral import handlers, routing
 from services.referral.store import CaseStore, ReferralStore
+from shared.access import AccessLog
 from shared.clock import Clock
+from shared.crypto import keystore_for
 from shared.service import build_runtime, create_service_api
 from shared.settings import ServiceSettings
 
@@ -31,6 +33,7 @@ def create_app(settings: ReferralSettings | None = None, clock: Clock | None = N
     app = create_service_api(runtime, title="waspada-referral",
                              description="Verified cases routed to the units that act on them, with deadlines "
                                          "that escalate, re-routing of declined referrals and case closure.")
-    app.include_router(handlers.routes(runtime, store))
+    access_log = AccessLog(runtime.db, runtime.relay, runtime.clock, settings.service)
+    app.include_router(handlers.routes(runtime, store, access_log, keystore_for(runtime.client, settings)))
     app.state.check_deadlines_once = check_deadlines_once  # tests move a ManualClock and call it directly
     return app

@@ -10,13 +10,14 @@ with the events it causes; nothing here reads the clock, the database or the bro
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from services.referral import routing
-from shared import regions, topics
+from shared import crypto, regions, topics
 from shared.auth import Principal
 from shared.contracts import referral as contract
 from shared.contracts import verification
@@ -50,6 +51,13 @@ class InvalidTransition(Exception):
 
 def referral_id_for(case_id: str, agency_id: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{case_id}:{agency_id}"))
+
+
+Seal = Callable[[str | None], str | None]
+
+
+def _as_is(text: str | None) -> str | None:
+    return text
 
 
 def rerouted_id_for(declined_referral_id: str, agency_id: str) -> str:
@@ -159,7 +167,8 @@ def open_referrals(event: Envelope, now: datetime) -> list[tuple[dict[str, Any],
         raise ContractError(f"case.verified has no village code: {verified.village_code!r}")
     decisions = routing.route(verified.case_types, verified.situation, verified.village_code)
     case = {"case_id": event.case_id, "case_number": verified.case_number, "correlation_id": event.correlation_id,
-            "priority": verified.priority, "village_code": verified.village_code}
+            "priority": verified.priority, "village_code": verified.village_code,
+            "persons": [p.model_dump(mode="json") for p in verified.persons], "narrative": verified.narrative}
     return [_new_referral(referral_id_for(event.case_id, d.agency_id), case, d, d.trigger, event.event_id, now)
             for d in decisions]
 
@@ -193,6 +202,8 @@ def _new_referral(referral_id: str, case: dict[str, Any], decision: routing.Rout
         "priority_rank": PRIORITY_RANK[case["priority"]],
         "village_code": case["village_code"],
         "region_path": regions.path(case["village_code"]),
+        "persons": case.get("persons", []),  # sealed; opened only for the unit's investigators
+        "narrative": case.get("narrative"),
         "status": "created",
         "deadlines": {k: _iso(v) for k, v in due.items()},
         "update_every_hours": plan.update_every / timedelta(hours=1),
@@ -342,35 +353,36 @@ def accept(doc: dict[str, Any], by: Principal, now: datetime) -> Change:
     return _scheduled(doc, _move(doc, "accept", payload, by, now))
 
 
-def decline(doc: dict[str, Any], by: Principal, body: Decline, now: datetime) -> Change:
+def decline(doc: dict[str, Any], by: Principal, body: Decline, now: datetime, seal: Seal = _as_is) -> Change:
     """Declined, and never lost: re-routed to the next wider unit for the function, or flagged for a supervisor."""
     nxt = routing.next_unit(doc["function"], doc["village_code"], _declined_chain(doc))
     rerouted = None if nxt is None else {"referral_id": rerouted_id_for(doc["_id"], nxt.agency_id),
                                          "agency_id": nxt.agency_id}
     payload = contract.ReferralDeclined(
-        referral_id=doc["_id"], agency_id=doc["agency_id"], reason=body.reason,
+        referral_id=doc["_id"], agency_id=doc["agency_id"], reason=seal(body.reason),
         rerouted_to_referral_id=rerouted["referral_id"] if rerouted else None,
         rerouted_to_agency_id=rerouted["agency_id"] if rerouted else None, needs_supervisor=rerouted is None)
     return _scheduled(doc, _move(doc, "decline", payload, by, now, {
-        "decline_reason": body.reason, "rerouted_to": rerouted, "needs_supervisor": rerouted is None}))
+        "decline_reason": payload.reason, "rerouted_to": rerouted, "needs_supervisor": rerouted is None}))
 
 
-def record_update(doc: dict[str, Any], by: Principal, body: Update, now: datetime) -> Change:
+def record_update(doc: dict[str, Any], by: Principal, body: Update, now: datetime, seal: Seal = _as_is) -> Change:
     milestone = body.milestone.model_dump(mode="json", exclude_none=True) if body.milestone else None
-    payload = contract.ReferralUpdated(referral_id=doc["_id"], agency_id=doc["agency_id"], note=body.note,
+    payload = contract.ReferralUpdated(referral_id=doc["_id"], agency_id=doc["agency_id"], note=seal(body.note),
                                        milestone=milestone)
     at = _iso(now)
     fields = {"last_update_at": at} if doc.get("first_update_at") else {"first_update_at": at, "last_update_at": at}
     change = _move(doc, "update", payload, by, now, fields)
-    entry = {**(milestone or {"kind": "note"}), "note": body.note, "at": at, "by": by.sub,
+    entry = {**(milestone or {"kind": "note"}), "note": payload.note, "at": at, "by": by.sub,
              "event_id": change.events[0].event.event_id}
     change.push["milestones"] = entry
     return _scheduled(doc, change)
 
 
-def close(doc: dict[str, Any], by: Principal, body: Close, now: datetime) -> Change:
+def close(doc: dict[str, Any], by: Principal, body: Close, now: datetime, seal: Seal = _as_is) -> Change:
     payload = contract.ReferralClosed(referral_id=doc["_id"], agency_id=doc["agency_id"], outcome=body.outcome)
-    return _scheduled(doc, _move(doc, "close", payload, by, now, {"outcome": body.outcome, "closing_note": body.note}))
+    return _scheduled(doc, _move(doc, "close", payload, by, now,
+                                 {"outcome": body.outcome, "closing_note": seal(body.note)}))
 
 
 # --- the case: closed when every one of its referrals is closed --------------------------------------------
@@ -436,8 +448,14 @@ def case_followed(case: dict[str, Any] | None, event: Envelope, now: datetime) -
 # --- what users see ----------------------------------------------------------------------------------------
 
 
-def referral_view(doc: dict[str, Any]) -> dict[str, Any]:
-    return {
+def referral_view(doc: dict[str, Any], key: bytes | None = None, *, opened: bool = False) -> dict[str, Any]:
+    """A referral as shown. Opened (one referral, for its unit or the region's supervisor; the read is recorded):
+    notes, reasons and the case's persons read with the case's key. Otherwise (lists) they are masked."""
+    fields = ("decline_reason", "milestones", "closing_note", "persons", "narrative")
+    shown = {k: doc.get(k) for k in fields}
+    shown = crypto.open_values(shown, key, doc["case_id"]) if opened else crypto.mask_values(shown)
+    doc = {**doc, **shown}
+    view = {
         "referral_id": doc["_id"],
         "case_id": doc["case_id"],
         "case_number": doc["case_number"],
@@ -466,6 +484,10 @@ def referral_view(doc: dict[str, Any]) -> dict[str, Any]:
         "updated_at": doc["updated_at"],
         "history": [{k: h.get(k) for k in ("status", "action", "at", "by")} for h in doc.get("history", [])],
     }
+    if opened:
+        view["persons"] = doc.get("persons") or []
+        view["narrative"] = doc.get("narrative")
+    return view
 
 
 def attention_view(doc: dict[str, Any], now: datetime) -> dict[str, Any]:

@@ -10,9 +10,11 @@ from fastapi import APIRouter, Body, Depends, Query
 
 from services.referral import domain
 from services.referral.store import CaseStore, ReferralStore
-from shared import topics
+from shared import crypto, topics
+from shared.access import AccessLog
 from shared.api_models import MAX_LIMIT, decode_cursor, page
 from shared.auth import Principal
+from shared.crypto import KeyStore
 from shared.contracts.envelope import Envelope
 from shared.http import ApiError, not_found
 from shared.outbox import Change, ConcurrentUpdate
@@ -21,7 +23,7 @@ from shared.service import Runtime
 log = structlog.get_logger()
 ATTEMPTS = 5
 
-Decide = Callable[[dict[str, Any], datetime], Change]
+Decide = Callable[[dict[str, Any], datetime, domain.Seal], Change]
 
 
 def _scope(principal: Principal) -> dict[str, Any]:
@@ -39,7 +41,7 @@ def _visible(doc: dict[str, Any] | None, principal: Principal) -> bool:
     return principal.region in doc["region_path"]
 
 
-def routes(runtime: Runtime, store: ReferralStore) -> APIRouter:
+def routes(runtime: Runtime, store: ReferralStore, access_log: AccessLog, keys: KeyStore) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["referrals"])
     reader = runtime.require("investigator", "supervisor")
     investigator = runtime.require("investigator")
@@ -80,7 +82,8 @@ def routes(runtime: Runtime, store: ReferralStore) -> APIRouter:
         doc = await store.load(referral_id)
         if not _visible(doc, principal):
             raise not_found("referral")
-        return domain.referral_view(doc)
+        await access_log.viewed(principal, doc["case_id"], "referral")
+        return domain.referral_view(doc, await keys.key(doc["case_id"]), opened=True)
 
     async def move(referral_id: str, principal: Principal, decide: Decide) -> dict[str, Any]:
         """Load, decide, write guarded by the version; a concurrent write makes us decide again on the new state."""
@@ -88,40 +91,42 @@ def routes(runtime: Runtime, store: ReferralStore) -> APIRouter:
             doc = await store.load(referral_id)
             if doc is None or doc["agency_id"] != principal.unit:
                 raise not_found("referral")
+            key = await keys.key(doc["case_id"])
             try:
-                await store.change(referral_id, doc["version"], decide(doc, clock.now()))
+                await store.change(referral_id, doc["version"], decide(doc, clock.now(), crypto.sealer(key, doc["case_id"])))
             except domain.InvalidTransition as exc:
                 raise ApiError(409, "conflict", str(exc), {"status": doc["status"]}) from exc
             except ConcurrentUpdate:
                 continue
-            return domain.referral_view(await store.load(referral_id))
+            return domain.referral_view(await store.load(referral_id))  # masked: the answer to an action
         raise ApiError(409, "conflict", "the referral changed while recording this; try again")
 
     @router.post("/referrals/{referral_id}/acknowledge", summary="Your unit has received the referral")
     async def acknowledge(referral_id: str, principal: Annotated[Principal, Depends(investigator)],
                           body: Annotated[domain.Acknowledge | None, Body()] = None) -> dict[str, Any]:
-        return await move(referral_id, principal, lambda doc, now: domain.acknowledge(doc, principal, now))
+        return await move(referral_id, principal, lambda doc, now, _: domain.acknowledge(doc, principal, now))
 
     @router.post("/referrals/{referral_id}/accept", summary="Your unit takes the case on")
     async def accept(referral_id: str, principal: Annotated[Principal, Depends(investigator)],
                      body: Annotated[domain.Accept | None, Body()] = None) -> dict[str, Any]:
-        return await move(referral_id, principal, lambda doc, now: domain.accept(doc, principal, now))
+        return await move(referral_id, principal, lambda doc, now, _: domain.accept(doc, principal, now))
 
     @router.post("/referrals/{referral_id}/decline", summary="Your unit does not take the case on, with a reason")
     async def decline(referral_id: str, body: domain.Decline,
                       principal: Annotated[Principal, Depends(investigator)]) -> dict[str, Any]:
-        return await move(referral_id, principal, lambda doc, now: domain.decline(doc, principal, body, now))
+        return await move(referral_id, principal, lambda doc, now, seal: domain.decline(doc, principal, body, now, seal))
 
     @router.post("/referrals/{referral_id}/updates",
                  summary="Progress: a note and/or a milestone (police report filed, SP2HP sent, departure deferred…)")
     async def record_update(referral_id: str, body: domain.Update,
                             principal: Annotated[Principal, Depends(investigator)]) -> dict[str, Any]:
-        return await move(referral_id, principal, lambda doc, now: domain.record_update(doc, principal, body, now))
+        return await move(referral_id, principal, lambda doc, now, seal: domain.record_update(doc, principal, body, now,
+                                                                                     seal))
 
     @router.post("/referrals/{referral_id}/close", summary="Close an accepted referral with its outcome")
     async def close(referral_id: str, body: domain.Close,
                     principal: Annotated[Principal, Depends(investigator)]) -> dict[str, Any]:
-        return await move(referral_id, principal, lambda doc, now: domain.close(doc, principal, body, now))
+        return await move(referral_id, principal, lambda doc, now, seal: domain.close(doc, principal, body, now, seal))
 
     return router
 

@@ -159,6 +159,8 @@ def decide(doc: dict[str, Any], decision: Verify | Reject | RequestInfo, princip
                                           person_threatened=decision.person_threatened,
                                           victim_abroad=decision.victim_abroad),
             note=seal(decision.note),
+            persons=report.persons,  # still sealed, as stored
+            narrative=report.narrative,
         )
         status = "verified"
         record.update({"case_types": payload.case_types, "note": payload.note})
@@ -208,14 +210,22 @@ class WatchEntryIn(BaseModel):
     note: Text | None = None
 
 
-def watch_entry(entry: WatchEntryIn, principal: Principal, now: datetime) -> dict[str, Any]:
+WATCHLIST = "watchlist"  # the associated data of sealed watch-list labels and notes
+
+
+def watch_entry(entry: WatchEntryIn, principal: Principal, now: datetime, *, id_key: bytes,
+                label_key: bytes) -> dict[str, Any]:
+    """Matched by keyed hash; label and note sealed (a recruiter's name is personal data too)."""
     match = linking.watch_value(entry.kind, entry.value)  # raises ValueError for an impossible phone
     if not match:
         raise ValueError("value has nothing to match on")
-    return {"_id": str(uuid.uuid4()), "kind": entry.kind, "label": entry.value, "match": match,
-            "note": entry.note, "region": principal.region, "region_path": regions.path(principal.region),
+    seal = crypto.sealer(label_key, WATCHLIST)
+    return {"_id": str(uuid.uuid4()), "kind": entry.kind, "label": seal(entry.value),
+            "digest": linking.watch_digest(id_key, entry.kind, match), "note": seal(entry.note),
+            "region": principal.region, "region_path": regions.path(principal.region),
             "added_by": principal.sub, "added_at": now.isoformat()}
 
 
-def watch_view(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: doc[k] for k in ("kind", "label", "note", "region", "added_by", "added_at")} | {"id": doc["_id"]}
+def watch_view(doc: dict[str, Any], label_key: bytes) -> dict[str, Any]:
+    shown = crypto.open_values({k: doc.get(k) for k in ("label", "note")}, label_key, WATCHLIST)
+    return {k: doc[k] for k in ("kind", "region", "added_by", "added_at")} | shown | {"id": doc["_id"]}

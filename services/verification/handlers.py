@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from services.verification import domain, linking
 from services.verification.store import CaseStore
-from shared import regions, topics
+from shared import crypto, regions, topics
 from shared.access import AccessLog
 from shared.crypto import KeyStore
 from shared.api_models import MAX_LIMIT, decode_cursor, page
@@ -90,24 +90,27 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
         return JSONResponse(domain.verifier_view(doc, await keys.key(case_id)), headers={"ETag": f'"{new_version}"'})
 
     supervisor = runtime.require("supervisor")
+    id_key = runtime.settings.identifier_key.get_secret_value().encode()
+    label_key = crypto.derived_key(crypto.master_key_from(runtime.settings.master_key.get_secret_value()),
+                                   domain.WATCHLIST)
 
     @router.post("/watchlist", status_code=201, tags=["watchlist"],
                  summary="Flag a recruiter, a phone number or an unlicensed agency in your region")
     async def add_watch(entry: domain.WatchEntryIn,
                         principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
         try:
-            doc = domain.watch_entry(entry, principal, runtime.clock.now())
+            doc = domain.watch_entry(entry, principal, runtime.clock.now(), id_key=id_key, label_key=label_key)
         except ValueError as exc:
             raise ApiError(422, "invalid_request", str(exc), [{"field": "value", "problem": str(exc)}]) from exc
         await store.add_watch_entry(doc)
-        return domain.watch_view(doc)
+        return domain.watch_view(doc, label_key)
 
     @router.get("/watchlist", tags=["watchlist"], summary="Watch-list entries of your region")
     async def list_watch(principal: Annotated[Principal, Depends(supervisor)], cursor: str | None = None,
                          limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> dict[str, Any]:
         offset = decode_cursor(cursor)
         docs = await store.list_watch_entries(principal.region, offset, limit + 1)
-        return page([domain.watch_view(d) for d in docs], offset, limit)
+        return page([domain.watch_view(d, label_key) for d in docs], offset, limit)
 
     return router
 
@@ -129,7 +132,7 @@ def subscribers(runtime: Runtime, store: CaseStore, keys: KeyStore) -> None:
         links += [linking.link_of(o, ["two reporters of the village within a day"], "corroborates")
                   for o in nearby if linking.corroborates(report, o, o["case_id"] in shared)]
         links, more = linking.most_recent(linking.merge_links([], links))
-        hits = linking.watchlist_hits(report, await store.watch_entries(regions.path(report.village_code)))
+        hits = linking.watchlist_hits(report, await store.watch_entries(regions.path(report.village_code)), key)
         # Earlier cases first, each at most once per new event: a crash here repeats only what is missing.
         this_case = linking.case_ref(report, event.case_id)
         for link in links:

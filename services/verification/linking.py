@@ -147,20 +147,37 @@ def watch_value(kind: str, value: str) -> str:
     return normalise_name(value)
 
 
-def watchlist_hits(report: intake.CaseReported, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+MAX_NGRAM = 6  # an agency name in a narrative is matched by its words, up to this many
+
+
+def watch_digest(key: bytes, kind: str, match: str) -> str:
+    """The keyed hash a watch-list value is stored and matched as: the list holds no names or phones."""
+    return keyed(key, f"watch:{kind}", match)
+
+
+def _narrative_digests(key: bytes, kind: str, narrative: str) -> set[str]:
+    words = normalise_name(narrative).split()
+    return {watch_digest(key, kind, " ".join(words[i:i + n]))
+            for n in range(1, MAX_NGRAM + 1) for i in range(len(words) - n + 1)}
+
+
+def watchlist_hits(report: intake.CaseReported, entries: list[dict[str, Any]], key: bytes) -> list[dict[str, Any]]:
     hits = []
-    narrative = f" {normalise_name(report.narrative)} "
+    narrative: dict[str, set[str]] = {}
     for entry in entries:
-        kind, wanted = entry["kind"], entry["match"]
+        kind, wanted = entry["kind"], entry["digest"]
         matched: str | None = None
         for p in report.persons:
-            if kind == "phone" and p.phone == wanted:
+            if kind == "phone" and p.phone and watch_digest(key, kind, p.phone) == wanted:
                 matched = p.person_id
             elif kind in ("recruiter", "agency") and p.role in RECRUITING_ROLES and p.name \
-                    and normalise_name(p.name) == wanted:
+                    and watch_digest(key, kind, normalise_name(p.name)) == wanted:
                 matched = p.person_id
-        if matched is None and kind in ("recruiter", "agency") and wanted and f" {wanted} " in narrative:
-            matched = "narrative"
+        if matched is None and kind in ("recruiter", "agency"):
+            if kind not in narrative:
+                narrative[kind] = _narrative_digests(key, kind, report.narrative)
+            if wanted in narrative[kind]:
+                matched = "narrative"
         if matched is not None:
-            hits.append({"watch_id": entry["_id"], "kind": kind, "label": entry.get("label"), "matched": matched})
+            hits.append({"watch_id": entry["_id"], "kind": kind, "matched": matched})
     return hits

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from shared.contracts.envelope import Contract, register
-from shared.contracts.intake import CaseType
+from shared.contracts.intake import CaseType, Person
 
 Priority = Literal["critical", "high", "medium", "low"]
 
@@ -72,6 +72,9 @@ class CaseVerified(Contract):
     priority: Priority
     situation: Situation
     note: str | None = None
+    # Sealed (shared.crypto) as the report holds them: only the units the case is referred to open them.
+    persons: list[Person] = Field(default_factory=list)
+    narrative: str | None = None
 
 
 @register("case.rejected", 1)

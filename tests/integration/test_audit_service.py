@@ -238,7 +238,8 @@ async def test_cases_are_searched_and_counted_within_the_supervisors_region(infr
 
         async def decided():
             items = (await search(status="verified"))["items"] + (await search(status="rejected"))["items"]
-            return items if [i["trail_entries"] for i in items] == [2, 2] else None
+            # each search is itself a recorded read of the cases it lists, so their trails keep growing
+            return items if len(items) == 2 and all(i["trail_entries"] >= 2 for i in items) else None
 
         await eventually(decided, timeout=40)
         ids = lambda page: {i["case_id"] for i in page["items"]}  # noqa: E731

@@ -9,6 +9,8 @@ from services.audit.app import AuditSettings
 from services.audit.app import create_app as audit_app
 from services.intake.app import IntakeSettings
 from services.intake.app import create_app as intake_app
+from services.referral.app import ReferralSettings
+from services.referral.app import create_app as referral_app
 from services.verification.app import VerificationSettings
 from services.verification.app import create_app as verification_app
 from shared import topics
@@ -105,3 +107,59 @@ async def test_no_personal_data_in_plaintext_in_any_collection_or_topic_and_eras
     assert seen_by_verifier["report"]["persons"][0]["name"] == "[erased]"
     assert seen_by_verifier["question"] == "[erased]"
     assert seen_by_reporter["report"]["persons"][0]["nik"] == "[erased]"
+
+
+async def test_the_unit_a_case_is_referred_to_reads_its_persons_and_its_notes_stay_sealed(infra, isolation):
+    n = uuid.uuid4().int
+    nik, name = f"3603{n % 10**12:012d}", f"Rahmawati{n % 10**6}"
+    reporter, verifier = auth("reporter", PILOT_VILLAGE), auth("verifier", "36.03")
+    investigator = auth("investigator", "36", unit="bp3mi_banten")
+    readers = [TopicReader(infra["kafka"], t) for t in (topics.VERIFICATION, topics.REFERRAL)]
+    for reader in readers:
+        await reader.__aenter__()
+    client = AsyncMongoClient(infra["mongo"])
+    try:
+        async with serving(intake_app(IntakeSettings(**_kw(infra, isolation)))) as intake, \
+                serving(verification_app(VerificationSettings(**_kw(infra, isolation)))) as verification, \
+                serving(referral_app(ReferralSettings(**_kw(infra, isolation)))) as referral:
+            filed = await intake.post("/v1/reports", headers=reporter, json=report_body(persons=[
+                {"role": "potential_victim", "name": name, "nik": nik, "age": 23}]))
+            case_id = filed.json()["case_id"]
+
+            async def screened():
+                return (await verification.get(f"/v1/cases/{case_id}", headers=verifier)).status_code == 200
+
+            await eventually(screened)
+            verified = await verification.post(f"/v1/cases/{case_id}/decision", headers={**verifier, "If-Match": "1"},
+                                               json={"decision": "verify", "case_types": ["np_pmi"],
+                                                     "note": f"{name} akan berangkat"})
+            assert verified.status_code == 200
+
+            async def listed():
+                r = await referral.get("/v1/referrals", headers=investigator, params={"case_id": case_id})
+                return r.json()["items"] if r.status_code == 200 and r.json()["items"] else None
+
+            [item] = await eventually(listed)
+            assert "persons" not in item  # lists carry no personal data
+            one = (await referral.get(f"/v1/referrals/{item['referral_id']}", headers=investigator)).json()
+            assert [p["nik"] for p in one["persons"]] == [nik] and one["persons"][0]["name"] == name
+            await referral.post(f"/v1/referrals/{item['referral_id']}/acknowledge", headers=investigator, json={})
+            await referral.post(f"/v1/referrals/{item['referral_id']}/accept", headers=investigator, json={})
+            updated = await referral.post(f"/v1/referrals/{item['referral_id']}/updates", headers=investigator,
+                                          json={"note": f"{name} ditunda di bandara"})
+            assert updated.status_code == 200
+            assert updated.json()["milestones"][0]["note"] == "[masked]"
+            reread = (await referral.get(f"/v1/referrals/{item['referral_id']}", headers=investigator)).json()
+            assert reread["milestones"][0]["note"] == f"{name} ditunda di bandara"
+            raw = b""
+            for reader in readers:
+                for record in await reader.drain(lambda r: True, 1.0):
+                    raw += record.value
+            stored = [(db, coll, repr(doc)) async for db, coll, doc in _all_documents(client, isolation["db_prefix"])]
+    finally:
+        for reader in readers:
+            await reader.__aexit__(None, None, None)
+        await client.close()
+    for secret in (nik, name):
+        assert secret.encode() not in raw, f"{secret} in plaintext on a topic"
+        assert [(db, coll) for db, coll, text in stored if secret in text] == []

@@ -2,10 +2,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from services.verification import linking
+from services.verification import domain, linking
+from shared.auth import Principal
 from shared.contracts import intake
 from shared.contracts.envelope import parse_data
-from shared.identity import normalise_name
 from tests.builders import OTHER_VILLAGE, PILOT_VILLAGE, case_reported
 
 KEY = b"k" * 32
@@ -83,14 +83,24 @@ def test_links_to_one_case_merge_their_reasons():
 def test_watch_list_hits_by_recruiter_name_phone_or_agency_in_the_narrative():
     report, _ = _report([_p("recruiter", name="Bu Ratna", phone="+6281311112222", person_id="r1")])
     report = report.model_copy(update={"narrative": "Diberangkatkan oleh PT Maju Jaya Abadi lewat Batam"})
-    entries = [
-        {"_id": "w1", "kind": "recruiter", "match": normalise_name("Ratna"), "label": "Ratna"},
-        {"_id": "w2", "kind": "phone", "match": linking.watch_value("phone", "0813-1111-2222"), "label": "x"},
-        {"_id": "w3", "kind": "agency", "match": normalise_name("PT. Maju Jaya Abadi"), "label": "PT MJA"},
-        {"_id": "w4", "kind": "agency", "match": normalise_name("PT Lain"), "label": "PT Lain"},
-    ]
-    hits = linking.watchlist_hits(report, entries)
+
+    def entry(watch_id, kind, value):
+        return {"_id": watch_id, "kind": kind, "digest": linking.watch_digest(KEY, kind, linking.watch_value(kind, value))}
+
+    entries = [entry("w1", "recruiter", "Ratna"), entry("w2", "phone", "0813-1111-2222"),
+               entry("w3", "agency", "PT. Maju Jaya Abadi"), entry("w4", "agency", "PT Lain")]
+    hits = linking.watchlist_hits(report, entries, KEY)
     assert [(h["watch_id"], h["matched"]) for h in hits] == [("w1", "r1"), ("w2", "r1"), ("w3", "narrative")]
+    assert linking.watchlist_hits(report, entries, b"another key" * 3) == []  # digests are keyed
+
+
+def test_a_watch_list_entry_stores_no_name_or_phone():
+    sup = Principal(sub="s", name="S", role="supervisor", region="36.03")
+    label_key = bytes(32)
+    doc = domain.watch_entry(domain.WatchEntryIn(kind="phone", value="0813-5555-6666", note="calo Pak Darto"), sup,
+                             datetime.now(UTC), id_key=KEY, label_key=label_key)
+    assert "5555" not in repr(doc) and "Darto" not in repr(doc)
+    assert domain.watch_view(doc, label_key)["label"] == "0813-5555-6666"
 
 
 def test_a_report_links_to_the_most_recent_cases_only_and_counts_the_rest():
