@@ -100,6 +100,11 @@ class EventConsumer:
         log.error("event_dead_lettered", error=error[:300], attempts=attempts)
 
 
+def record_headers(record: Any) -> dict[str, str]:
+    """A Kafka record's headers as text."""
+    return {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)) for k, v in (record.headers or ())}
+
+
 def subscribe(broker: KafkaBroker, consumer: EventConsumer, *topic_names: str, group_id: str,
               description: str, offset_reset: str = "earliest") -> Any:
     """Register `consumer` on `broker` for `topic_names` in consumer group `group_id`, acknowledging after the write."""
@@ -114,8 +119,7 @@ def subscribe(broker: KafkaBroker, consumer: EventConsumer, *topic_names: str, g
     )
     async def on_message(message: KafkaMessage) -> None:
         record = message.raw_message
-        headers = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
-                   for k, v in (record.headers or ())}
+        headers = record_headers(record)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(service=consumer.name)
         await consumer.consume(record.topic, record.partition, record.offset, record.key, message.body, headers)

@@ -158,11 +158,8 @@ class OutboxRelay:
 
     async def deliver(self, collection: AsyncCollection, doc_id: Any,
                       entries: list[tuple[str, Mapping[str, Any]]]) -> int:
-        """Publish entries just written to one document, in their order; returns how many went out."""
-        return await self._publish_entries(collection, doc_id, entries)
-
-    async def _publish_entries(self, collection: AsyncCollection, doc_id: Any,
-                               entries: list[tuple[str, Mapping[str, Any]]]) -> int:
+        """Publish pending entries of one document, in their order, marking each published; returns how many
+        went out. Stops at the first failure (recorded on the entry) so later entries keep their order."""
         sent = 0
         for event_id, entry in sorted(entries, key=lambda kv: kv[1].get("order", 0)):
             try:
@@ -199,7 +196,7 @@ class OutboxRelay:
             candidates = []
             for key, (collection, doc_id) in list(self._retry.items()):
                 doc = await collection.find_one({"_id": doc_id}, {"outbox": 1})
-                self._retry.pop(key, None)  # re-added by _publish_entries if it fails again
+                self._retry.pop(key, None)  # re-added by deliver if it fails again
                 if doc is not None:
                     candidates.append((collection, doc))
         cutoff = self._clock.now().timestamp() - self._grace_s
@@ -212,7 +209,7 @@ class OutboxRelay:
             if not_yet:
                 self.remember(collection, doc["_id"])
             if due:
-                sent += await self._publish_entries(collection, doc["_id"], due)
+                sent += await self.deliver(collection, doc["_id"], due)
         return sent
 
     async def run_sweeper(self, interval_s: float, full_every: int = 30) -> None:

@@ -17,7 +17,7 @@ from shared.access import AccessLog
 from shared.crypto import KeyStore
 from shared.api_models import MAX_LIMIT, decode_cursor, page
 from shared.auth import Principal
-from shared.consumer import MAX_BACKOFF_S
+from shared.consumer import MAX_BACKOFF_S, record_headers
 from shared.contracts.envelope import Envelope
 from shared.contracts.intake import CaseType
 from shared.http import ApiError, not_found
@@ -219,8 +219,7 @@ def subscribers(runtime: Runtime, store: AuditStore) -> None:
     )
     async def on_dead_letter(message: KafkaMessage) -> None:
         raw = cast(ConsumerRecord, message.raw_message)  # one record: not a batch subscriber
-        headers = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
-                   for k, v in (raw.headers or ())}
+        headers = record_headers(raw)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(service=settings.service, topic=raw.topic,
                                                partition=raw.partition, offset=raw.offset)

@@ -54,7 +54,7 @@ def _follow_up(reported: Envelope, payload) -> Envelope:
 READS = ("case.viewed", "case.exported", "case.searched")
 
 
-async def _trail(http, case_id: str, at_least: int, headers=SUPERVISOR) -> dict:
+async def _trail(http, case_id: str, at_least: int, *, prefix: str, headers=SUPERVISOR) -> dict:
     """The trail (as the API shows entries) once it holds `at_least` entries.
 
     Waits on /trail/verify and reads the entries from the database: reading the trail over HTTP is itself a
@@ -66,19 +66,11 @@ async def _trail(http, case_id: str, at_least: int, headers=SUPERVISOR) -> dict:
     await eventually(probe, timeout=40)
     client = AsyncMongoClient(os.environ["MONGODB_URI"])
     try:
-        db = client[f"{_PREFIX[0]}_audit"]
+        db = client[f"{prefix}_audit"]
         entries = await db["trail"].find({"case_id": case_id}).sort([("seq", 1)]).to_list()
     finally:
         await client.close()
     return {"case_id": case_id, "entries": [domain.trail_view(e, None) for e in entries]}
-
-
-_PREFIX: list[str] = [""]
-
-
-@pytest.fixture(autouse=True)
-def _remember_prefix(isolation):
-    _PREFIX[0] = isolation["db_prefix"]
 
 
 async def _projected(audit_db, case_id: str, seq: int) -> dict:
@@ -86,12 +78,12 @@ async def _projected(audit_db, case_id: str, seq: int) -> dict:
     return await eventually(lambda: audit_db["cases"].find_one({"_id": case_id, "trail_seq": {"$gte": seq}}))
 
 
-async def _publish_in_order(kafka: str, http, events: list[tuple[str, Envelope]]) -> dict:
+async def _publish_in_order(kafka: str, http, events: list[tuple[str, Envelope]], prefix: str) -> dict:
     """Publish each event once the previous one is in the trail, so the trail order is the publishing order."""
     trail: dict = {}
     for n, (topic, event) in enumerate(events, start=1):
         await publish(kafka, topic, event)
-        trail = await _trail(http, event.case_id, n)
+        trail = await _trail(http, event.case_id, n, prefix=prefix)
     return trail
 
 
@@ -101,7 +93,8 @@ async def test_events_of_every_case_topic_are_trailed_in_order_with_a_valid_chai
     viewed = _follow_up(reported, CaseViewed(service="verification", resource="case"))
     async with serving(_app(infra, isolation)) as http:
         trail = await _publish_in_order(infra["kafka"], http, [
-            (topics.INTAKE, reported), (topics.VERIFICATION, verified), (topics.ACCESS, viewed)])
+            (topics.INTAKE, reported), (topics.VERIFICATION, verified), (topics.ACCESS, viewed)],
+            isolation["db_prefix"])
         verdict = (await http.get(f"/v1/cases/{reported.case_id}/trail/verify", headers=SUPERVISOR)).json()
     entries = trail["entries"]
     assert trail["case_id"] == reported.case_id
@@ -123,10 +116,10 @@ async def test_the_same_event_delivered_twice_is_recorded_once(infra, isolation,
     later = _follow_up(reported, CaseInfoRequested(question="Siapa nama sponsornya?"))
     async with serving(_app(infra, isolation)) as http:
         await publish(infra["kafka"], topics.INTAKE, reported)
-        await _trail(http, reported.case_id, 1)
+        await _trail(http, reported.case_id, 1, prefix=isolation["db_prefix"])
         await publish(infra["kafka"], topics.INTAKE, reported)  # redelivery
         await publish(infra["kafka"], topics.INTAKE, later)  # same partition, after the duplicate: proves it was read
-        trail = await _trail(http, reported.case_id, 2)
+        trail = await _trail(http, reported.case_id, 2, prefix=isolation["db_prefix"])
         verdict = (await http.get(f"/v1/cases/{reported.case_id}/trail/verify", headers=SUPERVISOR)).json()
     assert [(e["seq"], e["event_id"]) for e in trail["entries"]] == [(1, reported.event_id), (2, later.event_id)]
     assert await audit_db["trail"].count_documents({"case_id": reported.case_id}) == 2
@@ -161,7 +154,7 @@ async def test_an_event_redelivered_after_a_crash_between_trail_and_case_write_c
         await audit_db["trail"].insert_one(domain.chain_entry(reported, None, datetime.now(UTC)))
         await publish(infra["kafka"], topics.INTAKE, reported)
         case = await _projected(audit_db, reported.case_id, 1)
-        trail = await _trail(http, reported.case_id, 1)
+        trail = await _trail(http, reported.case_id, 1, prefix=isolation["db_prefix"])
     assert case["status"] == "reported" and case["village_code"] == PILOT_VILLAGE
     assert [e["event_id"] for e in trail["entries"]] == [reported.event_id]
 
@@ -172,7 +165,8 @@ async def test_a_late_event_older_than_the_cases_status_does_not_move_it_back(in
         update={"occurred_at": datetime.now(UTC) - timedelta(minutes=5)})
     async with serving(_app(infra, isolation)) as http:
         await _publish_in_order(infra["kafka"], http, [
-            (topics.INTAKE, reported), (topics.VERIFICATION, _verified(reported)), (topics.VERIFICATION, late)])
+            (topics.INTAKE, reported), (topics.VERIFICATION, _verified(reported)), (topics.VERIFICATION, late)],
+            isolation["db_prefix"])
         case = await _projected(audit_db, reported.case_id, 3)
     assert case["status"] == "verified" and case["trail_seq"] == 3
 
@@ -183,7 +177,8 @@ async def test_tampering_with_or_deleting_a_stored_entry_is_reported_at_its_seq(
         for reported in (changed, cut):
             await _publish_in_order(infra["kafka"], http, [
                 (topics.INTAKE, reported), (topics.VERIFICATION, _verified(reported)),
-                (topics.VERIFICATION, _follow_up(reported, CaseRejected(reason="duplikat")))])
+                (topics.VERIFICATION, _follow_up(reported, CaseRejected(reason="duplikat")))],
+                isolation["db_prefix"])
             await _projected(audit_db, reported.case_id, 3)
             before = (await http.get(f"/v1/cases/{reported.case_id}/trail/verify", headers=SUPERVISOR)).json()
             assert before == {"valid": True, "entries": 3, "first_broken_seq": None}
@@ -201,7 +196,7 @@ async def test_a_case_outside_the_callers_region_is_not_found_and_roles_are_chec
     reported = case_reported()
     async with serving(_app(infra, isolation)) as http:
         await publish(infra["kafka"], topics.INTAKE, reported)
-        await _trail(http, reported.case_id, 1)
+        await _trail(http, reported.case_id, 1, prefix=isolation["db_prefix"])
         trail_url = f"/v1/cases/{reported.case_id}/trail"
         elsewhere = auth("supervisor", "36.01")
         assert (await http.get(trail_url, headers=elsewhere)).status_code == 404
@@ -227,7 +222,7 @@ async def test_cases_are_searched_and_counted_within_the_supervisors_region(infr
         for event in (a, b, c):
             await publish(infra["kafka"], topics.INTAKE, event)
         for event in (a, b, c):
-            await _trail(http, event.case_id, 1, headers=supervisor)
+            await _trail(http, event.case_id, 1, prefix=isolation["db_prefix"], headers=supervisor)
         await publish(infra["kafka"], topics.VERIFICATION, _verified(a, types=("tppo", "np_pmi")))
         await publish(infra["kafka"], topics.VERIFICATION, _follow_up(b, CaseRejected(reason="bukan TPPO")))
 
@@ -272,7 +267,7 @@ async def test_a_message_that_is_not_json_is_dead_lettered_and_listed_while_the_
     async with serving(_app(infra, isolation)) as http:
         await publish(infra["kafka"], topics.INTAKE, b"\xffthis is not json", key=garbage_key)
         await publish(infra["kafka"], topics.INTAKE, good)
-        await _trail(http, good.case_id, 1)
+        await _trail(http, good.case_id, 1, prefix=isolation["db_prefix"])
 
         async def listed():
             r = await http.get("/v1/deadletters", headers=SUPERVISOR, params={"case_id": garbage_key})

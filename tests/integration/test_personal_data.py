@@ -1,5 +1,6 @@
 """Personal data on the real broker and database: sealed everywhere it is stored or sent, and erasable."""
 
+import contextlib
 import uuid
 
 import pytest
@@ -36,6 +37,18 @@ async def _all_documents(client, prefix):
                     yield name, collection, doc
 
 
+@contextlib.asynccontextmanager
+async def _topic_bytes(bootstrap, names):
+    """Collects, on exit, the raw values and headers of every record on `names` since entry, into a bytearray."""
+    captured = bytearray()
+    async with contextlib.AsyncExitStack() as stack:
+        readers = [await stack.enter_async_context(TopicReader(bootstrap, t)) for t in names]
+        yield captured
+        for reader in readers:
+            for record in await reader.drain(lambda r: True, 1.0):
+                captured += record.value + b"".join(v for _, v in record.headers or ())
+
+
 async def test_no_personal_data_in_plaintext_in_any_collection_or_topic_and_erasure(infra, isolation):
     n = uuid.uuid4().int
     nik, name, phone = f"3603{n % 10**12:012d}", f"Wulandari{n % 10**6}", f"0857{n % 10**8:08d}"
@@ -46,12 +59,10 @@ async def test_no_personal_data_in_plaintext_in_any_collection_or_topic_and_eras
     body = report_body(narrative=narrative, persons=[
         {"role": "potential_victim", "name": name, "nik": nik, "phone": phone, "birth_date": "2004-02-29"},
         {"role": "witness", "name": "Saksi" + name}])
-    readers = [TopicReader(infra["kafka"], t) for t in topics.ALL]
-    for reader in readers:
-        await reader.__aenter__()
     client = AsyncMongoClient(infra["mongo"])
     try:
-        async with serving(intake_app(IntakeSettings(**_kw(infra, isolation)))) as intake, \
+        async with _topic_bytes(infra["kafka"], topics.ALL) as raw, \
+                serving(intake_app(IntakeSettings(**_kw(infra, isolation)))) as intake, \
                 serving(verification_app(VerificationSettings(**_kw(infra, isolation)))) as verification, \
                 serving(audit_app(AuditSettings(**_kw(infra, isolation)))) as audit:
             filed = await intake.post("/v1/reports", json=body, headers=reporter)
@@ -74,10 +85,6 @@ async def test_no_personal_data_in_plaintext_in_any_collection_or_topic_and_eras
                 return r.status_code == 200 and r.json()["entries"] >= 3
 
             await eventually(trailed, timeout=30)
-            raw = b""
-            for reader in readers:  # every record of every topic since the test began: values and headers
-                for record in await reader.drain(lambda r: True, 1.0):
-                    raw += record.value + b"".join(v for _, v in record.headers or ())
             stored = [(db, coll, repr(doc)) async for db, coll, doc in _all_documents(client, isolation["db_prefix"])]
 
             # erasure: the key goes, the data is unreadable everywhere, the trail still verifies
@@ -91,8 +98,6 @@ async def test_no_personal_data_in_plaintext_in_any_collection_or_topic_and_eras
             seen_by_verifier = (await verification.get(f"/v1/cases/{case_id}", headers=verifier)).json()
             seen_by_reporter = (await intake.get(f"/v1/reports/{case_id}", headers=reporter)).json()
     finally:
-        for reader in readers:
-            await reader.__aexit__(None, None, None)
         await client.close()
 
     assert stored and raw
@@ -114,12 +119,10 @@ async def test_the_unit_a_case_is_referred_to_reads_its_persons_and_its_notes_st
     nik, name = f"3603{n % 10**12:012d}", f"Rahmawati{n % 10**6}"
     reporter, verifier = auth("reporter", PILOT_VILLAGE), auth("verifier", "36.03")
     investigator = auth("investigator", "36", unit="bp3mi_banten")
-    readers = [TopicReader(infra["kafka"], t) for t in (topics.VERIFICATION, topics.REFERRAL)]
-    for reader in readers:
-        await reader.__aenter__()
     client = AsyncMongoClient(infra["mongo"])
     try:
-        async with serving(intake_app(IntakeSettings(**_kw(infra, isolation)))) as intake, \
+        async with _topic_bytes(infra["kafka"], (topics.VERIFICATION, topics.REFERRAL)) as raw, \
+                serving(intake_app(IntakeSettings(**_kw(infra, isolation)))) as intake, \
                 serving(verification_app(VerificationSettings(**_kw(infra, isolation)))) as verification, \
                 serving(referral_app(ReferralSettings(**_kw(infra, isolation)))) as referral:
             filed = await intake.post("/v1/reports", headers=reporter, json=report_body(persons=[
@@ -151,14 +154,8 @@ async def test_the_unit_a_case_is_referred_to_reads_its_persons_and_its_notes_st
             assert updated.json()["milestones"][0]["note"] == "[masked]"
             reread = (await referral.get(f"/v1/referrals/{item['referral_id']}", headers=investigator)).json()
             assert reread["milestones"][0]["note"] == f"{name} ditunda di bandara"
-            raw = b""
-            for reader in readers:
-                for record in await reader.drain(lambda r: True, 1.0):
-                    raw += record.value
             stored = [(db, coll, repr(doc)) async for db, coll, doc in _all_documents(client, isolation["db_prefix"])]
     finally:
-        for reader in readers:
-            await reader.__aexit__(None, None, None)
         await client.close()
     for secret in (nik, name):
         assert secret.encode() not in raw, f"{secret} in plaintext on a topic"
