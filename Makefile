@@ -10,7 +10,7 @@ export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 export MONGODB_URI ?= mongodb://127.0.0.1:27017/?directConnection=true
 
 
-.PHONY: lock install infra-up infra-down topics run up down status token test test-unit test-integration test-e2e bench lint clean
+.PHONY: lock install infra-up infra-down topics run up down status token test test-some test-unit test-integration test-e2e bench lint clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,22 +50,33 @@ token: $(STAMP) ## make token ROLE=reporter REGION=36.03.11.2009 [UNIT=polresta_
 
 # `make test` has its own Kafka and FerretDB (other ports, fresh data each run), so it neither sees nor
 # disturbs what `make run` holds; it stops them when the tests end.
-TEST_INFRA := WASPADA_INFRA_DIR=$(CURDIR)/.local-infra/test KAFKA_PORT=19092 KAFKA_CONTROLLER_PORT=19093 \
-	FERRETDB_PORT=27018 KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 \
-	MONGODB_URI=mongodb://127.0.0.1:27018/?directConnection=true
+# TEST_PORT_OFFSET moves all of them (and the e2e service copies) so two checkouts can test side by side.
+TEST_PORT_OFFSET ?= 0
+T_KAFKA := $(shell echo $$((19092 + $(TEST_PORT_OFFSET))))
+T_CONTROLLER := $(shell echo $$((19093 + $(TEST_PORT_OFFSET))))
+T_FERRET := $(shell echo $$((27018 + $(TEST_PORT_OFFSET))))
+T_E2E := $(shell echo $$((18000 + $(TEST_PORT_OFFSET))))
+TEST_INFRA := WASPADA_INFRA_DIR=$(CURDIR)/.local-infra/test KAFKA_PORT=$(T_KAFKA) KAFKA_CONTROLLER_PORT=$(T_CONTROLLER) \
+	FERRETDB_PORT=$(T_FERRET) KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(T_KAFKA) WASPADA_E2E_PORT_BASE=$(T_E2E) \
+	MONGODB_URI=mongodb://127.0.0.1:$(T_FERRET)/?directConnection=true
 PYTEST_ARGS ?=
 
 test: install ## every test tier against a real Kafka and FerretDB started for the run
 	$(TEST_INFRA) $(INFRA) fresh
-	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:19092
+	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:$(T_KAFKA)
 	$(TEST_INFRA) $(PY) -m pytest tests -q $(PYTEST_ARGS); rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
+
+test-some: install ## TESTS="tests/unit/x.py tests/integration/y.py": start the test Kafka/FerretDB if needed (left running) and run TESTS
+	$(TEST_INFRA) $(INFRA) start
+	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:$(T_KAFKA)
+	$(TEST_INFRA) $(PY) -m pytest $(TESTS) -q $(PYTEST_ARGS)
 
 test-unit: install ## pure tests, no broker or database
 	$(PY) -m pytest tests/unit tests/contract -q
 
 test-integration test-e2e: install
 	$(TEST_INFRA) $(INFRA) start
-	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:19092
+	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:$(T_KAFKA)
 	$(TEST_INFRA) $(PY) -m pytest tests/$(subst test-,,$@) -q $(PYTEST_ARGS)
 
 bench: install ## throughput and latency as ratios against Kafka and database baselines, on a fresh test instance

@@ -14,7 +14,9 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PORTS = {"intake": 18001, "verification": 18002, "referral": 18003, "audit": 18004}
+# WASPADA_E2E_PORT_BASE moves the copies so two checkouts can run their suites side by side.
+_BASE = int(os.environ.get("WASPADA_E2E_PORT_BASE", "18000"))
+PORTS = {"intake": _BASE + 1, "verification": _BASE + 2, "referral": _BASE + 3, "audit": _BASE + 4}
 
 
 class System:
