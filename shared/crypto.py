@@ -151,15 +151,29 @@ class KeyStore:
         self._cache[case_id] = (time.monotonic(), key)
         return key
 
+    async def discard_unused(self, case_id: str) -> None:
+        """Remove the key of a case that was never created (its request failed); a tombstone stays."""
+        self._cache.pop(case_id, None)
+        doc = await self._keys.find_one({"_id": case_id})
+        if doc is not None and not doc.get("erased_at"):
+            await self._keys.delete_one({"_id": case_id})
+
     async def is_erased(self, case_id: str) -> bool:
         doc = await self._keys.find_one({"_id": case_id})
         return bool(doc and doc.get("erased_at"))
 
-    async def erase(self, case_id: str, at: str) -> bool:
-        """Destroy the case's data key (a tombstone stays, so no new key is ever made for the case)."""
+    async def erase(self, case_id: str, at: str) -> str | None:
+        """Destroy the case's data key (a tombstone stays, so no new key is ever made for the case).
+        Returns None when this call erased it, else when it was erased before (nothing changes)."""
         self._cache.pop(case_id, None)
-        result = await self._keys.replace_one({"_id": case_id}, {"_id": case_id, "erased_at": at}, upsert=True)
-        return result.modified_count == 1 or result.upserted_id is not None
+        if erased_at := await self.erased_at(case_id):
+            return erased_at
+        await self._keys.replace_one({"_id": case_id}, {"_id": case_id, "erased_at": at}, upsert=True)
+        return None
+
+    async def erased_at(self, case_id: str) -> str | None:
+        doc = await self._keys.find_one({"_id": case_id})
+        return doc.get("erased_at") if doc else None
 
 
 def keystore_for(client: Any, settings: Any) -> KeyStore:

@@ -1,16 +1,19 @@
-"""HTTP service defaults shared by every service: error shape, auth dependency, health and readiness, body limit."""
+"""HTTP service defaults shared by every service: error shape and its declaration, auth dependency, health and
+readiness, body limit, security headers."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,10 +39,46 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
+def invalid(field: str, problem: str) -> ApiError:
+    """422 naming one bad field, in the same shape as pydantic's validation errors."""
+    return ApiError(422, "invalid_request", f"invalid fields: {field}", [{"field": field, "problem": problem}])
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="stable machine-readable code, e.g. not_found, invalid_request")
+    message: str
+    details: Any = Field(None, description="for invalid_request: [{field, problem, type}], one per bad field")
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx (and the 500 that must never happen) answers this."""
+
+    error: ErrorInfo
+
+
+_MEANING = {
+    401: "Missing, expired or forged bearer token",
+    403: "Your role may not use this endpoint",
+    404: "Not found, or outside your region or unit",
+    409: "Conflicts with the current state (the body says which)",
+    412: "If-Match does not match the current version",
+    413: "Request body over the size limit",
+    422: "Invalid input: every bad field is named in details",
+    428: "If-Match is required",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: the error statuses it can answer, each with the one error model."""
+    return {status: {"model": ErrorBody, "description": _MEANING[status]} for status in statuses}
+
+
 def _field_problems(exc: RequestValidationError) -> list[dict[str, Any]]:
     problems = []
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        loc = [str(p) for p in err.get("loc", ())]
+        if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+            loc = loc[1:]  # where it was sent; the name says which field
         problems.append({"field": ".".join(loc) or "body", "problem": err.get("msg", "invalid"), "type": err.get("type")})
     return problems
 
@@ -47,6 +86,10 @@ def _field_problems(exc: RequestValidationError) -> list[dict[str, Any]]:
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
                  409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request",
                  428: "precondition_required"}
+
+# Every answer: no MIME sniffing. Answers of the /v1 API (personal data, or data about cases): never cached.
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+NO_STORE = (b"cache-control", b"no-store")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -68,11 +111,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("request_failed", path=request.url.path, error_type=type(exc).__name__)
-        return JSONResponse(error_body("internal_error", "internal error; the request was not completed"), 500)
+        # Answered by Starlette's outermost middleware, outside SecurityHeaders: the headers are set here.
+        return JSONResponse(error_body("internal_error", "internal error; the request was not completed"), 500,
+                            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
 
 class BodyLimit:
-    """Refuses request bodies over `max_bytes` with 413, whether or not Content-Length is sent."""
+    """Refuses request bodies over `max_bytes` with 413, whether or not Content-Length is sent.
+
+    A body is read whole (it is at most `max_bytes`) before the app sees it: refusing halfway through would
+    surface inside the app as a body it could not parse."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -85,35 +133,70 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._too_large(send)
             return
+        chunks: list[bytes] = []
         seen = 0
-        too_large = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen, too_large
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    too_large = True
-                    raise _BodyTooLarge
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await self._too_large(send)
+            if message["type"] != "http.request":  # the client went away
+                await self.app(scope, _replay([message]), send)
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}],
+                                      then=receive), send)
 
     async def _too_large(self, send: Send) -> None:
         import json
 
         body = json.dumps(error_body("payload_too_large", f"request body exceeds {self.max_bytes} bytes")).encode()
         await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
 
 
-class _BodyTooLarge(Exception):
-    pass
+def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
+    """A `receive` that hands out `messages` first, then waits on the real one (for the disconnect)."""
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        if then is None:
+            return {"type": "http.disconnect"}
+        return await then()
+
+    return receive
+
+
+class SecurityHeaders:
+    """`X-Content-Type-Options: nosniff` on every answer; `Cache-Control: no-store` on the /v1 API's answers
+    (personal data, case data); a route's own Cache-Control or Content-Security-Policy stays as it set it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        private = scope.get("path", "").startswith("/v1/")
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                names = {name.lower() for name, _ in headers}
+                headers += [h for h in (NOSNIFF, NO_STORE if private else None) if h and h[0] not in names]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -141,7 +224,35 @@ def authenticator(secret: str) -> Callable[..., Callable[..., Awaitable[Principa
     return require
 
 
+def _declared_errors_only(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with FastAPI's default 422 (a shape this API never answers) replaced by ErrorBody."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        default = {"$ref": "#/components/schemas/HTTPValidationError"}
+        for operation in (op for path in schema.get("paths", {}).values() for op in path.values()):
+            invalid_input = operation.get("responses", {}).get("422")
+            if invalid_input and invalid_input.get("content", {}).get("application/json", {}).get("schema") == default:
+                operation["responses"]["422"] = {"description": _MEANING[422], "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        components.setdefault("ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+                              | {"title": "ErrorBody"})
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str] = Field(description="each check: ok, or unavailable: <reason>")
 
 
 def create_api(
@@ -155,7 +266,9 @@ def create_api(
     app = FastAPI(title=title, description=description, version="1", lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so a 413 from BodyLimit carries them too
     checks = list(readiness)
+    app.openapi = lambda: _declared_errors_only(app)  # type: ignore[method-assign]
 
     @app.middleware("http")
     async def _request_context(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
@@ -164,11 +277,12 @@ def create_api(
                                                path=request.url.path)
         return await call_next(request)
 
-    @app.get("/healthz", tags=["ops"], summary="The process is up")
+    @app.get("/healthz", tags=["ops"], summary="The process is up", response_model=Health)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], summary="Kafka and the database are reachable")
+    @app.get("/readyz", tags=["ops"], summary="Kafka and the database are reachable", response_model=Readiness,
+             responses={503: {"model": Readiness, "description": "Something this service needs is unreachable"}})
     async def readyz() -> JSONResponse:
         results: dict[str, str] = {}
         for name, check in checks:

@@ -277,6 +277,7 @@ def case_view(doc: Mapping[str, Any]) -> dict[str, Any]:
         "reported_at": doc.get("reported_at"),
         "updated_at": doc.get("updated_at"),
         "trail_entries": doc.get("trail_seq", 0),
+        "needs_attention": bool(doc.get("needs_attention")),
     }
 
 
@@ -305,6 +306,9 @@ def stats_view(region: str, by_status: Sequence[Mapping[str, Any]], by_types: Se
 # --- dead letters -------------------------------------------------------------------------------------------
 
 
+NO_REGION = "-"  # region of a dead letter that names no case audit knows: shown to admins only
+
+
 def dead_letter(*, topic: str, partition: int, offset: int, key: bytes | None, headers: Mapping[str, str],
                 body: bytes, now: datetime) -> dict[str, Any]:
     """A dead-lettered message as stored: unchanged apart from decoding, keyed by its place on the topic."""
@@ -321,6 +325,7 @@ def dead_letter(*, topic: str, partition: int, offset: int, key: bytes | None, h
         "consumer": headers.get(topics.DLQ_CONSUMER),
         "error": headers.get(topics.DLQ_ERROR),
         "case_id": headers.get(topics.HEADER_CASE_ID) or key_text,
+        "region_path": [NO_REGION],
         "recorded_at": timestamp(now),
     }
 

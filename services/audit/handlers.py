@@ -1,6 +1,7 @@
 """Audit's HTTP routes and Kafka subscribers: record every case event in its trail; let supervisors read it."""
 
 import asyncio
+from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
 import structlog
@@ -8,19 +9,31 @@ from aiokafka import ConsumerRecord
 from fastapi import APIRouter, Depends, Query, Response
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.audit import domain, records
+from services.audit.schemas import (
+    EXPORT_CSP,
+    EXPORT_MEDIA,
+    CaseSummary,
+    ChainVerdict,
+    Checkpoint,
+    CheckpointVerdict,
+    DeadLetter,
+    Erasure,
+    ErasureIn,
+    Stats,
+    Trail,
+)
 from services.audit.store import AuditStore
 from shared import topics
 from shared.access import AccessLog
-from shared.crypto import KeyStore
-from shared.api_models import MAX_LIMIT, decode_cursor, page
+from shared.api_models import MAX_LIMIT, Instant, Page, decode_cursor, page
 from shared.auth import Principal
 from shared.consumer import MAX_BACKOFF_S, record_headers
 from shared.contracts.envelope import Envelope
 from shared.contracts.intake import CaseType
-from shared.http import ApiError, not_found
+from shared.crypto import KeyStore
+from shared.http import ApiError, errors, not_found
 from shared.mongo import TRANSIENT_ERRORS
 from shared.service import Runtime
 
@@ -29,7 +42,7 @@ log = structlog.get_logger()
 VILLAGE_CODE = r"^\d{2}\.\d{2}\.\d{2}\.\d{4}$"
 
 
-def _reported_between(reported_from: AwareDatetime | None, reported_to: AwareDatetime | None) -> dict[str, Any]:
+def _reported_between(reported_from: datetime | None, reported_to: datetime | None) -> dict[str, Any]:
     if reported_from and reported_to and reported_from > reported_to:
         raise ApiError(422, "invalid_request", "reported_from is after reported_to",
                        [{"field": "reported_from", "problem": "is after reported_to"}])
@@ -39,11 +52,6 @@ def _reported_between(reported_from: AwareDatetime | None, reported_to: AwareDat
     if reported_to:
         window["$lt"] = domain.timestamp(reported_to)
     return {"reported_at": window} if window else {}
-
-
-class ErasureIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=1000, description="the legal basis, e.g. the retention schedule")
 
 
 def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: KeyStore) -> APIRouter:
@@ -57,18 +65,22 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
             raise not_found()
         return case
 
-    @router.get("/cases", summary="Cases in your region, newest report first, by status, type, village and date")
+    @router.get("/cases", response_model=Page[CaseSummary], responses=errors(401, 403, 422),
+                summary="Cases in your region, newest report first, by status, type, village, date, needing attention")
     async def search_cases(
         principal: Annotated[Principal, Depends(supervisor)],
         status: domain.Status | None = None,
         type: CaseType | None = None,
         village_code: Annotated[str | None, Query(pattern=VILLAGE_CODE)] = None,
-        reported_from: Annotated[AwareDatetime | None, Query(description="inclusive")] = None,
-        reported_to: Annotated[AwareDatetime | None, Query(description="exclusive")] = None,
+        reported_from: Annotated[Instant | None, Query(description="inclusive")] = None,
+        reported_to: Annotated[Instant | None, Query(description="exclusive")] = None,
+        needs_attention: Annotated[bool | None, Query(description="only cases with a dead-lettered event")] = None,
         cursor: str | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     ) -> dict[str, Any]:
         filters = _reported_between(reported_from, reported_to)
+        if needs_attention is not None:
+            filters["needs_attention"] = True if needs_attention else {"$ne": True}
         if status:
             filters["status"] = status
         if type:
@@ -82,7 +94,8 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
                                    "reported_from": reported_from, "reported_to": reported_to})
         return page([domain.case_view(d) for d in docs], offset, limit)
 
-    @router.get("/cases/{case_id}/trail", summary="Every recorded event of a case in order, with seq, hash, prev_hash")
+    @router.get("/cases/{case_id}/trail", response_model=Trail, responses=errors(401, 403, 404),
+                summary="Every recorded event of a case in order, with seq, hash, prev_hash")
     async def trail(case_id: str, principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
         await in_region(case_id, principal)
         entries = await store.trail_of(case_id)
@@ -90,7 +103,9 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
         key = await keys.key(case_id)
         return {"case_id": case_id, "entries": [domain.trail_view(e, key) for e in entries]}
 
-    @router.get("/cases/{case_id}/trail/export",
+    @router.get("/cases/{case_id}/trail/export", response_class=Response,
+                responses={200: {"content": EXPORT_MEDIA, "description": "JSON Lines, or a printable HTML document"},
+                           **errors(401, 403, 404, 422)},
                 summary="The trail as JSON Lines or a printable document; the export is itself recorded")
     async def export_trail(
         case_id: str,
@@ -106,32 +121,39 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
         await access_log.exported(principal, case_id, format, purpose)
         now = runtime.clock.now()
         name = f"trail-{case.get('case_number') or case_id}"
+        headers = {"Content-Disposition": f'attachment; filename="{name}.{format}"'}
         if format == "html":
             body, media = records.export_html(case, views, verdict, principal.sub, now), "text/html; charset=utf-8"
+            headers["Content-Security-Policy"] = EXPORT_CSP
         else:
             body, media = records.export_jsonl(case, views, verdict, principal.sub, now), "application/x-ndjson"
-        return Response(body, media_type=media,
-                        headers={"Content-Disposition": f'attachment; filename="{name}.{format}"'})
+        return Response(body, media_type=media, headers=headers)
 
-    @router.get("/cases/{case_id}/trail/verify", summary="Recompute the case's hash chain")
+    @router.get("/cases/{case_id}/trail/verify", response_model=ChainVerdict, responses=errors(401, 403, 404),
+                summary="Recompute the case's hash chain")
     async def verify_trail(case_id: str, principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
         case = await in_region(case_id, principal)  # its head is read before the entries, so an append between
         entries = await store.trail_of(case_id)  # the two reads cannot look like a deleted entry
         return domain.verify_chain(entries, domain.head_of(case))
 
-    @router.get("/stats", summary="Cases in your region by status, type, district and village; median times; overdue referrals")
+    @router.get("/stats", response_model=Stats, responses=errors(401, 403, 422),
+                summary="Cases in your region by status, type, district and village; median times; overdue referrals")
     async def stats(
         principal: Annotated[Principal, Depends(supervisor)],
-        reported_from: Annotated[AwareDatetime | None, Query(description="inclusive")] = None,
-        reported_to: Annotated[AwareDatetime | None, Query(description="exclusive")] = None,
+        reported_from: Annotated[Instant | None, Query(description="inclusive")] = None,
+        reported_to: Annotated[Instant | None, Query(description="exclusive")] = None,
     ) -> dict[str, Any]:
         filters = _reported_between(reported_from, reported_to)
-        by_status, by_types, by_village = await asyncio.gather(
-            *(store.counts(principal.region, filters, field) for field in ("status", "types", "village_code")))
+        by_status, by_types, by_village, attention = await asyncio.gather(
+            *(store.counts(principal.region, filters, field)
+              for field in ("status", "types", "village_code", "needs_attention")))
         return {**domain.stats_view(principal.region, by_status, by_types, by_village),
+                "needing_attention": sum(int(row["n"]) for row in attention if row["_id"] is True),
                 **domain.timings_view(await store.timings(principal.region, filters))}
 
-    @router.get("/deadletters", summary="Messages a consumer gave up on, newest first, with the error and source")
+    @router.get("/deadletters", response_model=Page[DeadLetter], responses=errors(401, 403, 422),
+                summary="Messages a consumer gave up on about cases of your region, newest first, with the error and "
+                        "source (an admin also sees those that name no known case)")
     async def dead_letters(
         principal: Annotated[Principal, Depends(supervisor)],
         source_topic: Annotated[str | None, Query(max_length=200)] = None,
@@ -142,31 +164,42 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
     ) -> dict[str, Any]:
         filters = {k: v for k, v in (("source_topic", source_topic), ("consumer", consumer), ("case_id", case_id)) if v}
         offset = decode_cursor(cursor)
-        docs = await store.dead_letters_page(filters, offset, limit + 1)
+        regions = [principal.region, domain.NO_REGION] if principal.role == "admin" else [principal.region]
+        docs = await store.dead_letters_page(regions, filters, offset, limit + 1)
         return page([domain.dead_letter_view(d) for d in docs], offset, limit)
 
-    @router.post("/cases/{case_id}/erasure", summary="End of retention: destroy the case's data key, so its "
-                 "personal data is unreadable everywhere while its trail still verifies")
+    @router.post("/cases/{case_id}/erasure", response_model=Erasure, responses=errors(401, 403, 404, 413, 422),
+                 summary="End of retention: destroy the case's data key, so its personal data is unreadable "
+                         "everywhere while its trail still verifies; erasing an erased case changes nothing")
     async def erase(case_id: str, body: ErasureIn,
                     principal: Annotated[Principal, Depends(admin)]) -> dict[str, Any]:
         await in_region(case_id, principal)
-        await keys.erase(case_id, domain.timestamp(runtime.clock.now()))
-        await access_log.erased(principal, case_id, body.reason)
-        return {"case_id": case_id, "erased": True}
+        erased_at = await keys.erase(case_id, domain.timestamp(runtime.clock.now()))
+        if erased_at is None:  # this request destroyed the key: the one erasure the trail records
+            await access_log.erased(principal, case_id, body.reason)
+        return {"case_id": case_id, "erased": True, "erased_at": erased_at or await keys.erased_at(case_id)}
 
-    @router.get("/checkpoints", summary="Checkpoints of every trail's head, newest first")
+    # A checkpoint covers every region's trails; a caller sees only the part about their region's cases.
+
+    @router.get("/checkpoints", response_model=Page[Checkpoint], responses=errors(401, 403),
+                summary="Checkpoints of every trail's head, newest first (counting your region's trails)")
     async def list_checkpoints(principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
         chain = await store.checkpoint_chain()
-        return {"items": [records.checkpoint_view(c) for c in reversed(chain)], "next": None}
+        mine = await store.case_ids_in(principal.region)
+        return {"items": [records.checkpoint_view(c, mine) for c in reversed(chain)], "next": None}
 
-    @router.post("/checkpoints", status_code=201, summary="Take a checkpoint now (one is also taken daily)")
+    @router.post("/checkpoints", status_code=201, response_model=Checkpoint, responses=errors(401, 403, 409),
+                 summary="Take a checkpoint now (one is also taken daily)")
     async def take_checkpoint_now(principal: Annotated[Principal, Depends(admin)]) -> dict[str, Any]:
-        return records.checkpoint_view(await take_checkpoint(store, runtime.clock))
+        checkpoint = await take_checkpoint(store, runtime.clock)
+        return records.checkpoint_view(checkpoint, await store.case_ids_in(principal.region))
 
-    @router.get("/checkpoints/verify",
-                summary="Recompute the checkpoint chain and check every trail still ends where the last one saw it")
+    @router.get("/checkpoints/verify", response_model=CheckpointVerdict, responses=errors(401, 403),
+                summary="Recompute the checkpoint chain and check your region's trails still end where the last "
+                        "checkpoint saw them")
     async def verify_checkpoints(principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
-        return records.verify_checkpoints(await store.checkpoint_chain(), await store.trail_hashes())
+        return records.verify_checkpoints(await store.checkpoint_chain(), await store.trail_hashes(),
+                                          await store.case_ids_in(principal.region))
 
     return router
 
@@ -228,7 +261,7 @@ def subscribers(runtime: Runtime, store: AuditStore) -> None:
         failures, wait = 0, settings.consumer_backoff_s
         while True:
             try:
-                first = await store.record_dead_letter(doc)
+                first = await store.record_dead_letter(doc)  # with its case's region, and the case flagged
                 log.info("dead_letter_recorded", first=first, source_topic=doc["source_topic"],
                          consumer=doc["consumer"])
                 return

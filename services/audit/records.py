@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -32,9 +32,10 @@ def checkpoint(previous: Mapping[str, Any] | None, heads: Sequence[Mapping[str, 
     return {**body, "hash": _hash(prev_hash, body)}
 
 
-def verify_checkpoints(chain: Sequence[Mapping[str, Any]], trail_hashes: Mapping[tuple[str, int], str]
-                       ) -> dict[str, Any]:
-    """`chain` in seq order; `trail_hashes` maps (case_id, seq) to the hash stored in the trail now."""
+def verify_checkpoints(chain: Sequence[Mapping[str, Any]], trail_hashes: Mapping[tuple[str, int], str],
+                       cases: Collection[str]) -> dict[str, Any]:
+    """`chain` in seq order; `trail_hashes` maps (case_id, seq) to the hash stored in the trail now; only the
+    trails of `cases` (the caller's region) are checked and named."""
     prev = GENESIS_HASH
     for n, cp in enumerate(chain, start=1):
         body = {k: v for k, v in cp.items() if k != "hash"}
@@ -44,14 +45,16 @@ def verify_checkpoints(chain: Sequence[Mapping[str, Any]], trail_hashes: Mapping
     missing = []
     if chain:
         for head in chain[-1]["heads"]:
-            if trail_hashes.get((head["case_id"], int(head["seq"]))) != head["hash"]:
+            if head["case_id"] in cases and trail_hashes.get((head["case_id"], int(head["seq"]))) != head["hash"]:
                 missing.append(head["case_id"])
     return {"valid": not missing, "checkpoints": len(chain), "first_broken_seq": None,
             "trails_not_matching": missing}
 
 
-def checkpoint_view(cp: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: cp[k] for k in ("seq", "at", "cases", "prev_hash", "hash")}
+def checkpoint_view(cp: Mapping[str, Any], cases: Collection[str]) -> dict[str, Any]:
+    """A checkpoint as shown to someone who may see `cases` (their region's): how many of those it covers."""
+    return {**{k: cp[k] for k in ("seq", "at", "prev_hash", "hash")},
+            "cases": sum(1 for head in cp["heads"] if head["case_id"] in cases)}
 
 
 # --- exports ------------------------------------------------------------------------------------------------

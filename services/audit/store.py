@@ -34,7 +34,8 @@ class AuditStore:
         await self.trail.create_index([("case_id", ASCENDING), ("event_id", ASCENDING)], unique=True)
         await self.cases.create_index([("region_path", ASCENDING), ("reported_at", DESCENDING)])
         await self.cases.create_index([("region_path", ASCENDING), ("status", ASCENDING)])
-        await self.dead_letters.create_index([("recorded_at", DESCENDING)])
+        await self.dead_letters.create_index([("region_path", ASCENDING), ("recorded_at", DESCENDING)])
+        await self.dead_letters.create_index([("case_id", ASCENDING)])
 
     # --- the trail ------------------------------------------------------------------------------------------
 
@@ -96,6 +97,11 @@ class AuditStore:
                 facet_at = f"{update.facet}_at"
                 if (fields.get(facet_at) or case.get(facet_at) or "") <= update.at:
                     fields.update({**update.fields, facet_at: update.at})
+                    if update.facet == "status" and case.get("needs_attention") \
+                            and update.at > (case.get("attention_at") or ""):
+                        fields["needs_attention"] = False  # the case moved on after its dead letter
+            if fields.get("region_path") and not case.get("region_path"):
+                await self._claim_dead_letters(case_id, fields["region_path"], fields)
             # The head moves with them: a case document at trail_seq n has taken in every entry up to n.
             if int(case.get("trail_seq") or 0) < entry["seq"]:
                 fields.update({"trail_seq": entry["seq"], "trail_hash": entry["hash"]})
@@ -123,16 +129,37 @@ class AuditStore:
     # --- dead letters ---------------------------------------------------------------------------------------
 
     async def record_dead_letter(self, doc: dict[str, Any]) -> bool:
-        try:
-            await self.dead_letters.insert_one(doc)
-        except DuplicateKeyError:
-            return False  # already stored: the dead-letter topic was read again
+        """Store a dead letter under its case's region (known now, or given when the case is first seen: see
+        `_claim_dead_letters`) and flag the case as needing attention."""
+        case_id = doc.get("case_id")
+        async with document_writes.hold((self.cases.full_name, case_id)):
+            case = await self.cases.find_one({"_id": case_id}) if case_id else None
+            if case and case.get("region_path"):
+                doc = {**doc, "region_path": case["region_path"]}
+            try:
+                await self.dead_letters.insert_one(doc)
+            except DuplicateKeyError:
+                return False  # already stored: the dead-letter topic was read again
+            if case is not None:
+                await self.cases.update_one({"_id": case_id}, {"$set": {
+                    "needs_attention": True, "attention_at": max(doc["recorded_at"], case.get("attention_at") or "")}})
         return True
 
-    async def dead_letters_page(self, filters: dict[str, Any], offset: int, limit: int) -> list[dict[str, Any]]:
-        cursor = (self.dead_letters.find(filters)
+    async def _claim_dead_letters(self, case_id: str, region_path: list[str], fields: dict[str, Any]) -> None:
+        """A case seen for the first time takes the dead letters that named it before (under the case's lock)."""
+        letters = await self.dead_letters.find({"case_id": case_id}, {"recorded_at": 1}).to_list()
+        if letters:
+            await self.dead_letters.update_many({"case_id": case_id}, {"$set": {"region_path": region_path}})
+            fields.update({"needs_attention": True, "attention_at": max(d["recorded_at"] for d in letters)})
+
+    async def dead_letters_page(self, regions: list[str], filters: dict[str, Any], offset: int, limit: int
+                                ) -> list[dict[str, Any]]:
+        cursor = (self.dead_letters.find({"region_path": {"$in": regions}, **filters})
                   .sort([("recorded_at", DESCENDING), ("_id", DESCENDING)]).skip(offset).limit(limit))
         return await cursor.to_list()
+
+    async def case_ids_in(self, region: str) -> set[str]:
+        return {d["_id"] for d in await self.cases.find({"region_path": region}, {"_id": 1}).to_list()}
 
     # --- checkpoints ----------------------------------------------------------------------------------------
 

@@ -12,9 +12,10 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from shared import crypto, reference, regions, topics
+from shared.api_models import Instant
 from shared.identity import normalise_phone
 from shared.auth import Principal
 from shared.contracts import intake as contract
@@ -24,6 +25,9 @@ from shared.outbox import Change, Outgoing
 SERVICE = "intake"
 MAX_NARRATIVE = 5000
 MAX_PERSONS = 30
+# Dates a report may carry: an observation at most this long ago, a departure at most this far from today.
+OLDEST_OBSERVATION = timedelta(days=3653)
+DEPARTURE_RANGE = timedelta(days=3653)
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -86,7 +90,7 @@ class ReportIn(Strict):
     """A report as a reporter files it (DESIGN.md, "Exact shapes"); the reporter comes from the token."""
 
     village_code: str = Field(pattern=r"^\d{2}\.\d{2}\.\d{2}\.\d{4}$", examples=["36.03.11.2009"])
-    observed_at: AwareDatetime
+    observed_at: Instant = Field(description="when it was seen: not in the future, at most 10 years ago")
     suspected_types: list[contract.CaseType] = Field(min_length=1, max_length=4)
     indicators: list[Annotated[str, StringConstraints(max_length=64)]] = Field(default_factory=list, max_length=50)
     narrative: str = Field(min_length=1, max_length=MAX_NARRATIVE)
@@ -123,12 +127,19 @@ def check_against_reference(report: ReportIn, reporter: Principal, now: datetime
             problems.append({"field": f"indicators.{i}", "problem": f"unknown indicator {indicator!r}"})
     if report.observed_at > now + timedelta(minutes=10):
         problems.append({"field": "observed_at", "problem": "is in the future"})
-    if report.departure and report.departure.planned_date and report.departure.planned_date < (
-        report.observed_at.date() - timedelta(days=3650)
-    ):
-        problems.append({"field": "departure.planned_date", "problem": "is implausibly old"})
+    elif report.observed_at < now - OLDEST_OBSERVATION:
+        problems.append({"field": "observed_at", "problem": "is more than 10 years ago"})
+    problems += _departure_problems(report.departure, now)
     if problems:
         raise FieldProblem(problems)
+
+
+def _departure_problems(departure: DepartureIn | None, now: datetime) -> list[dict[str, str]]:
+    if departure is None or departure.planned_date is None:
+        return []
+    if abs(departure.planned_date - now.date()) > DEPARTURE_RANGE:
+        return [{"field": "departure.planned_date", "problem": "is more than 10 years from today"}]
+    return []
 
 
 def request_hash(report: ReportIn) -> str:
@@ -215,13 +226,27 @@ def on_verification_event(doc: dict[str, Any] | None, event: Envelope, now: date
     if event.type == "case.screened" and event.data.get("submission", 1) != doc["report"].get("submission", 1):
         return None  # screening of an earlier submission
     target = _TARGET[event.type]
-    fields: dict[str, Any] = {"status": target, "updated_at": now.isoformat()}
+    # The case moved on: whatever stopped it before (a dead-lettered event) no longer holds it up.
+    fields: dict[str, Any] = {"status": target, "updated_at": now.isoformat(), "needs_attention": None}
     if event.type == "case.info_requested":
         fields["question"] = event.data.get("question")
     if event.type == "case.rejected":
         fields["decision_reason"] = event.data.get("reason")
     return Change(set=fields, push={"status_history": {"status": target, "at": now.isoformat(),
                                                         "event_id": event.event_id}})
+
+
+NEEDS_ATTENTION_STEP = ("Processing of your report stopped at a technical fault. Supervisors have been alerted "
+                        "and will follow it up; you do not need to file it again.")
+
+
+def dead_lettered(doc: dict[str, Any] | None, source_topic: str | None, event_type: str | None,
+                  now: datetime) -> Change | None:
+    """An event of this report ended in the dead-letter topic: the report needs attention until it moves on."""
+    if doc is None:
+        return None
+    return Change(set={"needs_attention": {"since": now.isoformat(), "source_topic": source_topic,
+                                           "event_type": event_type}, "updated_at": now.isoformat()})
 
 
 class InvalidTransition(Exception):
@@ -238,10 +263,11 @@ class AmendmentIn(Strict):
     departure: DepartureIn | None = None
 
 
-def check_amendment(amendment: AmendmentIn) -> None:
+def check_amendment(amendment: AmendmentIn, now: datetime) -> None:
     known = reference.indicators()
     problems = [{"field": f"add_indicators.{i}", "problem": f"unknown indicator {x!r}"}
                 for i, x in enumerate(amendment.add_indicators) if x not in known]
+    problems += _departure_problems(amendment.departure, now)
     if problems:
         raise FieldProblem(problems)
 
@@ -299,7 +325,8 @@ def reporter_view(doc: dict[str, Any], key: bytes | None) -> dict[str, Any]:
         "case_id": doc["_id"],
         "case_number": doc["case_number"],
         "status": doc["status"],
-        "next_step": NEXT_STEP[doc["status"]],
+        "next_step": NEEDS_ATTENTION_STEP if doc.get("needs_attention") else NEXT_STEP[doc["status"]],
+        "needs_attention": bool(doc.get("needs_attention")),
         "question": doc.get("question") if doc["status"] == "info_requested" else None,
         "decision_reason": doc.get("decision_reason"),
         "received_at": doc["received_at"],

@@ -1,37 +1,34 @@
 """Intake's HTTP routes and Kafka subscribers: parse, load, call the domain, save."""
 
 
+import asyncio
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
+
+import structlog
+from aiokafka import ConsumerRecord
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from faststream import AckPolicy
+from faststream.kafka.annotations import KafkaMessage
 from pymongo.errors import DuplicateKeyError
 
 from services.intake import domain
+from services.intake.schemas import REPLAYED, ReportAccepted, ReportView, WithdrawIn
 from services.intake.store import ReportStore
 from shared import regions, topics
 from shared.access import AccessLog
-from shared.crypto import KeyStore
-from shared.api_models import MAX_LIMIT, decode_cursor, page
+from shared.api_models import MAX_LIMIT, Page, decode_cursor, page
 from shared.auth import Principal
+from shared.consumer import record_headers
 from shared.contracts.envelope import Envelope
-from shared.http import ApiError, not_found
+from shared.crypto import KeyStore
+from shared.http import ApiError, errors, not_found
 from shared.outbox import ConcurrentUpdate
 from shared.service import Runtime
 
-
-class ReportAccepted(BaseModel):
-    case_id: str
-    case_number: str
-    status: str
-    received_at: str
-
-
-class WithdrawIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=1000)
+log = structlog.get_logger()
 
 
 def _accepted(doc: dict[str, Any]) -> dict[str, Any]:
@@ -45,6 +42,7 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
     clock = runtime.clock
 
     @router.post("/reports", status_code=201, response_model=ReportAccepted,
+                 responses={201: {"headers": REPLAYED}, **errors(401, 403, 409, 413, 422)},
                  summary="File a report; a retry with the same Idempotency-Key returns the first answer")
     async def file_report(
         report: domain.ReportIn,
@@ -66,9 +64,21 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
             if claim["request_hash"] != fingerprint:
                 raise ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used for a different report",
                                {"case_id": claim["case_id"]})
-            case_id = claim["case_id"]
-            if first := await store.load(case_id):
-                return _replay(first)
+            if claim["case_id"] != case_id:
+                if first := await store.load(claim["case_id"]):
+                    return _replay(first)
+                case_id = claim["case_id"]  # the first request failed or is still running: carry it on
+        try:
+            return await create_case(report, principal, case_id, idempotency_id, fingerprint, now)
+        except Exception:
+            # A request that fails leaves nothing behind: no claim on the key (a corrected retry may use it), no key.
+            if await store.load(case_id) is None:
+                await store.release_claim(idempotency_id, case_id)
+                await keys.discard_unused(case_id)
+            raise
+
+    async def create_case(report: domain.ReportIn, principal: Principal, case_id: str, idempotency_id: str,
+                          fingerprint: str, now: Any) -> JSONResponse:
         key = await keys.key_for_new_case(case_id)
         regency = regions.regency_of(report.village_code)
         for _ in range(10):
@@ -86,7 +96,8 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
                 # else the case number was taken (another process's counter): take the next one
         raise ApiError(409, "conflict", "could not allocate a case number; retry with the same Idempotency-Key")
 
-    @router.get("/reports", summary="Your own reports, newest first, each with its status and what happens next")
+    @router.get("/reports", response_model=Page[ReportView], responses=errors(401, 403, 422),
+                summary="Your own reports, newest first, each with its status and what happens next")
     async def list_reports(
         principal: Annotated[Principal, Depends(reporter)],
         cursor: str | None = None,
@@ -100,22 +111,27 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
             views.append(domain.reporter_view(doc, await keys.key(doc["_id"])))
         return page(views + docs[limit:], offset, limit)
 
-    @router.get("/reports/{case_id}", summary="One of your reports")
+    @router.get("/reports/{case_id}", response_model=ReportView, responses=errors(401, 403, 404),
+                summary="One of your reports")
     async def get_report(case_id: str, principal: Annotated[Principal, Depends(reporter)]) -> dict[str, Any]:
         doc = await _own(case_id, principal)
         await access_log.viewed(principal, case_id, "report")
         return domain.reporter_view(doc, await keys.key(case_id))
 
-    @router.post("/reports/{case_id}/withdraw", summary="Withdraw your report before a decision")
+    @router.post("/reports/{case_id}/withdraw", response_model=ReportView,
+                 responses=errors(401, 403, 404, 409, 413, 422), summary="Withdraw your report before a decision")
     async def withdraw(case_id: str, body: WithdrawIn,
                        principal: Annotated[Principal, Depends(reporter)]) -> dict[str, Any]:
         return await _move(case_id, principal, lambda doc: domain.withdraw(doc, principal, body.reason, clock.now()))
 
-    @router.post("/reports/{case_id}/amendments", summary="Answer the verifier's question; the report is screened again")
+    @router.post("/reports/{case_id}/amendments", response_model=ReportView,
+                 responses=errors(401, 403, 404, 409, 413, 422),
+                 summary="Answer the verifier's question; the report is screened again")
     async def amend(case_id: str, amendment: domain.AmendmentIn,
                     principal: Annotated[Principal, Depends(reporter)]) -> dict[str, Any]:
+        await _own(case_id, principal)  # an unknown id is a 404 before anything else is looked up
         try:
-            domain.check_amendment(amendment)
+            domain.check_amendment(amendment, clock.now())
         except domain.FieldProblem as exc:
             raise ApiError(422, "invalid_request", str(exc), exc.problems) from exc
         key = await keys.key(case_id)
@@ -157,3 +173,31 @@ def subscribers(runtime: Runtime, store: ReportStore) -> None:
 
     runtime.consume(topics.VERIFICATION, apply=on_verification_event,
                     description="Screening outcomes, information requests and decisions update the reporter's view")
+
+    settings = runtime.settings
+
+    @runtime.broker.subscriber(
+        topics.DEADLETTER,
+        group_id=settings.group_id + ".deadletters",
+        auto_offset_reset=settings.consumer_offset_reset,
+        ack_policy=AckPolicy.ACK,
+        title="intake:deadletters",
+        description="A report whose event any consumer gave up on is shown to its reporter as needing attention",
+    )
+    async def on_dead_letter(message: KafkaMessage) -> None:
+        raw = cast(ConsumerRecord, message.raw_message)
+        headers = record_headers(raw)
+        case_id = headers.get(topics.HEADER_CASE_ID) or (raw.key.decode("utf-8", "replace") if raw.key else "")
+        if not case_id:
+            return
+        for attempt in range(settings.consumer_attempts):
+            try:
+                await store.apply_once(case_id, f"dead-letter:{raw.partition}:{raw.offset}",
+                                       lambda doc: domain.dead_lettered(doc, headers.get(topics.DLQ_SOURCE_TOPIC),
+                                                                        headers.get(topics.HEADER_EVENT_TYPE),
+                                                                        runtime.clock.now()))
+                return
+            except Exception as exc:  # noqa: BLE001 - the dead letter stays listed by audit whatever happens here
+                log.warning("dead_letter_not_flagged", case_id=case_id, error_type=type(exc).__name__,
+                            attempt=attempt + 1)
+                await asyncio.sleep(settings.consumer_backoff_s * (attempt + 1))

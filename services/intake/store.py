@@ -48,6 +48,12 @@ class ReportStore(AggregateStore):
             first = await self._keys.find_one({"_id": idempotency_id})
             return first or claim
 
+    async def release_claim(self, idempotency_id: str, case_id: str) -> None:
+        """Drop this request's claim on a key (read and deleted by _id: FerretDB scans any other filter)."""
+        claim = await self._keys.find_one({"_id": idempotency_id})
+        if claim is not None and claim["case_id"] == case_id:
+            await self._keys.delete_one({"_id": idempotency_id})
+
     async def of_reporter(self, reporter_id: str, offset: int, limit: int) -> list[dict[str, Any]]:
         cursor = (self.collection.find({"reporter_id": reporter_id}, {"outbox": 0, "applied": 0})
                   .sort([("received_at", DESCENDING), ("_id", ASCENDING)]).skip(offset).limit(limit))

@@ -9,14 +9,15 @@ import structlog
 from fastapi import APIRouter, Body, Depends, Query
 
 from services.referral import domain
+from services.referral.schemas import OpenedReferral, Referral, ReferralNeedingAttention
 from services.referral.store import CaseStore, ReferralStore
 from shared import crypto, topics
 from shared.access import AccessLog
-from shared.api_models import MAX_LIMIT, decode_cursor, page
+from shared.api_models import MAX_LIMIT, Page, decode_cursor, page
 from shared.auth import Principal
 from shared.crypto import KeyStore
 from shared.contracts.envelope import Envelope
-from shared.http import ApiError, not_found
+from shared.http import ApiError, errors, not_found
 from shared.outbox import Change, ConcurrentUpdate
 from shared.service import Runtime
 
@@ -24,6 +25,7 @@ log = structlog.get_logger()
 ATTEMPTS = 5
 
 Decide = Callable[[dict[str, Any], datetime, domain.Seal], Change]
+ACTION: dict[str, Any] = {"response_model": Referral, "responses": errors(401, 403, 404, 409, 413, 422)}
 
 
 def _scope(principal: Principal) -> dict[str, Any]:
@@ -47,7 +49,7 @@ def routes(runtime: Runtime, store: ReferralStore, access_log: AccessLog, keys: 
     investigator = runtime.require("investigator")
     clock = runtime.clock
 
-    @router.get("/referrals", summary="Referrals to your unit (investigator) or in your region (supervisor), "
+    @router.get("/referrals", response_model=Page[Referral], responses=errors(401, 403, 422), summary="Referrals to your unit (investigator) or in your region (supervisor), "
                                       "most urgent first")
     async def list_referrals(
         principal: Annotated[Principal, Depends(reader)],
@@ -68,7 +70,8 @@ def routes(runtime: Runtime, store: ReferralStore, access_log: AccessLog, keys: 
     supervisor = runtime.require("supervisor")
 
     # Declared before /referrals/{referral_id}, which would otherwise take "overdue" for an id.
-    @router.get("/referrals/overdue", summary="Referrals in your region past a deadline, or declined with no unit "
+    @router.get("/referrals/overdue", response_model=Page[ReferralNeedingAttention],
+                responses=errors(401, 403, 422), summary="Referrals in your region past a deadline, or declined with no unit "
                                               "left to take them (needs_supervisor), unassigned and longest late first")
     async def overdue(principal: Annotated[Principal, Depends(supervisor)], cursor: str | None = None,
                       limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> dict[str, Any]:
@@ -77,7 +80,8 @@ def routes(runtime: Runtime, store: ReferralStore, access_log: AccessLog, keys: 
         docs = await store.needing_attention(principal.region, now.timestamp(), offset + limit + 1)
         return page([domain.attention_view(d, now) for d in docs[offset:]], offset, limit)
 
-    @router.get("/referrals/{referral_id}", summary="One referral with its deadlines, milestones and history")
+    @router.get("/referrals/{referral_id}", response_model=OpenedReferral, responses=errors(401, 403, 404),
+                summary="One referral with its deadlines, milestones and history")
     async def get_referral(referral_id: str, principal: Annotated[Principal, Depends(reader)]) -> dict[str, Any]:
         doc = await store.load(referral_id)
         if not _visible(doc, principal):
@@ -101,29 +105,29 @@ def routes(runtime: Runtime, store: ReferralStore, access_log: AccessLog, keys: 
             return domain.referral_view(await store.load(referral_id))  # masked: the answer to an action
         raise ApiError(409, "conflict", "the referral changed while recording this; try again")
 
-    @router.post("/referrals/{referral_id}/acknowledge", summary="Your unit has received the referral")
+    @router.post("/referrals/{referral_id}/acknowledge", **ACTION, summary="Your unit has received the referral")
     async def acknowledge(referral_id: str, principal: Annotated[Principal, Depends(investigator)],
                           body: Annotated[domain.Acknowledge | None, Body()] = None) -> dict[str, Any]:
         return await move(referral_id, principal, lambda doc, now, _: domain.acknowledge(doc, principal, now))
 
-    @router.post("/referrals/{referral_id}/accept", summary="Your unit takes the case on")
+    @router.post("/referrals/{referral_id}/accept", **ACTION, summary="Your unit takes the case on")
     async def accept(referral_id: str, principal: Annotated[Principal, Depends(investigator)],
                      body: Annotated[domain.Accept | None, Body()] = None) -> dict[str, Any]:
         return await move(referral_id, principal, lambda doc, now, _: domain.accept(doc, principal, now))
 
-    @router.post("/referrals/{referral_id}/decline", summary="Your unit does not take the case on, with a reason")
+    @router.post("/referrals/{referral_id}/decline", **ACTION, summary="Your unit does not take the case on, with a reason")
     async def decline(referral_id: str, body: domain.Decline,
                       principal: Annotated[Principal, Depends(investigator)]) -> dict[str, Any]:
         return await move(referral_id, principal, lambda doc, now, seal: domain.decline(doc, principal, body, now, seal))
 
-    @router.post("/referrals/{referral_id}/updates",
+    @router.post("/referrals/{referral_id}/updates", **ACTION,
                  summary="Progress: a note and/or a milestone (police report filed, SP2HP sent, departure deferred…)")
     async def record_update(referral_id: str, body: domain.Update,
                             principal: Annotated[Principal, Depends(investigator)]) -> dict[str, Any]:
         return await move(referral_id, principal, lambda doc, now, seal: domain.record_update(doc, principal, body, now,
                                                                                      seal))
 
-    @router.post("/referrals/{referral_id}/close", summary="Close an accepted referral with its outcome")
+    @router.post("/referrals/{referral_id}/close", **ACTION, summary="Close an accepted referral with its outcome")
     async def close(referral_id: str, body: domain.Close,
                     principal: Annotated[Principal, Depends(investigator)]) -> dict[str, Any]:
         return await move(referral_id, principal, lambda doc, now, seal: domain.close(doc, principal, body, now, seal))

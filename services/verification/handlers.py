@@ -6,14 +6,15 @@ from fastapi import APIRouter, Body, Depends, Header, Query
 from fastapi.responses import JSONResponse
 
 from services.verification import domain, linking
+from services.verification.schemas import ETAG, CaseView, QueueItem, WatchEntry
 from services.verification.store import CaseStore
 from shared import crypto, regions, topics
 from shared.access import AccessLog
-from shared.crypto import KeyStore
-from shared.api_models import MAX_LIMIT, decode_cursor, page
+from shared.api_models import MAX_LIMIT, Page, decode_cursor, page
 from shared.auth import Principal
 from shared.contracts.envelope import Envelope
-from shared.http import ApiError, not_found
+from shared.crypto import KeyStore
+from shared.http import ApiError, errors, invalid, not_found
 from shared.outbox import ConcurrentUpdate
 from shared.service import Runtime
 
@@ -28,7 +29,7 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
             raise not_found()
         return doc
 
-    @router.get("/queue", summary="Cases awaiting a decision in your region, most urgent first, then oldest")
+    @router.get("/queue", response_model=Page[QueueItem], responses=errors(401, 403, 422), summary="Cases awaiting a decision in your region, most urgent first, then oldest")
     async def queue(
         principal: Annotated[Principal, Depends(verifier)],
         priority: Literal["critical", "high", "medium", "low"] | None = None,
@@ -48,14 +49,16 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
         docs = await store.queue(principal.region, filters, offset, limit + 1)
         return page([domain.queue_item(d) for d in docs], offset, limit)
 
-    @router.get("/cases/{case_id}", summary="A case with its report, screening, links and watch-list hits")
+    @router.get("/cases/{case_id}", response_model=CaseView,
+                responses={200: {"headers": ETAG}, **errors(401, 403, 404)}, summary="A case with its report, screening, links and watch-list hits")
     async def get_case(case_id: str, principal: Annotated[Principal, Depends(verifier)]) -> JSONResponse:
         doc = await in_region(case_id, principal)
         await access_log.viewed(principal, case_id, "case")
         return JSONResponse(domain.verifier_view(doc, await keys.key(case_id)),
                             headers={"ETag": f'"{doc["version"]}"'})
 
-    @router.post("/cases/{case_id}/decision",
+    @router.post("/cases/{case_id}/decision", response_model=CaseView,
+                 responses={200: {"headers": ETAG}, **errors(401, 403, 404, 409, 413, 422, 428)},
                  summary="verify / reject / request_info, with If-Match: the case version you looked at")
     async def decide(
         case_id: str,
@@ -68,7 +71,7 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
         try:
             expected = int(if_match.strip().removeprefix("W/").strip('"'))
         except ValueError as exc:
-            raise ApiError(400, "bad_request", "If-Match must be the case version, e.g. \"3\"") from exc
+            raise invalid("If-Match", 'must be the case version, e.g. "3"') from exc
         doc = await in_region(case_id, principal)
         if doc["version"] != expected:
             raise ApiError(409, "version_conflict", "the case changed since you loaded it",
@@ -94,7 +97,8 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
     label_key = crypto.derived_key(crypto.master_key_from(runtime.settings.master_key.get_secret_value()),
                                    domain.WATCHLIST)
 
-    @router.post("/watchlist", status_code=201, tags=["watchlist"],
+    @router.post("/watchlist", status_code=201, tags=["watchlist"], response_model=WatchEntry,
+                 responses=errors(401, 403, 413, 422),
                  summary="Flag a recruiter, a phone number or an unlicensed agency in your region")
     async def add_watch(entry: domain.WatchEntryIn,
                         principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
@@ -105,7 +109,8 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
         await store.add_watch_entry(doc)
         return domain.watch_view(doc, label_key)
 
-    @router.get("/watchlist", tags=["watchlist"], summary="Watch-list entries of your region")
+    @router.get("/watchlist", tags=["watchlist"], response_model=Page[WatchEntry], responses=errors(401, 403, 422),
+                summary="Watch-list entries of your region")
     async def list_watch(principal: Annotated[Principal, Depends(supervisor)], cursor: str | None = None,
                          limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> dict[str, Any]:
         offset = decode_cursor(cursor)

@@ -16,13 +16,14 @@ def _chain(*head_sets):
 HEADS_1 = [{"case_id": "b", "seq": 2, "hash": "hb2"}, {"case_id": "a", "seq": 5, "hash": "ha5"}]
 HEADS_2 = HEADS_1 + [{"case_id": "c", "seq": 1, "hash": "hc1"}]
 TRAILS = {("a", 5): "ha5", ("b", 2): "hb2", ("c", 1): "hc1", ("a", 4): "ha4"}
+ALL = {"a", "b", "c"}
 
 
 def test_an_intact_checkpoint_chain_over_intact_trails_is_valid():
     chain = _chain(HEADS_1, HEADS_2)
     assert [c["seq"] for c in chain] == [1, 2] and chain[1]["prev_hash"] == chain[0]["hash"]
     assert chain[1]["heads"][0]["case_id"] == "a"  # ordered, so the hash does not depend on read order
-    assert records.verify_checkpoints(chain, TRAILS) == {"valid": True, "checkpoints": 2, "first_broken_seq": None,
+    assert records.verify_checkpoints(chain, TRAILS, ALL) == {"valid": True, "checkpoints": 2, "first_broken_seq": None,
                                                          "trails_not_matching": []}
 
 
@@ -30,16 +31,26 @@ def test_a_trail_deleted_whole_or_cut_back_no_longer_matches_the_last_checkpoint
     chain = _chain(HEADS_1, HEADS_2)
     without_c = {k: v for k, v in TRAILS.items() if k[0] != "c"}
     cut_back_a = {k: v for k, v in TRAILS.items() if k != ("a", 5)}
-    assert records.verify_checkpoints(chain, without_c)["trails_not_matching"] == ["c"]
-    assert records.verify_checkpoints(chain, cut_back_a)["trails_not_matching"] == ["a"]
+    assert records.verify_checkpoints(chain, without_c, ALL)["trails_not_matching"] == ["c"]
+    assert records.verify_checkpoints(chain, cut_back_a, ALL)["trails_not_matching"] == ["a"]
+
+
+def test_a_checkpoint_shows_only_the_callers_region_its_counts_and_its_broken_trails():
+    chain = _chain(HEADS_1, HEADS_2)
+    without_a_and_c = {k: v for k, v in TRAILS.items() if k[0] not in ("a", "c")}
+    mine = {"b", "c"}  # "a" belongs to another region
+    assert records.checkpoint_view(chain[1], mine)["cases"] == 2
+    assert "heads" not in records.checkpoint_view(chain[1], mine)
+    assert records.verify_checkpoints(chain, without_a_and_c, mine)["trails_not_matching"] == ["c"]
+    assert records.verify_checkpoints(chain, {k: v for k, v in TRAILS.items() if k[0] != "a"}, mine)["valid"]
 
 
 def test_a_changed_or_deleted_checkpoint_breaks_the_chain():
     chain = _chain(HEADS_1, HEADS_2, HEADS_2)
     changed = [dict(c) for c in chain]
     changed[1]["heads"] = HEADS_1
-    assert records.verify_checkpoints(changed, TRAILS)["first_broken_seq"] == 2
-    assert records.verify_checkpoints([chain[0], chain[2]], TRAILS)["first_broken_seq"] == 2
+    assert records.verify_checkpoints(changed, TRAILS, ALL)["first_broken_seq"] == 2
+    assert records.verify_checkpoints([chain[0], chain[2]], TRAILS, ALL)["first_broken_seq"] == 2
 
 
 def test_exports_carry_every_entry_and_the_verdict():

@@ -1,0 +1,114 @@
+"""What audit's routes answer (OpenAPI models)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.audit.domain import Status
+
+
+class ErasureIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=1000, description="the legal basis, e.g. the retention schedule")
+
+
+class CaseSummary(BaseModel):
+    """A case as a search lists it: no personal data."""
+
+    case_id: str
+    case_number: str | None
+    village_code: str | None
+    status: Status | None
+    types: list[str]
+    reported_at: str | None
+    updated_at: str | None
+    trail_entries: int
+    needs_attention: bool = Field(description="one of its events was dead-lettered and nothing moved it on since")
+
+
+class TrailEntry(BaseModel):
+    seq: int | None
+    event_id: str | None
+    type: str | None
+    occurred_at: str | None
+    recorded_at: str | None
+    actor: dict[str, Any] | None
+    producer: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    prev_hash: str | None
+    hash: str | None
+    data: Any
+
+
+class Trail(BaseModel):
+    case_id: str
+    entries: list[TrailEntry]
+
+
+class ChainVerdict(BaseModel):
+    valid: bool
+    entries: int
+    first_broken_seq: int | None
+
+
+class Stats(BaseModel):
+    region: str
+    total: int
+    by_status: dict[str, int]
+    by_type: dict[str, int]
+    by_district: dict[str, int]
+    by_village: dict[str, int]
+    needing_attention: int
+    median_seconds_report_to_decision: float | None
+    median_seconds_decision_to_first_acknowledgement: float | None
+    decided_cases: int
+    acknowledged_cases: int
+    cases_with_overdue_referrals: int
+    overdue_referrals: int
+
+
+class DeadLetter(BaseModel):
+    id: str
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    key: str | None
+    source_topic: str | None
+    consumer: str | None
+    error: str | None
+    case_id: str | None
+    recorded_at: str | None
+    body: str | None
+    headers: dict[str, Any]
+
+
+class Erasure(BaseModel):
+    case_id: str
+    erased: bool
+    erased_at: str | None = Field(description="when the case's data key was destroyed (the first erasure)")
+
+
+class Checkpoint(BaseModel):
+    seq: int
+    at: str
+    cases: int = Field(description="trails of your region the checkpoint holds the head of")
+    prev_hash: str
+    hash: str
+
+
+class CheckpointVerdict(BaseModel):
+    valid: bool
+    checkpoints: int
+    first_broken_seq: int | None
+    trails_not_matching: list[str] = Field(description="cases of your region whose trail no longer ends where the "
+                                                       "last checkpoint saw it")
+
+
+EXPORT_MEDIA = {"application/x-ndjson": {"schema": {"type": "string"}},
+                "text/html": {"schema": {"type": "string"}}}
+# The printable export is a document to hand over, never a page that runs anything.
+EXPORT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'none'; base-uri 'none'; form-action 'none'; "
+              "frame-ancestors 'none'")
