@@ -105,6 +105,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not read the body (not JSON, not UTF-8): a bad field like any other
+            return JSONResponse(error_body("invalid_request", "invalid fields: body",
+                                           [{"field": "body", "problem": "is not a JSON document"}]), status_code=422)
         code = _STATUS_CODES.get(exc.status_code, "error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 

@@ -10,7 +10,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from shared.contracts.envelope import Envelope
 
 
-async def publish(bootstrap: str, topic: str, event: Envelope | bytes, key: str | None = None) -> None:
+async def publish(bootstrap: str, topic: str, event: Envelope | bytes, key: str | None = None,
+                  headers: dict[str, str] | None = None) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
@@ -18,7 +19,8 @@ async def publish(bootstrap: str, topic: str, event: Envelope | bytes, key: str 
             await producer.send_and_wait(topic, event.to_json().encode(), key=event.case_id.encode(),
                                          headers=[(k, v.encode()) for k, v in event.headers().items()])
         else:
-            await producer.send_and_wait(topic, event, key=(key or str(uuid.uuid4())).encode())
+            await producer.send_and_wait(topic, event, key=(key or str(uuid.uuid4())).encode(),
+                                         headers=[(k, v.encode()) for k, v in (headers or {}).items()])
     finally:
         await producer.stop()
 

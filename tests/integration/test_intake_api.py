@@ -1,14 +1,20 @@
-"""Intake on the real database and broker: idempotent retries, case numbers under concurrency, own reports only."""
+"""Intake on the real database and broker: idempotent retries, case numbers under concurrency, own reports only,
+failed requests that leave nothing behind, reports that need attention."""
 
 import asyncio
+import uuid
 
 import pytest
+from pymongo import AsyncMongoClient
 
+from services.intake import domain
 from services.intake.app import IntakeSettings, create_app
 from shared import topics
+from shared.contracts.envelope import new_event
+from shared.contracts.verification import CaseInfoRequested
 from tests.builders import PILOT_VILLAGE, report_body
-from tests.conftest import auth, serving
-from tests.kafka_helpers import TopicReader, header
+from tests.conftest import auth, eventually, serving
+from tests.kafka_helpers import TopicReader, header, publish
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +76,68 @@ async def test_a_reporter_sees_only_their_own_reports(infra, isolation):
         no_question = await http.post(f"/v1/reports/{filed['case_id']}/amendments", headers=alice,
                                       json={"answer": "x"})
         assert no_question.status_code == 409
+
+
+async def test_a_failed_report_leaves_nothing_behind_and_a_corrected_retry_with_its_key_is_accepted(
+        infra, isolation, monkeypatch):
+    reporter = auth("reporter", PILOT_VILLAGE)
+    client = AsyncMongoClient(infra["mongo"])
+    keys, claims = client[f"{isolation['db_prefix']}_keys"]["case_keys"], \
+        client[f"{isolation['db_prefix']}_intake"]["idempotency_keys"]
+    try:
+        async with serving(_app(infra, isolation)) as http:
+            edge = await http.post("/v1/reports", json=report_body(observed_at="0001-01-01T00:00:00+07:00"),
+                                   headers={**reporter, "Idempotency-Key": "k-edge"})
+            assert edge.status_code == 422 and edge.json()["error"]["details"][0]["field"] == "observed_at"
+            fixed = await http.post("/v1/reports", json=report_body(), headers={**reporter, "Idempotency-Key": "k-edge"})
+            assert fixed.status_code == 201, fixed.text
+
+            def broken(*args, **kwargs):
+                raise RuntimeError("a fault after the key was claimed")
+
+            monkeypatch.setattr(domain, "file_report", broken)
+            with pytest.raises(RuntimeError):  # answered 500 to the client; the in-process transport re-raises it
+                await http.post("/v1/reports", json=report_body(), headers={**reporter, "Idempotency-Key": "k-2"})
+            left = (await keys.count_documents({}), await claims.count_documents({"_id": {"$regex": "k-2$"}}))
+            monkeypatch.undo()
+            retried = await http.post("/v1/reports", json=report_body(narrative="lain"),
+                                      headers={**reporter, "Idempotency-Key": "k-2"})
+    finally:
+        await client.close()
+    assert left == (1, 0)  # only the first accepted report's key: the failed request left neither key nor claim
+    assert retried.status_code == 201, retried.text
+
+
+async def test_an_amendment_to_a_report_that_does_not_exist_is_a_404(infra, isolation):
+    async with serving(_app(infra, isolation)) as http:
+        r = await http.post(f"/v1/reports/{uuid.uuid4()}/amendments", json={"answer": "x"},
+                            headers=auth("reporter", PILOT_VILLAGE))
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+async def test_a_report_whose_event_was_dead_lettered_needs_attention_until_it_moves_on(infra, isolation):
+    reporter = auth("reporter", PILOT_VILLAGE)
+    async with serving(_app(infra, isolation)) as http:
+        case_id = (await http.post("/v1/reports", json=report_body(), headers=reporter)).json()["case_id"]
+        await publish(infra["kafka"], topics.DEADLETTER, b'{"type": "case.reported"}', key=case_id,
+                      headers={topics.HEADER_CASE_ID: case_id, topics.HEADER_EVENT_TYPE: "case.reported",
+                               topics.DLQ_SOURCE_TOPIC: topics.INTAKE, topics.DLQ_CONSUMER: "verification"})
+
+        async def flagged():
+            view = (await http.get(f"/v1/reports/{case_id}", headers=reporter)).json()
+            return view if view["needs_attention"] else None
+
+        view = await eventually(flagged, timeout=30)
+        assert "Supervisors" in view["next_step"] and view["status"] == "reported"
+        listed = (await http.get("/v1/reports", headers=reporter)).json()["items"]
+        assert listed[0]["needs_attention"] is True
+        screened = new_event(CaseInfoRequested(question="sealed"), case_id=case_id, producer="verification",
+                             actor=None, correlation_id=case_id, causation_id=None)
+        await publish(infra["kafka"], topics.VERIFICATION, screened)
+
+        async def moved_on():
+            view = (await http.get(f"/v1/reports/{case_id}", headers=reporter)).json()
+            return view if view["status"] == "info_requested" else None
+
+        view = await eventually(moved_on, timeout=30)
+    assert view["needs_attention"] is False
