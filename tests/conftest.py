@@ -24,12 +24,14 @@ from fastapi import FastAPI
 
 from shared import topics
 from shared.auth import issue_token
-from shared.settings import DEV_JWT_SECRET
+from shared.settings import DEV_JWT_PRIVATE_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 MONGO = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017/?directConnection=true")
-SECRET = os.environ.get("WASPADA_JWT_SECRET", DEV_JWT_SECRET)
+PRIVATE_KEY = os.environ.get("WASPADA_JWT_PRIVATE_KEY") or DEV_JWT_PRIVATE_KEY
+# Sign-in in tests hashes with cheap Argon2id parameters; the production default is measured in README.
+os.environ.setdefault("WASPADA_PASSWORD_HASH_PROFILE", "cheapest_for_tests")
 
 
 def _port_open(address: str) -> bool:
@@ -72,7 +74,7 @@ def isolation() -> dict[str, str]:
 
 
 def token(role: str, region: str, *, unit: str | None = None, sub: str | None = None) -> str:
-    return issue_token(SECRET, role=role, region=region, unit=unit, sub=sub or f"{role}-{uuid.uuid4().hex[:8]}")
+    return issue_token(PRIVATE_KEY, role=role, region=region, unit=unit, sub=sub or f"{role}-{uuid.uuid4().hex[:8]}")
 
 
 def auth(role: str, region: str, *, unit: str | None = None, sub: str | None = None) -> dict[str, str]:
