@@ -280,7 +280,8 @@ def after_failure(attempts: Mapping[str, Any] | None, now: datetime, policy: Loc
 def login_failed(account: Mapping[str, Any] | None, unknown_key: str, reason: str, counters: Mapping[str, Any],
                  now: datetime) -> Outgoing:
     """`login.failed`, keyed by the account id, or for an unknown username by a digest of it (never the text)."""
-    payload = events.LoginFailed(username=account["username"] if account else None, reason=reason,  # type: ignore[arg-type]
+    payload = events.LoginFailed(username=account["username"] if account else None,
+                                 region=account["region"] if account else None, reason=reason,  # type: ignore[arg-type]
                                  failures=int(counters.get("failures") or 0),
                                  locked_until=counters.get("locked_until"))
     account_id = account["_id"] if account else f"unknown-{unknown_key[:24]}"
@@ -313,6 +314,7 @@ def new_session(*, session_id: str, account: Mapping[str, Any], refresh_hash: st
     doc = {
         "_id": session_id,
         "account_id": account["_id"],
+        "region": account["region"],
         "created_at": stamp(now),
         "expires_at": stamp(now + timedelta(seconds=max_s)),
         "refresh_hash": refresh_hash,
@@ -348,7 +350,7 @@ def rotated(session: Mapping[str, Any], old_hash: str, new_hash: str, now: datet
 def revoked(session: Mapping[str, Any], reason: str, by: Actor | None, now: datetime) -> Change | None:
     if session.get("revoked_at"):
         return None
-    payload = events.SessionRevoked(session_id=session["_id"], reason=reason)  # type: ignore[arg-type]
+    payload = events.SessionRevoked(session_id=session["_id"], region=session["region"], reason=reason)  # type: ignore[arg-type]
     return Change(set={"revoked_at": stamp(now), "revoked_reason": reason},
                   events=[event(payload, session["account_id"], by, now)])
 

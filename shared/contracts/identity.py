@@ -73,6 +73,7 @@ class LoginFailed(Contract):
     username field must never land in the trail); `reason` is for auditors, the client is never told it."""
 
     username: str | None = None
+    region: str | None = None
     reason: Literal["unknown_account", "bad_password", "missing_code", "bad_code", "code_reused", "disabled",
                     "locked"]
     failures: int
@@ -82,4 +83,9 @@ class LoginFailed(Contract):
 @register("session.revoked", 1)
 class SessionRevoked(Contract):
     session_id: str
+    region: str
     reason: Literal["logout", "refresh_reuse", "account_disabled", "password_reset", "password_changed"]
+
+
+EVENT_TYPES = frozenset({"account.created", "account.changed", "account.disabled", "account.password_reset",
+                         "login.succeeded", "login.failed", "session.revoked"})
