@@ -14,7 +14,7 @@ from services.identity.app import IdentitySettings, create_app
 from services.identity.cli import DEMO_ACCOUNTS, DEMO_PASSWORD, DEV_TOTP_SECRET, create_demo_accounts
 from shared import topics
 from shared.clock import ManualClock
-from tests.conftest import eventually, serving
+from tests.conftest import serving
 from tests.kafka_helpers import TopicReader
 from tests.unit.test_access_control import APPS, ENDPOINTS
 
