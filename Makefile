@@ -10,7 +10,7 @@ export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 export MONGODB_URI ?= mongodb://127.0.0.1:27017/?directConnection=true
 
 
-.PHONY: lock install infra-up infra-down topics run up down status token admin test test-some test-unit test-integration test-e2e bench lint clean
+.PHONY: lock install infra-up infra-down topics run up down status token admin test test-some test-unit test-integration test-e2e bench bench-sign-in lint clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -87,6 +87,11 @@ test-integration test-e2e: install
 bench: install ## throughput and latency as ratios against Kafka and database baselines, on a fresh test instance
 	$(TEST_INFRA) $(INFRA) fresh
 	$(TEST_INFRA) $(PY) -m tests.bench $(BENCH_ARGS); rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
+
+bench-sign-in: install ## sign-in time with the production Argon2id parameters, on a fresh test instance
+	$(TEST_INFRA) $(INFRA) fresh
+	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:$(T_KAFKA)
+	$(TEST_INFRA) $(PY) -m tests.bench_sign_in; rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
 
 lint: install ## pyflakes-level checks (unused names, undefined names, syntax)
 	$(PY) -m ruff check --select F,E9 services shared tests infra

@@ -113,14 +113,15 @@ class Directory:
 
     async def _failed(self, key: str, account: Mapping[str, Any] | None, reason: str, count: bool) -> None:
         now = self.clock.now()
+        counters = await self.store.failures(key)
 
-        def decide(counters: Mapping[str, Any] | None) -> tuple[dict[str, Any], list]:
-            fields = domain.after_failure(counters, now, self.policy.lockout) if count else {}
-            shown = fields or {"failures": domain.failures_of(counters, now, self.policy.lockout),
-                               "locked_until": (counters or {}).get("locked_until")}
-            return fields, [domain.login_failed(account, key, reason, shown, now)]
+        def recount(current: Mapping[str, Any] | None) -> dict[str, Any]:
+            return domain.after_failure(current, now, self.policy.lockout) if count else {}
 
-        await self.store.record_failure(key, decide)
+        fields = recount(counters)
+        shown = fields or {"failures": domain.failures_of(counters, now, self.policy.lockout),
+                           "locked_until": (counters or {}).get("locked_until")}
+        await self.store.record_failure(key, fields, domain.login_failed(account, key, reason, shown, now), recount)
         log.info("login_failed", account_id=account["_id"] if account else None, reason=reason)
 
     async def _rehash(self, account: Mapping[str, Any], password: str) -> None:
@@ -210,7 +211,11 @@ class Directory:
             raise Locked(wait)
         if not await self.hasher.verify(account["password_hash"], current[: domain.MAX_PASSWORD]):
             now = self.clock.now()
-            await self.store.record_failure(key, lambda c: (domain.after_failure(c, now, self.policy.lockout), []))
+
+            def recount(current: Mapping[str, Any] | None) -> dict[str, Any]:
+                return domain.after_failure(current, now, self.policy.lockout)
+
+            await self.store.record_failure(key, recount(await self.store.failures(key)), None, recount)
             raise InvalidCredentials()
         domain.check_new_password(new, account["username"])
         if new == current:

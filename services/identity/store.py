@@ -26,6 +26,7 @@ class AccountStore(AggregateStore):
         self.usernames = db["usernames"]
         self.attempts = AggregateStore(db["login_attempts"], relay, clock)
         self.sessions = AggregateStore(db["sessions"], relay, clock)
+        self.login_events = AggregateStore(db["login_events"], relay, clock)
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("username", ASCENDING)], unique=True)
@@ -63,19 +64,27 @@ class AccountStore(AggregateStore):
     async def failures(self, key: str) -> dict[str, Any] | None:
         return await self.attempts.load(key)
 
-    async def record_failure(self, key: str, decide, attempts: int = 10) -> dict[str, Any]:
-        """Apply `decide(counters or None) -> (fields, events)` to the username's counters; returns the fields."""
+    async def record_failure(self, key: str, fields: dict[str, Any] | None, event: Outgoing | None,
+                             recount=None, attempts: int = 10) -> None:
+        """Record a refused attempt: its event as a small document of its own (like a recorded read), so a
+        hammered username never grows one document, then the username's counters (`fields`, or `recount(doc)`
+        after a concurrent writer moved them)."""
+        if event is not None:
+            await self.login_events.create({"_id": event.event.event_id, "account_id": event.event.case_id,
+                                            "type": event.event.type, "at": event.event.occurred_at.isoformat()},
+                                           [event])
         for _ in range(attempts):
+            if not fields:
+                return
             doc = await self.attempts.load(key)
-            fields, events = decide(doc)
             try:
                 if doc is None:
-                    await self.attempts.create({"_id": key, **fields}, events)
+                    await self.attempts.create({"_id": key, **fields})
                 else:
-                    await self.attempts.change(key, doc["version"], Change(set=fields, events=events))
-                return fields
+                    await self.attempts.change(key, doc["version"], Change(set=fields))
+                return
             except (DuplicateKeyError, ConcurrentUpdate):
-                continue  # another attempt at the same username wrote first: count on top of it
+                fields = recount(await self.attempts.load(key)) if recount else fields  # count on top of theirs
         raise ConcurrentUpdate(f"could not count a failure for {key}")
 
     async def clear_failures(self, key: str) -> None:

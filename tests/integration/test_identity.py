@@ -325,3 +325,14 @@ async def test_demo_accounts_are_made_once_and_sign_in(identity):
     admin = await identity.login("demo-admin", DEMO_PASSWORD, credentials.code_at(DEV_TOTP_SECRET, identity.clock.now()))
     assert admin.status_code == 200 and "setup" not in _claims(admin.json()["access_token"])
     assert _claims(admin.json()["access_token"])["region"] == "36"
+
+
+async def test_a_hammered_username_grows_no_document(identity):
+    username = f"ghost-{uuid.uuid4().hex[:6]}"
+    for _ in range(12):
+        assert (await identity.login(username, "wrong-password")).status_code in (401, 429)
+    store = identity.directory.store
+    key = credentials.username_key(b"waspada-dev-identifier-key-do-not-use-in-production", username)
+    counters = await store.failures(key)
+    assert counters is not None and not counters.get("outbox")  # each refusal's event is its own small document
+    assert await store.login_events.collection.count_documents({"account_id": f"unknown-{key[:24]}"}) == 12
