@@ -153,3 +153,14 @@ def test_an_rfc6238_code_is_what_pyotp_computes():
 def test_the_username_counter_key_does_not_hold_the_username():
     key = credentials.username_key(b"k" * 32, "198001012005011001")
     assert "1980010120" not in key and key == credentials.username_key(b"k" * 32, "198001012005011001")
+
+
+async def test_an_unknown_username_costs_a_real_hash_verification(monkeypatch):
+    hasher = credentials.PasswordHasher("cheapest_for_tests")
+    checked = []
+    real = hasher._verify
+    monkeypatch.setattr(hasher, "_verify", lambda stored, password: checked.append(stored) or real(stored, password))
+    assert await hasher.verify(None, "any-password") is False  # no account: the decoy is verified, and refused
+    assert checked == [hasher._decoy] and checked[0].startswith("$argon2id$")
+    stored = await hasher.hash("the-password-1")
+    assert await hasher.verify(stored, "the-password-1") is True and await hasher.verify(stored, "nope") is False
