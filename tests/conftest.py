@@ -14,8 +14,9 @@ import contextlib
 import os
 import socket
 import subprocess
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -77,8 +78,30 @@ def token(role: str, region: str, *, unit: str | None = None, sub: str | None = 
     return issue_token(PRIVATE_KEY, role=role, region=region, unit=unit, sub=sub or f"{role}-{uuid.uuid4().hex[:8]}")
 
 
-def auth(role: str, region: str, *, unit: str | None = None, sub: str | None = None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(role, region, unit=unit, sub=sub)}"}
+class BearerHeader(Mapping[str, str]):
+    """`{"Authorization": "Bearer …"}` whose 15-minute token is made anew once it is 10 minutes old, so a header
+    built when a test module is imported still works however long the run before that test takes."""
+
+    def __init__(self, role: str, region: str, unit: str | None, sub: str) -> None:
+        self._claims = {"role": role, "region": region, "unit": unit, "sub": sub}
+        self._token, self._made = "", -1e9
+
+    def __getitem__(self, name: str) -> str:
+        if name != "Authorization":
+            raise KeyError(name)
+        if time.monotonic() - self._made > 600:
+            self._token, self._made = token(**self._claims), time.monotonic()
+        return f"Bearer {self._token}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("Authorization",))
+
+    def __len__(self) -> int:
+        return 1
+
+
+def auth(role: str, region: str, *, unit: str | None = None, sub: str | None = None) -> BearerHeader:
+    return BearerHeader(role, region, unit, sub or f"{role}-{uuid.uuid4().hex[:8]}")
 
 
 @contextlib.asynccontextmanager

@@ -99,6 +99,9 @@ async def test_a_new_verifier_signs_in_sets_up_and_gets_a_full_token(identity):
         True, True, "Bearer", 900)
     claims = _claims(body["access_token"])
     assert claims["setup"] is True and claims["exp"] - claims["iat"] == 900 and claims["sub"] == account["id"]
+    [key] = (await identity.http.get("/v1/jwks.json")).json()["keys"]
+    assert (key["kty"], key["crv"], key["kid"]) == ("OKP", "Ed25519", jwt.get_unverified_header(body["access_token"])["kid"])
+    assert jwt.decode(body["access_token"], jwt.PyJWK(key).key, algorithms=["EdDSA"])["sid"] == claims["sid"]
     bearer = {"Authorization": f"Bearer {body['access_token']}"}
     assert (await identity.http.get("/v1/me", headers=bearer)).json()["must_change_password"] is True
 
