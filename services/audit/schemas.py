@@ -48,6 +48,16 @@ class Trail(BaseModel):
     entries: list[TrailEntry]
 
 
+class DirectoryEntry(TrailEntry):
+    account_id: str | None
+
+
+class DirectoryTrail(BaseModel):
+    trail: str
+    entries: list[DirectoryEntry]
+    next: int | None = Field(description="pass as `after` for the following entries; null at the end")
+
+
 class ChainVerdict(BaseModel):
     valid: bool
     entries: int

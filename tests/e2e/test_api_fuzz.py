@@ -8,8 +8,11 @@ so a run is repeatable.
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -23,10 +26,11 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.builders import PILOT_VILLAGE, report_body
 from tests.conftest import auth, eventually
+from tests.e2e.test_sign_in import _set_up
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES = 10  # per operation and generation mode: bounded, so the run stays well under two minutes
+EXAMPLES = 6  # per operation and generation mode: bounded, so the run stays well under two minutes
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
 REGENCY = "36.03"
@@ -38,6 +42,8 @@ ROLES = {"reporter": REPORTER, "verifier": auth("verifier", REGENCY), "superviso
 
 def _role(service: str, method: str, path: str) -> str:
     """The role each operation serves (the access-control test holds every route to its roles)."""
+    if service == "identity":
+        return "admin" if path.startswith("/v1/accounts") else "account"  # the seeded account's own token
     if service == "intake":
         return "reporter"
     if service == "verification":
@@ -49,7 +55,8 @@ def _role(service: str, method: str, path: str) -> str:
 
 @pytest.fixture(scope="module")
 async def seeded(system) -> dict[str, str]:
-    """A verified case (with a referral to BP3MI Banten and a trail) and a case waiting for a decision."""
+    """A verified case (with a referral to BP3MI Banten and a trail), a case waiting for a decision, and a
+    reporter's account (made by an admin, set up, signed in)."""
     verifier, supervisor = ROLES["verifier"], ROLES["supervisor"]
     async with httpx.AsyncClient(timeout=10) as http:
         ids = []
@@ -86,7 +93,15 @@ async def seeded(system) -> dict[str, str]:
             return r.status_code == 200
 
         await eventually(trailed, timeout=90)
-    return {"verified": verified, "waiting": waiting, "referral_id": referral["referral_id"]}
+
+        made = await http.post(system.url("identity") + "/v1/accounts", headers=ROLES["admin"], json={
+            "username": f"fuzz-{uuid.uuid4().hex[:8]}", "name": "Pelapor Uji", "role": "reporter",
+            "region": PILOT_VILLAGE})
+        assert made.status_code == 201, made.text
+        tokens = await _set_up(http, system.url("identity"), made.json()["username"],
+                               made.json()["one_time_password"], staff=False)
+    return {"verified": verified, "waiting": waiting, "referral_id": referral["referral_id"],
+            "account_id": made.json()["id"], "account": f"Bearer {tokens['access_token']}"}
 
 
 def _fuzz(system, service: str, ids: dict[str, str]) -> None:
@@ -96,10 +111,13 @@ def _fuzz(system, service: str, ids: dict[str, str]) -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
     assert operations
     failures = []
+    session = requests.Session()  # one connection pool for the whole run
     for operation in operations:
         method, path = operation.method.upper(), operation.path
-        headers = ROLES[_role(service, method, path)] if path.startswith("/v1") else {}
-        real = {"case_id": ids["verified"], "referral_id": ids["referral_id"]}
+        guarded = path.startswith("/v1") and operation.definition.raw.get("security")
+        role = _role(service, method, path)
+        headers = ({"Authorization": ids["account"]} if role == "account" else dict(ROLES[role])) if guarded else {}
+        real = {"case_id": ids["verified"], "referral_id": ids["referral_id"], "account_id": ids["account_id"]}
         if service == "verification" and path.endswith("/decision"):
             real["case_id"] = ids["waiting"]
         strategy = st.one_of(operation.as_strategy(mode) for mode in (schemathesis.GenerationMode.POSITIVE,
@@ -111,7 +129,7 @@ def _fuzz(system, service: str, ids: dict[str, str]) -> None:
         def check(case, use_real_ids):
             if use_real_ids and case.path_parameters:
                 case.path_parameters = {k: real.get(k, v) for k, v in case.path_parameters.items()}
-            response = case.call(base_url=base_url, headers=headers, timeout=15)
+            response = case.call(base_url=base_url, session=session, headers=headers, timeout=15)
             case.validate_response(response, checks=CHECKS, headers=headers)
 
         try:
@@ -121,6 +139,6 @@ def _fuzz(system, service: str, ids: dict[str, str]) -> None:
     assert not failures, "\n\n".join(failures)
 
 
-@pytest.mark.parametrize("service", ["intake", "verification", "referral", "audit"])
+@pytest.mark.parametrize("service", ["intake", "verification", "referral", "audit", "identity"])
 def test_no_generated_request_gets_a_5xx_or_an_undeclared_answer(system, seeded, service):
     _fuzz(system, service, seeded)
