@@ -149,13 +149,18 @@ class AuditStore:
     # --- checkpoints ----------------------------------------------------------------------------------------
 
     async def heads(self) -> list[dict[str, Any]]:
-        """The head of every case's trail, as the case documents hold it."""
+        """The head of every case's trail, as the case documents hold it, and the directory trail's (its id
+        "directory" is no case id)."""
         docs = await self.cases.find({"trail_seq": {"$gt": 0}}, {"trail_seq": 1, "trail_hash": 1}).to_list()
-        return [{"case_id": d["_id"], "seq": d["trail_seq"], "hash": d["trail_hash"]} for d in docs]
+        directory = await self.directory_head.find_one({"_id": domain.DIRECTORY})
+        return [{"case_id": d["_id"], "seq": d["trail_seq"], "hash": d["trail_hash"]}
+                for d in (*docs, *([directory] if directory else []))]
 
     async def trail_hashes(self) -> dict[tuple[str, int], str]:
         docs = await self.trail.find({}, {"case_id": 1, "seq": 1, "hash": 1}).to_list()
-        return {(d["case_id"], int(d["seq"])): d["hash"] for d in docs}
+        directory = await self.directory.find({"trail": domain.DIRECTORY}, {"seq": 1, "hash": 1}).to_list()
+        return {**{(d["case_id"], int(d["seq"])): d["hash"] for d in docs},
+                **{(domain.DIRECTORY, int(d["seq"])): d["hash"] for d in directory}}
 
     async def last_checkpoint(self) -> dict[str, Any] | None:
         return await self.checkpoints.find_one({}, sort=[("_id", DESCENDING)])
