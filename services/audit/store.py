@@ -11,7 +11,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.audit import domain
 from shared.clock import Clock
-from shared.outbox import document_writes
+from shared.versions import VersionedCollection, set_path
 
 BuildEntry = Callable[[Mapping[str, Any] | None], dict[str, Any]]
 
@@ -27,6 +27,7 @@ class AuditStore:
         self.dead_letters = db["deadletters"]
         self.checkpoints = db["checkpoints"]
         self._clock = clock
+        self.case_versions = VersionedCollection(self.cases, clock)
 
     async def ensure_indexes(self) -> None:
         # The two unique indexes make appending safe without transactions: one entry per seq, one per event.
@@ -73,18 +74,15 @@ class AuditStore:
     async def project(self, case_id: str, entry: Mapping[str, Any], updates: list[domain.CaseUpdate]) -> None:
         """Bring the case document up to date with an entry; idempotent and tolerant of reordering.
 
-        One read and one write by _id, under the document's lock: conditions are checked here rather than in
-        the filter, which FerretDB would answer by scanning the whole collection."""
+        One read by _id and one version claim: of two processes projecting into one case at once, one writes and
+        the other reads again and adds its entry to what the first wrote."""
         now = self._clock.now()
         stamp = domain.timestamp(now)
-        async with document_writes.hold((self.cases.full_name, case_id)):
-            case = await self.cases.find_one({"_id": case_id})
+        for _ in range(20):
+            case = await self.case_versions.load(case_id)
+            new = case is None
             if case is None:
-                try:
-                    await self.cases.insert_one({"_id": case_id, **domain.new_case(now)})
-                except DuplicateKeyError:
-                    pass  # another process created it
-                case = await self.cases.find_one({"_id": case_id}) or {}
+                case = {"_id": case_id, **domain.new_case(now), "version": 0}
             fields: dict[str, Any] = {}
             for update in updates:
                 if update.earliest:
@@ -99,8 +97,17 @@ class AuditStore:
             # The head moves with them: a case document at trail_seq n has taken in every entry up to n.
             if int(case.get("trail_seq") or 0) < entry["seq"]:
                 fields.update({"trail_seq": entry["seq"], "trail_hash": entry["hash"]})
-            if fields:
-                await self.cases.update_one({"_id": case_id}, {"$set": {**fields, "updated_at": stamp}})
+            if not fields and not new:
+                return
+            changed = dict(case)
+            for path, value in {**fields, "updated_at": stamp}.items():
+                set_path(changed, path, value)
+            try:
+                await self.case_versions.write(case_id, {**changed, "version": int(case["version"]) + 1})
+                return
+            except DuplicateKeyError:
+                continue  # another process projected first: take in its write and try again
+        raise TrailContention(f"could not project {entry.get('event_id')} into case {case_id}")
 
     async def case(self, case_id: str) -> dict[str, Any] | None:
         return await self.cases.find_one({"_id": case_id})
