@@ -41,6 +41,8 @@ class Runtime:
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Long-running loops started as tasks once the broker runs, cancelled on shutdown (e.g. deadline checks).
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Counts an operator should see on /readyz (failed outbox entries, dead letters not stored yet).
+    details: list[Callable[[], Awaitable[dict[str, Any]]]] = field(default_factory=list)
 
     @property
     def require(self) -> Callable[..., Callable[..., Awaitable[object]]]:
@@ -95,7 +97,10 @@ def create_service_api(runtime: Runtime, *, title: str, description: str) -> Fas
         await mongo.ping(runtime.client)
 
     async def outbox_details() -> dict[str, Any]:
-        return {"outbox_failed": await runtime.relay.failed_entries()}
+        shown: dict[str, Any] = {"outbox_failed": await runtime.relay.failed_entries()}
+        for more in runtime.details:
+            shown |= await more()
+        return shown
 
     async def kafka_ready() -> None:
         await kafka.ping(settings.kafka_bootstrap_servers)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.audit import domain
+from services.audit import domain, records
 from shared.clock import Clock
 from shared.versions import VersionedCollection, set_path
 
@@ -26,6 +26,7 @@ class AuditStore:
         self.cases = db["cases"]
         self.dead_letters = db["deadletters"]
         self.checkpoints = db["checkpoints"]
+        self.checkpoint_pages = db["checkpoint_pages"]
         self._clock = clock
         self.case_versions = VersionedCollection(self.cases, clock)
 
@@ -143,14 +144,36 @@ class AuditStore:
 
     # --- checkpoints ----------------------------------------------------------------------------------------
 
-    async def heads(self) -> list[dict[str, Any]]:
-        """The head of every case's trail, as the case documents hold it."""
-        docs = await self.cases.find({"trail_seq": {"$gt": 0}}, {"trail_seq": 1, "trail_hash": 1}).to_list()
-        return [{"case_id": d["_id"], "seq": d["trail_seq"], "hash": d["trail_hash"]} for d in docs]
+    async def heads(self) -> AsyncIterator[dict[str, Any]]:
+        """The head of every case's trail, as the case documents hold it, ordered by case id (streamed)."""
+        cursor = self.cases.find({"trail_seq": {"$gt": 0}}, {"trail_seq": 1, "trail_hash": 1}).sort([("_id", ASCENDING)])
+        async for d in cursor:
+            yield {"case_id": d["_id"], "seq": d["trail_seq"], "hash": d["trail_hash"]}
 
-    async def trail_hashes(self) -> dict[tuple[str, int], str]:
-        docs = await self.trail.find({}, {"case_id": 1, "seq": 1, "hash": 1}).to_list()
-        return {(d["case_id"], int(d["seq"])): d["hash"] for d in docs}
+    async def add_page(self, pages_id: str, page: dict[str, Any]) -> None:
+        await self.checkpoint_pages.insert_one({"_id": f"{pages_id}:{page['page']:06d}", "pages_id": pages_id, **page})
+
+    async def drop_pages(self, pages_id: str) -> None:
+        await self.checkpoint_pages.delete_many({"pages_id": pages_id})
+
+    async def page_hashes(self) -> dict[str, list[str]]:
+        """For every stored set of pages, the hashes recomputed from the pages' heads, in page order (streamed)."""
+        found: dict[str, list[tuple[int, str]]] = {}
+        async for p in self.checkpoint_pages.find({}, {"pages_id": 1, "page": 1, "heads": 1}):
+            found.setdefault(p["pages_id"], []).append((int(p["page"]), records.page_hash(p.get("heads") or [])))
+        return {k: [h for _, h in sorted(v)] for k, v in found.items()}
+
+    async def heads_in(self, pages_id: str) -> list[dict[str, Any]]:
+        docs = await self.checkpoint_pages.find({"pages_id": pages_id}, {"heads": 1}).to_list()
+        return [h for d in docs for h in d.get("heads") or []]
+
+    async def trail_hashes(self, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """The hashes stored in the trail now at the wanted (case_id, seq) places (one streamed pass)."""
+        found = {}
+        async for d in self.trail.find({}, {"case_id": 1, "seq": 1, "hash": 1}):
+            if (key := (d["case_id"], int(d["seq"]))) in wanted:
+                found[key] = d["hash"]
+        return found
 
     async def last_checkpoint(self) -> dict[str, Any] | None:
         return await self.checkpoints.find_one({}, sort=[("_id", DESCENDING)])
@@ -165,3 +188,6 @@ class AuditStore:
 
     async def checkpoint_chain(self) -> list[dict[str, Any]]:
         return await self.checkpoints.find({}).sort([("_id", ASCENDING)]).to_list()
+
+    async def checkpoints_page(self, offset: int, limit: int) -> list[dict[str, Any]]:
+        return await self.checkpoints.find({}).sort([("_id", DESCENDING)]).skip(offset).limit(limit).to_list()

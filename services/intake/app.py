@@ -27,11 +27,13 @@ def create_app(settings: IntakeSettings | None = None, clock: Clock | None = Non
     runtime = build_runtime(settings, clock)
     store = ReportStore(runtime.db, runtime.relay, runtime.clock)
     runtime.startup.append(store.ensure_indexes)
-    runtime.background.append(handlers.expire_idempotency_keys(runtime, store))
+    expire_once = handlers.idempotency_key_expiry(runtime, store)
+    runtime.background.append(handlers.run_every(settings.idempotency_key_check_interval_s, expire_once))
     handlers.subscribers(runtime, store)
     app = create_service_api(runtime, title="waspada-intake",
                              description="Reporters file what they saw in their village.")
     access_log = AccessLog(runtime.db, runtime.relay, runtime.clock, settings.service)
     keys = keystore_for(runtime.client, settings)
     app.include_router(handlers.routes(runtime, store, access_log, keys))
+    app.state.expire_idempotency_keys_once = expire_once  # tests move a ManualClock and call it directly
     return app

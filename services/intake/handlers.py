@@ -158,21 +158,28 @@ def _replay(first: dict[str, Any]) -> JSONResponse:
     return JSONResponse(_accepted(first), status_code=201, headers={"Idempotent-Replayed": "true"})
 
 
-def expire_idempotency_keys(runtime: Runtime, store: ReportStore) -> Callable[[], Awaitable[None]]:
-    """Idempotency-Key claims are kept `idempotency_key_ttl_s` (24 h), then deleted; checked every hour."""
-    settings = runtime.settings
+def idempotency_key_expiry(runtime: Runtime, store: ReportStore) -> Callable[[], Awaitable[int]]:
+    """`expire_idempotency_keys_once()`: delete Idempotency-Key claims older than `idempotency_key_ttl_s` (24 h);
+    a key used again after that files a new report."""
+    async def expire_once() -> int:
+        before = runtime.clock.now() - timedelta(seconds=runtime.settings.idempotency_key_ttl_s)
+        if expired := await store.expire_keys(before.isoformat()):
+            log.info("idempotency_keys_expired", count=expired)
+        return expired
 
+    return expire_once
+
+
+def run_every(interval_s: float, step: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[None]]:
     async def loop() -> None:
         while True:
             try:
-                before = runtime.clock.now() - timedelta(seconds=settings.idempotency_key_ttl_s)
-                if expired := await store.expire_keys(before.isoformat()):
-                    log.info("idempotency_keys_expired", count=expired)
+                await step()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - tried again at the next round
                 log.warning("idempotency_key_expiry_failed", error_type=type(exc).__name__)
-            await asyncio.sleep(settings.idempotency_key_check_interval_s)
+            await asyncio.sleep(interval_s)
 
     return loop
 

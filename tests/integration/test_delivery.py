@@ -175,3 +175,55 @@ async def test_a_full_sweep_publishes_what_a_crashed_process_left_pending(infra,
     finally:
         await broker.stop()
         await client.close()
+
+
+async def test_an_entry_the_broker_refuses_is_marked_failed_stops_blocking_and_is_resent_once_fixed(infra, isolation):
+    from aiokafka import AIOKafkaProducer
+
+    from shared.outbox import resend_failed
+
+    # This producer refuses records over 4 KB (as a broker refuses those over its message.max.bytes).
+    strict = AIOKafkaProducer(bootstrap_servers=infra["kafka"], max_request_size=4096, acks="all")
+    normal = AIOKafkaProducer(bootstrap_servers=infra["kafka"], acks="all")
+    await strict.start()
+    await normal.start()
+
+    def via(producer):
+        async def publish(topic, key, value, headers):
+            await producer.send_and_wait(topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()])
+        return publish
+
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    db_name = f"{isolation['db_prefix']}_failing"
+    relay = OutboxRelay(via(strict), SystemClock(), grace_s=0, max_attempts=2)
+    store = AggregateStore(client[db_name]["things"], relay)
+    case_id = str(uuid.uuid4())
+
+    def event(reason):
+        return new_event(CaseWithdrawn(reason=reason), case_id=case_id, producer="test", actor=None,
+                         correlation_id=case_id, causation_id=None)
+
+    big, small, later = event("x" * 10_000), event("small"), event("later")
+    try:
+        async with TopicReader(infra["kafka"], topics.INTAKE) as out:
+            await store.create({"_id": case_id}, [Outgoing(topics.INTAKE, big), Outgoing(topics.INTAKE, small)])
+            assert (await store.outbox(case_id))[big.event_id]["status"] == "pending"  # one refusal: tried again
+            await relay.sweep_once(full=False)  # refused a second time: failed, and the next entry goes out
+            entries = await store.outbox(case_id)
+            assert entries[big.event_id]["status"] == "failed" and entries[small.event_id]["status"] == "published"
+            assert "MessageSizeTooLargeError" in entries[big.event_id]["last_error"]
+            assert await relay.failed_entries() == 1
+            await store.change(case_id, 1, Change(set={"n": 1}, events=[Outgoing(topics.INTAKE, later)]))
+            assert await relay.sweep_once(full=True) == 0  # the failed entry is not retried by itself
+            sent = [json.loads(r.value)["event_id"] for r in await out.collect(_of_case(case_id), count=2)]
+            assert sent == [small.event_id, later.event_id]
+
+            assert await resend_failed(client, [db_name], via(normal)) == (1, 0)  # the cause fixed: sent again
+            [resent] = await out.collect(_of_case(case_id), count=1)
+            assert json.loads(resent.value)["event_id"] == big.event_id
+        assert (await store.outbox(case_id))[big.event_id]["status"] == "published"
+        assert await relay.failed_entries() == 0
+    finally:
+        await strict.stop()
+        await normal.stop()
+        await client.close()
