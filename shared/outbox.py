@@ -202,12 +202,12 @@ class OutboxRelay:
         failed to publish."""
         if full:
             candidates = [(s.claims, c) for s in self._stores
-                          async for c in s.claims.find({"outbox_open": True}, {"doc": 0}).limit(1000)]
+                          async for c in s.claims.find({"outbox_open": True}, {"set": 0}).limit(1000)]
         else:
             candidates = []
             for key, (claims, cid) in list(self._retry.items()):
                 self._retry.pop(key, None)  # re-added by deliver if it fails again
-                if (claim := await claims.find_one({"_id": cid}, {"doc": 0})) is not None:
+                if (claim := await claims.find_one({"_id": cid}, {"set": 0})) is not None:
                     candidates.append((claims, claim))
         cutoff = self._clock.now().timestamp() - self._grace_s
         sent = 0
@@ -297,7 +297,8 @@ class AggregateStore:
                      ) -> dict[str, Any]:
         """Insert a new aggregate with its outbox; DuplicateKeyError if its _id exists."""
         new = {**doc, "version": 1, "applied": [applied] if applied else [], "applied_evicted": 0}
-        return (await self._write(new, list(events)))["doc"]
+        await self._write(new, list(events), None)
+        return new
 
     async def change(self, aggregate_id: Any, version: int, change: Change, applied: str | None = None) -> int:
         """Apply a change if the document is still at `version`; returns the new version or raises ConcurrentUpdate."""
@@ -315,7 +316,7 @@ class AggregateStore:
             with contextlib.suppress(DuplicateKeyError):  # already there from an earlier attempt
                 await self._applied.insert_many([{"_id": f"{doc['_id']}|{e}"} for e in evicted], ordered=False)
         try:
-            await self._write(new, change.events)
+            await self._write(new, change.events, doc)
         except DuplicateKeyError as exc:
             raise ConcurrentUpdate(f"{doc['_id']} is no longer at version {doc['version']}") from exc
         return int(new["version"])
@@ -357,9 +358,10 @@ class AggregateStore:
                 continue  # someone else wrote first: reload, and maybe find the event applied
         raise ConcurrentUpdate(f"could not apply {event_id} to {aggregate_id} after {attempts} attempts")
 
-    async def _write(self, new: dict[str, Any], events: list[Outgoing]) -> dict[str, Any]:
+    async def _write(self, new: dict[str, Any], events: list[Outgoing], base: dict[str, Any] | None
+                     ) -> dict[str, Any]:
         record = outbox_record(events, self._clock.now().isoformat())
-        claim = await self.versions.write(new["_id"], new, record)
+        claim = await self.versions.write(new["_id"], new, record, base)
         if record["outbox"]:
             try:
                 await self.relay.deliver(self.versions.claims, claim["_id"], list(record["outbox"].items()))
@@ -383,7 +385,7 @@ async def resend_failed(client: Any, databases: list[str], publish: Publish, eve
             if not collection.endswith(SUFFIX):
                 continue
             claims = db[collection]
-            async for claim in claims.find({"outbox_failed": True}, {"doc": 0}):
+            async for claim in claims.find({"outbox_failed": True}, {"set": 0}):
                 failed = {eid: e for eid, e in (claim.get("outbox") or {}).items()
                           if e.get("status") == "failed" and event_id in (None, eid)}
                 if not failed:

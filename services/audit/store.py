@@ -104,7 +104,8 @@ class AuditStore:
             for path, value in {**fields, "updated_at": stamp}.items():
                 set_path(changed, path, value)
             try:
-                await self.case_versions.write(case_id, {**changed, "version": int(case["version"]) + 1})
+                await self.case_versions.write(case_id, {**changed, "version": int(case["version"]) + 1},
+                                               base=None if new else case)
                 return
             except DuplicateKeyError:
                 continue  # another process projected first: take in its write and try again

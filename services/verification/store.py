@@ -68,7 +68,7 @@ class CaseStore(AggregateStore):
                        keep: int) -> None:
         """Add a case to an index entry: the `keep` most recently received stay, the rest are counted."""
         for _ in range(20):
-            doc = await index.load(doc_id)
+            base = doc = await index.load(doc_id)
             if doc is None:
                 doc = {"_id": doc_id, **fields, "version": 0, "cases": [], "total": 0}
             if any(r["case_id"] == ref["case_id"] for r in doc["cases"]):
@@ -79,7 +79,7 @@ class CaseStore(AggregateStore):
                 return  # older than every case kept (a new report is always the newest): indexed before
             try:
                 await index.write(doc_id, {**doc, "cases": cases, "total": int(doc["total"]) + 1,
-                                           "version": int(doc["version"]) + 1})
+                                           "version": int(doc["version"]) + 1}, base=base)
                 return
             except DuplicateKeyError:
                 continue  # another report indexed first: add to what it wrote
