@@ -14,7 +14,7 @@ export MONGODB_URI ?= mongodb://127.0.0.1:27017/?directConnection=true
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test,local]'
 	touch $(STAMP)
 
 lock: ## re-pin every transitive dependency after changing pyproject.toml
@@ -30,13 +30,13 @@ infra-up: install ## start Kafka and FerretDB on loopback and create the topics
 infra-down:
 	$(INFRA) stop
 
-run: install ## the whole system in the foreground; Ctrl-C stops everything it started
+run: install ## the whole system in the foreground under supervisord (restarts a service that dies); Ctrl-C stops everything it started
 	$(PY) -m infra.local.supervise run
 
-up: install ## the whole system in the background
+up: install ## the whole system in the background under supervisord
 	$(PY) -m infra.local.supervise up
 
-down: ## stop what `make up` started, by recorded pid (and a test instance left running)
+down: ## stop supervisord and its services, Kafka and FerretDB (and a test instance left running)
 	-$(PY) -m infra.local.supervise down
 	$(INFRA) stop
 	$(TEST_INFRA) $(INFRA) stop

@@ -14,10 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from infra.local.supervise import SERVICES
+
 ROOT = Path(__file__).resolve().parents[2]
 # WASPADA_E2E_PORT_BASE moves the copies so two checkouts can run their suites side by side.
 _BASE = int(os.environ.get("WASPADA_E2E_PORT_BASE", "18000"))
-PORTS = {"intake": _BASE + 1, "verification": _BASE + 2, "referral": _BASE + 3, "audit": _BASE + 4}
+# The same services as `make run` (infra/local/supervise.py's table), each at base + (its port - 8000).
+PORTS = {name: _BASE + port - 8000 for name, port in SERVICES.items()}
 COPIES = 2  # copy n of a service listens on PORTS[service] + 10 * n (all within base+0..base+19)
 
 
