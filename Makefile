@@ -10,7 +10,7 @@ export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 export MONGODB_URI ?= mongodb://127.0.0.1:27017/?directConnection=true
 
 
-.PHONY: lock install infra-up infra-down topics run up down status token test test-some test-unit test-integration test-e2e bench lint clean
+.PHONY: lock install infra-up infra-down topics run up down status token resend-failed test test-some test-unit test-integration test-e2e bench lint clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ status:
 
 token: $(STAMP) ## make token ROLE=reporter REGION=36.03.11.2009 [UNIT=polresta_tangerang] [SUB=user-1]
 	@$(PY) -m shared.auth --role $(ROLE) --region $(REGION) $(if $(UNIT),--unit $(UNIT)) $(if $(SUB),--sub $(SUB))
+
+resend-failed: $(STAMP) ## publish again the outbox entries marked failed, once their cause is fixed [SERVICE=intake]
+	$(PY) -m shared.outbox resend $(if $(SERVICE),--service $(SERVICE))
 
 # `make test` has its own Kafka and FerretDB (other ports, fresh data each run), so it neither sees nor
 # disturbs what `make run` holds; it stops them when the tests end.

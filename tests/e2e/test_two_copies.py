@@ -3,6 +3,7 @@ through both copies at once, still has exactly one winner."""
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -14,6 +15,13 @@ pytestmark = pytest.mark.e2e
 REGENCY = "36.03"
 VERIFIER = auth("verifier", REGENCY)
 SUPERVISOR = auth("supervisor", REGENCY)
+
+
+def _report(n=0, **over):
+    """A report that shares no person with others, and observed on a day of its own (corroboration links reports
+    of one village within a day: a dozen such reports would keep verification busy linking them pairwise)."""
+    day = 30 + uuid.uuid4().int % 3000 + 3 * n
+    return report_body(persons=_people(), observed_at=(datetime.now(UTC) - timedelta(days=day)).isoformat(), **over)
 
 
 def _people():
@@ -32,7 +40,7 @@ async def _screened(http, system, case_id, copy=0):
 
 async def test_concurrent_reports_with_one_key_through_both_copies_make_one_case(system):
     reporter = auth("reporter", PILOT_VILLAGE)
-    body = report_body(persons=_people())
+    body = _report()
     headers = {**reporter, "Idempotency-Key": str(uuid.uuid4())}
     async with httpx.AsyncClient(timeout=20) as http:
         answers = await asyncio.gather(*(http.post(system.url("intake", n % 2) + "/v1/reports", json=body,
@@ -47,34 +55,40 @@ async def test_concurrent_reports_with_one_key_through_both_copies_make_one_case
 async def test_case_numbers_stay_unique_when_both_copies_hand_them_out(system):
     async with httpx.AsyncClient(timeout=20) as http:
         answers = await asyncio.gather(*(http.post(system.url("intake", n % 2) + "/v1/reports",
-                                                   json=report_body(persons=_people()),
-                                                   headers=auth("reporter", PILOT_VILLAGE)) for n in range(12)))
+                                                   json=_report(n), headers=auth("reporter", PILOT_VILLAGE))
+                                         for n in range(12)))
     assert all(a.status_code == 201 for a in answers), [a.text for a in answers if a.status_code != 201]
     assert len({a.json()["case_number"] for a in answers}) == 12
 
 
-async def test_two_verifiers_on_two_copies_deciding_at_once_one_wins(system):
-    async with httpx.AsyncClient(timeout=20) as http:
-        filed = await http.post(system.url("intake", 1) + "/v1/reports", headers=auth("reporter", PILOT_VILLAGE),
-                                json=report_body(persons=_people()))
-        case_id = filed.json()["case_id"]
-        case = await _screened(http, system, case_id)
+async def test_verifiers_on_two_copies_deciding_at_once_one_wins(system):
+    # Several cases, four verifiers each (two per copy), so the copies' writes really meet.
+    async with httpx.AsyncClient(timeout=30) as http:
+        filed = await asyncio.gather(*(http.post(system.url("intake", n % 2) + "/v1/reports", json=_report(n),
+                                                 headers=auth("reporter", PILOT_VILLAGE)) for n in range(4)))
+        cases = [await _screened(http, system, f.json()["case_id"]) for f in filed]
         decisions = [{"decision": "verify", "case_types": ["np_pmi"]}, {"decision": "reject", "reason": "bukan kasus"}]
-        answers = await asyncio.gather(*(
-            http.post(system.url("verification", copy) + f"/v1/cases/{case_id}/decision", json=decisions[copy],
-                      headers={**auth("verifier", REGENCY), "If-Match": str(case["version"])}) for copy in (0, 1)))
-        assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
-        winner = next(a for a in answers if a.status_code == 200).json()
-        for copy in (0, 1):
-            seen = (await http.get(system.url("verification", copy) + f"/v1/cases/{case_id}", headers=VERIFIER)).json()
-            assert (seen["status"], seen["version"]) == (winner["status"], winner["version"])
+
+        async def race(case):
+            url = "/v1/cases/{}/decision".format(case["case_id"])
+            return await asyncio.gather(*(
+                http.post(system.url("verification", n % 2) + url, json=decisions[n // 2],
+                          headers={**auth("verifier", REGENCY), "If-Match": str(case["version"])}) for n in range(4)))
+
+        for case, answers in zip(cases, await asyncio.gather(*(race(c) for c in cases))):
+            assert sorted(a.status_code for a in answers) == [200, 409, 409, 409], [a.text for a in answers]
+            winner = next(a for a in answers if a.status_code == 200).json()
+            for copy in (0, 1):
+                seen = (await http.get(system.url("verification", copy) + f"/v1/cases/{case['case_id']}",
+                                       headers=VERIFIER)).json()
+                assert (seen["status"], seen["version"]) == (winner["status"], winner["version"])
 
 
 async def test_two_investigators_on_two_copies_acknowledging_at_once_one_wins_and_the_trail_verifies(system):
     unit = {"bp3mi_banten": "36"}
     async with httpx.AsyncClient(timeout=20) as http:
         filed = await http.post(system.url("intake") + "/v1/reports", headers=auth("reporter", PILOT_VILLAGE),
-                                json=report_body(persons=_people(), departure=None))
+                                json=_report(departure=None))
         case_id = filed.json()["case_id"]
         case = await _screened(http, system, case_id, copy=1)
         decided = await http.post(system.url("verification", 1) + f"/v1/cases/{case_id}/decision",
