@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -55,12 +56,13 @@ def port_of(name: str) -> int:
 def config(names: list[str], foreground: bool) -> str:
     """supervisord's configuration for `names`: in the foreground the services log to the console."""
     p = _paths()
+    secret = secrets.token_hex(16)  # supervisorctl's login on the local socket (supervisord warns without one)
     lines = [
-        "[unix_http_server]", f"file={p['sock']}", "",
+        "[unix_http_server]", f"file={p['sock']}", "chmod=0700", "username=waspada", f"password={secret}", "",
         "[supervisord]", f"logfile={p['logs'] / 'supervisord.log'}", f"pidfile={p['pid']}",
         f"childlogdir={p['logs']}", f"nodaemon={'true' if foreground else 'false'}", "silent=false", "loglevel=info", "",
         "[rpcinterface:supervisor]", "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
-        "", "[supervisorctl]", f"serverurl=unix://{p['sock']}", "",
+        "", "[supervisorctl]", f"serverurl=unix://{p['sock']}", "username=waspada", f"password={secret}", "",
     ]
     for name in names:
         out = "/dev/stdout" if foreground else str(p["logs"] / f"{name}.log")
@@ -147,6 +149,7 @@ def run(names: list[str], infra: bool) -> None:
     infra_started = start_infra() if infra else False
     _write_config(names, foreground=True)
     daemon = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(_paths()["conf"])])
+    interrupted = False
     try:
         wait_ready(names)
         banner(names, started)
@@ -154,11 +157,15 @@ def run(names: list[str], infra: bool) -> None:
               file=sys.stderr, flush=True)
         daemon.wait()
     except KeyboardInterrupt:
-        pass  # the terminal's Ctrl-C reached supervisord too: it stops the services
+        interrupted = True  # the terminal's Ctrl-C reached supervisord too: it is stopping the services
     finally:
-        if daemon.poll() is None:
+        if daemon.poll() is None and not interrupted:
             daemon.send_signal(signal.SIGTERM)
-        daemon.wait()
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait()
         if infra_started:
             subprocess.run([str(INFRA), "stop"], check=False)
 
