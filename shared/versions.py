@@ -120,7 +120,9 @@ class VersionedCollection:
         try:
             await self.collection.replace_one({"_id": doc_id}, doc, upsert=True)
         except DuplicateKeyError:
-            await self.collection.replace_one({"_id": doc_id}, doc)  # two first writes raced to insert it
+            # Two first writes raced to insert it; if it is not there even so, another unique index refused it.
+            if (await self.collection.replace_one({"_id": doc_id}, doc)).matched_count == 0:
+                raise
 
     async def recent_claims(self, since: str | None, limit: int = 1000) -> list[dict[str, Any]]:
         query = {"at": {"$gte": since}} if since else {}

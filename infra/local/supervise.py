@@ -33,6 +33,7 @@ SERVICES = {
     "verification": 8002,
     "referral": 8003,
     "audit": 8004,
+    "identity": 8005,
 }
 
 START_SECONDS = 5  # a service that exits sooner than this after starting is restarted with backoff
@@ -117,6 +118,12 @@ def start_infra() -> bool:
     return before.count("running") < 2
 
 
+def seed_demo_accounts(names: list[str]) -> None:
+    """With WASPADA_ENV=dev, one demo account per role (README, "Signing in"), made once through identity's store."""
+    if os.environ.get("WASPADA_ENV") == "dev" and "identity" in names:
+        subprocess.run([sys.executable, "-m", "services.identity", "demo"], check=True, cwd=ROOT)
+
+
 def wait_ready(names: list[str], timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     pending = list(names)
@@ -147,6 +154,7 @@ def run(names: list[str], infra: bool) -> None:
     if _supervisord_pid():
         raise SystemExit("[waspada] already running under supervisord (`make down` stops it)")
     infra_started = start_infra() if infra else False
+    seed_demo_accounts(names)
     _write_config(names, foreground=True)
     daemon = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(_paths()["conf"])])
     interrupted = False
@@ -174,6 +182,7 @@ def up(names: list[str], infra: bool) -> None:
     started = time.monotonic()
     if infra:
         start_infra()
+    seed_demo_accounts(names)
     if _supervisord_pid():
         print("[waspada] supervisord already running; starting what is stopped", file=sys.stderr)
         _ctl("start", "all")

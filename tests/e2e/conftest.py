@@ -29,7 +29,8 @@ class System:
         tag = uuid.uuid4().hex[:8]
         self.env = {**os.environ, "WASPADA_ENV": "dev", "KAFKA_BOOTSTRAP_SERVERS": infra["kafka"],
                     "MONGODB_URI": infra["mongo"], "WASPADA_DB_PREFIX": f"e2e{tag}",
-                    "WASPADA_GROUP_PREFIX": f"e2e-{tag}", "WASPADA_OUTBOX_SWEEP_INTERVAL_S": "0.5"}
+                    "WASPADA_GROUP_PREFIX": f"e2e-{tag}", "WASPADA_OUTBOX_SWEEP_INTERVAL_S": "0.5",
+                    "WASPADA_PASSWORD_HASH_PROFILE": "cheapest_for_tests"}
         self.db_prefix = self.env["WASPADA_DB_PREFIX"]
         self.logs = logs
         self.procs: dict[tuple[str, int], subprocess.Popen] = {}
