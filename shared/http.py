@@ -280,7 +280,10 @@ def create_api(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
     readiness: Iterable[tuple[str, ReadinessCheck]],
     max_body_bytes: int,
+    details: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> FastAPI:
+    """`details`: what an operator should see on /readyz without it making the service unready (failed outbox
+    entries)."""
     app = FastAPI(title=title, description=description, version="1", lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
@@ -310,7 +313,12 @@ def create_api(
             except Exception as exc:  # noqa: BLE001 - readiness reports, it does not raise
                 results[name] = f"unavailable: {type(exc).__name__}"
         ready = all(v == "ok" for v in results.values())
-        return JSONResponse({"status": "ready" if ready else "not_ready", "checks": results},
-                            status_code=200 if ready else 503)
+        body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": results}
+        if details is not None:
+            try:
+                body["details"] = await details()
+            except Exception as exc:  # noqa: BLE001 - readiness reports, it does not raise
+                body["details"] = {"unavailable": type(exc).__name__}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     return app

@@ -52,6 +52,10 @@ class ServiceSettings(BaseSettings):
     log_json: bool = True
     outbox_sweep_interval_s: float = Field(2.0, gt=0)
     outbox_sweep_grace_s: float = Field(1.0, ge=0)
+    # An entry the broker refuses for good (e.g. too large) this many times is marked failed (README, "Delivery").
+    outbox_max_attempts: int = Field(5, ge=1)
+    # How long version claims (and the outbox entries in them) are kept once published and written through.
+    version_retention_s: float = Field(600.0, gt=0)
     # "earliest" so a new consumer group, or a partition never committed, loses nothing; tests of one-shot
     # in-process instances use "latest" to skip the shared broker's history.
     consumer_offset_reset: Literal["earliest", "latest"] = "earliest"

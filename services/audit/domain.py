@@ -5,6 +5,7 @@ Pure: no I/O. The store reads and writes what these functions build and judge.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -356,8 +357,18 @@ def dead_letter(*, topic: str, partition: int, offset: int, key: bytes | None, h
     }
 
 
+def raw_dead_letter(doc: Mapping[str, Any], error: str) -> dict[str, Any]:
+    """What is kept of a dead letter the database refused as it was: its place, and the message in base64."""
+    raw = json.dumps({"key": doc.get("key"), "headers": from_storable(doc.get("headers") or {}),
+                      "body": doc.get("body")}, ensure_ascii=True)
+    return {**{k: doc.get(k) for k in ("_id", "topic", "partition", "offset", "recorded_at")},
+            "source_topic": None, "consumer": None, "case_id": None, "error": None, "region_path": [NO_REGION],
+            "raw": base64.b64encode(raw.encode()).decode(), "record_error": error[:1000]}
+
+
 def dead_letter_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     # The body may hold personal data; masking it comes with the masking issue (see trail_view).
     return {"id": doc["_id"], **{k: doc.get(k) for k in (
-        "topic", "partition", "offset", "key", "source_topic", "consumer", "error", "case_id", "recorded_at", "body")},
+        "topic", "partition", "offset", "key", "source_topic", "consumer", "error", "case_id", "recorded_at", "body",
+        "raw", "record_error")},
         "headers": from_storable(doc.get("headers") or {})}

@@ -1,6 +1,8 @@
 """Audit's HTTP routes and Kafka subscribers: record every case event in its trail; let supervisors read it."""
 
 import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 
@@ -200,25 +202,30 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
 
     # A checkpoint covers every region's trails; a caller sees only the part about their region's cases.
 
-    @router.get("/checkpoints", response_model=Page[Checkpoint], responses=errors(401, 403),
+    @router.get("/checkpoints", response_model=Page[Checkpoint], responses=errors(401, 403, 422),
                 summary="Checkpoints of every trail's head, newest first (counting your region's trails)")
-    async def list_checkpoints(principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
-        chain = await store.checkpoint_chain()
-        mine = await store.case_ids_in(principal.region)
-        return {"items": [records.checkpoint_view(c, mine) for c in reversed(chain)], "next": None}
+    async def list_checkpoints(principal: Annotated[Principal, Depends(supervisor)], cursor: str | None = None,
+                               limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> dict[str, Any]:
+        offset = decode_cursor(cursor)
+        docs = await store.checkpoints_page(offset, limit + 1)
+        return page([records.checkpoint_view(c, principal.region) for c in docs], offset, limit)
 
     @router.post("/checkpoints", status_code=201, response_model=Checkpoint, responses=errors(401, 403, 409),
                  summary="Take a checkpoint now (one is also taken daily)")
     async def take_checkpoint_now(principal: Annotated[Principal, Depends(admin)]) -> dict[str, Any]:
         checkpoint = await take_checkpoint(store, runtime.clock)
-        return records.checkpoint_view(checkpoint, await store.case_ids_in(principal.region))
+        return records.checkpoint_view(checkpoint, principal.region)
 
     @router.get("/checkpoints/verify", response_model=CheckpointVerdict, responses=errors(401, 403),
                 summary="Recompute the checkpoint chain and check your region's trails still end where the last "
                         "checkpoint saw them")
     async def verify_checkpoints(principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
-        return records.verify_checkpoints(await store.checkpoint_chain(), await store.trail_hashes(),
-                                          await store.case_ids_in(principal.region))
+        chain = await store.checkpoint_chain()
+        last_heads = await store.heads_in(chain[-1]["pages_id"]) if chain else []
+        visible = await store.case_ids_in(principal.region) | {domain.DIRECTORY}
+        return records.verify_checkpoints(chain, await store.page_hashes(), last_heads,
+                                          await store.trail_hashes({(h["case_id"], int(h["seq"])) for h in last_heads}),
+                                          visible)
 
     return router
 
@@ -238,12 +245,31 @@ async def checkpoint_daily(store: AuditStore, clock: Any, check_every_s: float) 
 
 
 async def take_checkpoint(store: AuditStore, clock: Any) -> dict[str, Any]:
+    """Every trail's head, written page by page, then the checkpoint with the pages' Merkle root."""
     for _ in range(5):
-        checkpoint = records.checkpoint(await store.last_checkpoint(), await store.heads(), clock.now())
+        previous = await store.last_checkpoint()
+        pages_id, hashes, buffer, cases, paths = uuid.uuid4().hex, [], [], 0, []
+        async for head in store.heads():
+            buffer.append(head)
+            paths.append(head.get("region_path") or [])
+            if len(buffer) == records.PAGE_SIZE:
+                hashes.append(await _write_page(store, pages_id, len(hashes), buffer))
+                cases, buffer = cases + len(buffer), []
+        if buffer:
+            hashes.append(await _write_page(store, pages_id, len(hashes), buffer))
+            cases += len(buffer)
+        checkpoint = records.checkpoint(previous, hashes, cases, clock.now(), pages_id, records.region_counts(paths))
         if await store.add_checkpoint(checkpoint):
-            log.info("checkpoint_taken", seq=checkpoint["seq"], cases=checkpoint["cases"])
+            log.info("checkpoint_taken", seq=checkpoint["seq"], cases=cases, pages=len(hashes))
             return checkpoint
+        await store.drop_pages(pages_id)  # another process took this seq first
     raise ApiError(409, "conflict", "another checkpoint was being taken; try again")
+
+
+async def _write_page(store: AuditStore, pages_id: str, number: int, heads: list[dict[str, Any]]) -> str:
+    page = records.page(number, heads)
+    await store.add_page(pages_id, page)
+    return page["hash"]
 
 
 def subscribers(runtime: Runtime, store: AuditStore) -> None:
@@ -283,21 +309,53 @@ def subscribers(runtime: Runtime, store: AuditStore) -> None:
                                                partition=raw.partition, offset=raw.offset)
         doc = domain.dead_letter(topic=raw.topic, partition=raw.partition, offset=raw.offset,
                                  key=raw.key, headers=headers, body=message.body, now=runtime.clock.now())
-        failures, wait = 0, settings.consumer_backoff_s
+        await keep_dead_letter(store.record_dead_letter, doc, attempts=settings.consumer_attempts,
+                               backoff_s=settings.consumer_backoff_s, waiting=waiting)
+
+    waiting = DeadLettersWaiting()
+    runtime.details.append(waiting.details)
+
+
+class DeadLettersWaiting:
+    """Dead letters that could not be stored yet (shown on /readyz)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def details(self) -> dict[str, Any]:
+        return {"deadletters_not_recorded": self.count}
+
+
+async def keep_dead_letter(record: Callable[[dict[str, Any]], Awaitable[bool]], doc: dict[str, Any], *,
+                           attempts: int, backoff_s: float, waiting: DeadLettersWaiting) -> str:
+    """Store a dead letter, and never drop one: as it is; if the database refuses it (not merely unreachable)
+    `attempts` times, as a raw copy (the message in base64, with why it could not be stored); if even that is
+    refused, keep trying with backoff, the message unacknowledged and counted on /readyz. Returns how it was stored."""
+    failures, wait, counted = 0, backoff_s, False
+    current, how = doc, "recorded"
+    try:
         while True:
             try:
-                first = await store.record_dead_letter(doc)  # with its case's region, and the case flagged
+                first = await record(current)  # with its case's region; the case flagged
                 log.info("dead_letter_recorded", first=first, source_topic=doc["source_topic"],
-                         consumer=doc["consumer"])
-                return
+                         consumer=doc["consumer"], raw=how == "recorded_raw")
+                return how
             except asyncio.CancelledError:
                 raise
             except TRANSIENT_ERRORS as exc:  # the database is away: wait, never skip a dead letter for that
                 log.warning("dead_letter_record_waiting", error_type=type(exc).__name__, retry_in_s=wait)
-            except Exception as exc:  # noqa: BLE001 - give up on this one; it stays on the dead-letter topic
+            except Exception as exc:  # noqa: BLE001 - refused: store a raw copy, and never drop it
                 failures += 1
-                if failures >= settings.consumer_attempts:
-                    log.error("dead_letter_not_recorded", error_type=type(exc).__name__, error=str(exc)[:300])
-                    return
+                if failures == attempts and how == "recorded":
+                    log.error("dead_letter_stored_raw", error_type=type(exc).__name__, error=str(exc)[:300])
+                    current, how = domain.raw_dead_letter(doc, f"{type(exc).__name__}: {exc}"), "recorded_raw"
+                elif failures >= attempts:
+                    if not counted:
+                        waiting.count, counted = waiting.count + 1, True
+                    log.error("dead_letter_not_recorded", error_type=type(exc).__name__, error=str(exc)[:300],
+                              retry_in_s=wait)
             await asyncio.sleep(wait)
             wait = min(wait * 2 or 0.1, MAX_BACKOFF_S)
+    finally:
+        if counted:
+            waiting.count -= 1

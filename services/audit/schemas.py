@@ -93,6 +93,8 @@ class DeadLetter(BaseModel):
     recorded_at: str | None
     body: str | None
     headers: dict[str, Any]
+    raw: str | None = Field(None, description="the whole message in base64, when the database refused it as it was")
+    record_error: str | None = Field(None, description="why it could not be stored as it was")
 
 
 class Erasure(BaseModel):
@@ -104,7 +106,9 @@ class Erasure(BaseModel):
 class Checkpoint(BaseModel):
     seq: int
     at: str
-    cases: int = Field(description="trails of your region the checkpoint holds the head of")
+    cases: int | None = Field(description="trails of your region the checkpoint holds the head of (null for one "
+                                          "taken before regions were counted, or a region finer than a district)")
+    root: str | None = Field(description="Merkle root over the pages of heads the checkpoint holds")
     prev_hash: str
     hash: str
 

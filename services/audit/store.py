@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.audit import domain
+from services.audit import domain, records
 from shared.clock import Clock
-from shared.outbox import document_writes
+from shared.versions import VersionedCollection, set_path
 
 BuildEntry = Callable[[Mapping[str, Any] | None], dict[str, Any]]
 
@@ -26,9 +26,12 @@ class AuditStore:
         self.cases = db["cases"]
         self.dead_letters = db["deadletters"]
         self.checkpoints = db["checkpoints"]
+        self.checkpoint_pages = db["checkpoint_pages"]
         self.directory = db["directory_trail"]
         self.directory_head = db["directory_head"]
+        self.directory_heads = VersionedCollection(self.directory_head, clock)
         self._clock = clock
+        self.case_versions = VersionedCollection(self.cases, clock)
 
     async def ensure_indexes(self) -> None:
         # The two unique indexes make appending safe without transactions: one entry per seq, one per event.
@@ -57,12 +60,17 @@ class AuditStore:
         """The directory trail: one chain for every account, appended like a case's trail, its head kept apart."""
         entry, new = await _append(self.directory, "trail", domain.DIRECTORY, event_id, build, attempts,
                                    lambda: self.directory_head.find_one({"_id": domain.DIRECTORY}))
-        async with document_writes.hold((self.directory_head.full_name, domain.DIRECTORY)):
-            head = await self.directory_head.find_one({"_id": domain.DIRECTORY})
-            if head is None or int(head.get("trail_seq") or 0) < entry["seq"]:
-                await self.directory_head.replace_one(
-                    {"_id": domain.DIRECTORY}, {"_id": domain.DIRECTORY, "trail_seq": entry["seq"],
-                                                "trail_hash": entry["hash"]}, upsert=True)
+        for _ in range(20):  # the head moves forward only, through version claims (safe with several copies)
+            head = await self.directory_heads.load(domain.DIRECTORY)
+            if head is not None and int(head.get("trail_seq") or 0) >= entry["seq"]:
+                break
+            moved = {**(head or {"_id": domain.DIRECTORY, "version": 0}), "trail_seq": entry["seq"],
+                     "trail_hash": entry["hash"], "version": int((head or {}).get("version") or 0) + 1}
+            try:
+                await self.directory_heads.write(domain.DIRECTORY, moved, base=head)
+                break
+            except DuplicateKeyError:
+                continue
         return entry, new
 
     async def directory_trail(self, region: str, account_id: str | None, after_seq: int, limit: int
@@ -86,18 +94,15 @@ class AuditStore:
     async def project(self, case_id: str, entry: Mapping[str, Any], updates: list[domain.CaseUpdate]) -> None:
         """Bring the case document up to date with an entry; idempotent and tolerant of reordering.
 
-        One read and one write by _id, under the document's lock: conditions are checked here rather than in
-        the filter, which FerretDB would answer by scanning the whole collection."""
+        One read by _id and one version claim: of two processes projecting into one case at once, one writes and
+        the other reads again and adds its entry to what the first wrote."""
         now = self._clock.now()
         stamp = domain.timestamp(now)
-        async with document_writes.hold((self.cases.full_name, case_id)):
-            case = await self.cases.find_one({"_id": case_id})
+        for _ in range(20):
+            case = await self.case_versions.load(case_id)
+            new = case is None
             if case is None:
-                try:
-                    await self.cases.insert_one({"_id": case_id, **domain.new_case(now)})
-                except DuplicateKeyError:
-                    pass  # another process created it
-                case = await self.cases.find_one({"_id": case_id}) or {}
+                case = {"_id": case_id, **domain.new_case(now), "version": 0}
             fields: dict[str, Any] = {}
             for update in updates:
                 if update.earliest:
@@ -112,13 +117,23 @@ class AuditStore:
                     if update.facet == "status" and case.get("needs_attention") \
                             and update.at > (case.get("attention_at") or ""):
                         fields["needs_attention"] = False  # the case moved on after its dead letter
-            if fields.get("region_path") and not case.get("region_path"):
-                await self._claim_dead_letters(case_id, fields["region_path"], fields)
             # The head moves with them: a case document at trail_seq n has taken in every entry up to n.
             if int(case.get("trail_seq") or 0) < entry["seq"]:
                 fields.update({"trail_seq": entry["seq"], "trail_hash": entry["hash"]})
-            if fields:
-                await self.cases.update_one({"_id": case_id}, {"$set": {**fields, "updated_at": stamp}})
+            if not fields and not new:
+                return
+            changed = dict(case)
+            for path, value in {**fields, "updated_at": stamp}.items():
+                set_path(changed, path, value)
+            try:
+                await self.case_versions.write(case_id, {**changed, "version": int(case["version"]) + 1},
+                                               base=None if new else case)
+                if fields.get("region_path") and not case.get("region_path"):
+                    await self.claim_dead_letters(case_id, fields["region_path"])
+                return
+            except DuplicateKeyError:
+                continue  # another process projected first: take in its write and try again
+        raise TrailContention(f"could not project {entry.get('event_id')} into case {case_id}")
 
     async def case(self, case_id: str) -> dict[str, Any] | None:
         return await self.cases.find_one({"_id": case_id})
@@ -141,28 +156,45 @@ class AuditStore:
     # --- dead letters ---------------------------------------------------------------------------------------
 
     async def record_dead_letter(self, doc: dict[str, Any]) -> bool:
-        """Store a dead letter under its case's region (known now, or given when the case is first seen: see
-        `_claim_dead_letters`) and flag the case as needing attention."""
+        """Store a dead letter under its case's region and flag the case as needing attention.
+
+        A case audit has not seen yet takes its dead letters when it is first projected (`claim_dead_letters`,
+        after that write); this side reads the case again after its own insert, so of the two, one sees the other."""
         case_id = doc.get("case_id")
-        async with document_writes.hold((self.cases.full_name, case_id)):
-            case = await self.cases.find_one({"_id": case_id}) if case_id else None
+        case = await self.cases.find_one({"_id": case_id}) if case_id else None
+        if case and case.get("region_path"):
+            doc = {**doc, "region_path": case["region_path"]}
+        try:
+            await self.dead_letters.insert_one(doc)
+        except DuplicateKeyError:
+            return False  # already stored: the dead-letter topic was read again
+        if case_id and not (case and case.get("region_path")):
+            case = await self.cases.find_one({"_id": case_id})
             if case and case.get("region_path"):
-                doc = {**doc, "region_path": case["region_path"]}
-            try:
-                await self.dead_letters.insert_one(doc)
-            except DuplicateKeyError:
-                return False  # already stored: the dead-letter topic was read again
-            if case is not None:
-                await self.cases.update_one({"_id": case_id}, {"$set": {
-                    "needs_attention": True, "attention_at": max(doc["recorded_at"], case.get("attention_at") or "")}})
+                await self.dead_letters.update_one({"_id": doc["_id"]}, {"$set": {"region_path": case["region_path"]}})
+        if case is not None:
+            await self._flag(case_id, doc["recorded_at"])
         return True
 
-    async def _claim_dead_letters(self, case_id: str, region_path: list[str], fields: dict[str, Any]) -> None:
-        """A case seen for the first time takes the dead letters that named it before (under the case's lock)."""
+    async def claim_dead_letters(self, case_id: str, region_path: list[str]) -> None:
+        """A case seen for the first time takes the dead letters that named it before."""
         letters = await self.dead_letters.find({"case_id": case_id}, {"recorded_at": 1}).to_list()
         if letters:
             await self.dead_letters.update_many({"case_id": case_id}, {"$set": {"region_path": region_path}})
-            fields.update({"needs_attention": True, "attention_at": max(d["recorded_at"] for d in letters)})
+            await self._flag(case_id, max(d["recorded_at"] for d in letters))
+
+    async def _flag(self, case_id: str, at: str) -> None:
+        for _ in range(20):
+            case = await self.case_versions.load(case_id)
+            if case is None or (case.get("needs_attention") and (case.get("attention_at") or "") >= at):
+                return
+            flagged = {**case, "needs_attention": True, "attention_at": max(at, case.get("attention_at") or ""),
+                       "version": int(case["version"]) + 1}
+            try:
+                await self.case_versions.write(case_id, flagged, base=case)
+                return
+            except DuplicateKeyError:
+                continue  # another writer first: flag its version
 
     async def dead_letters_page(self, regions: list[str], filters: dict[str, Any], offset: int, limit: int
                                 ) -> list[dict[str, Any]]:
@@ -175,14 +207,45 @@ class AuditStore:
 
     # --- checkpoints ----------------------------------------------------------------------------------------
 
-    async def heads(self) -> list[dict[str, Any]]:
-        """The head of every case's trail, as the case documents hold it."""
-        docs = await self.cases.find({"trail_seq": {"$gt": 0}}, {"trail_seq": 1, "trail_hash": 1}).to_list()
-        return [{"case_id": d["_id"], "seq": d["trail_seq"], "hash": d["trail_hash"]} for d in docs]
+    async def heads(self) -> AsyncIterator[dict[str, Any]]:
+        """The head of every case's trail, as the case documents hold it, ordered by case id (streamed)."""
+        cursor = (self.cases.find({"trail_seq": {"$gt": 0}}, {"trail_seq": 1, "trail_hash": 1, "region_path": 1})
+                  .sort([("_id", ASCENDING)]))
+        async for d in cursor:  # the region is counted, not kept in the pages
+            yield {"case_id": d["_id"], "seq": d["trail_seq"], "hash": d["trail_hash"],
+                   "region_path": d.get("region_path") or []}
+        # The directory trail's head last (its id "directory" is no case id), so deleting it whole shows too.
+        directory = await self.directory_head.find_one({"_id": domain.DIRECTORY})
+        if directory:
+            yield {"case_id": domain.DIRECTORY, "seq": directory["trail_seq"], "hash": directory["trail_hash"]}
 
-    async def trail_hashes(self) -> dict[tuple[str, int], str]:
-        docs = await self.trail.find({}, {"case_id": 1, "seq": 1, "hash": 1}).to_list()
-        return {(d["case_id"], int(d["seq"])): d["hash"] for d in docs}
+    async def add_page(self, pages_id: str, page: dict[str, Any]) -> None:
+        await self.checkpoint_pages.insert_one({"_id": f"{pages_id}:{page['page']:06d}", "pages_id": pages_id, **page})
+
+    async def drop_pages(self, pages_id: str) -> None:
+        await self.checkpoint_pages.delete_many({"pages_id": pages_id})
+
+    async def page_hashes(self) -> dict[str, list[str]]:
+        """For every stored set of pages, the hashes recomputed from the pages' heads, in page order (streamed)."""
+        found: dict[str, list[tuple[int, str]]] = {}
+        async for p in self.checkpoint_pages.find({}, {"pages_id": 1, "page": 1, "heads": 1}):
+            found.setdefault(p["pages_id"], []).append((int(p["page"]), records.page_hash(p.get("heads") or [])))
+        return {k: [h for _, h in sorted(v)] for k, v in found.items()}
+
+    async def heads_in(self, pages_id: str) -> list[dict[str, Any]]:
+        docs = await self.checkpoint_pages.find({"pages_id": pages_id}, {"heads": 1}).to_list()
+        return [h for d in docs for h in d.get("heads") or []]
+
+    async def trail_hashes(self, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """The hashes stored in the trail now at the wanted (case_id, seq) places (one streamed pass)."""
+        found = {}
+        async for d in self.trail.find({}, {"case_id": 1, "seq": 1, "hash": 1}):
+            if (key := (d["case_id"], int(d["seq"]))) in wanted:
+                found[key] = d["hash"]
+        async for d in self.directory.find({"trail": domain.DIRECTORY}, {"seq": 1, "hash": 1}):
+            if (key := (domain.DIRECTORY, int(d["seq"]))) in wanted:
+                found[key] = d["hash"]
+        return found
 
     async def last_checkpoint(self) -> dict[str, Any] | None:
         return await self.checkpoints.find_one({}, sort=[("_id", DESCENDING)])
@@ -198,6 +261,8 @@ class AuditStore:
     async def checkpoint_chain(self) -> list[dict[str, Any]]:
         return await self.checkpoints.find({}).sort([("_id", ASCENDING)]).to_list()
 
+    async def checkpoints_page(self, offset: int, limit: int) -> list[dict[str, Any]]:
+        return await self.checkpoints.find({}).sort([("_id", DESCENDING)]).skip(offset).limit(limit).to_list()
 
 async def _append(collection: Any, key_field: str, key: str, event_id: str, build: BuildEntry, attempts: int,
                   read_head: Callable[[], Awaitable[Mapping[str, Any] | None]]) -> tuple[dict[str, Any], bool]:

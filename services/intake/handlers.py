@@ -3,11 +3,12 @@
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Annotated, Any, cast
 
 import structlog
 from aiokafka import ConsumerRecord
-
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 from faststream import AckPolicy
@@ -83,8 +84,10 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
         regency = regions.regency_of(report.village_code)
         for _ in range(10):
             seq = await store.next_case_seq(regency, now.year)
-            doc, events = domain.file_report(report, principal, case_id=case_id,
-                                             number=domain.case_number(regency, now.year, seq),
+            number = domain.case_number(regency, now.year, seq)
+            if not await store.claim_case_number(number, case_id):
+                continue  # another process's counter handed this number out too: take the next one
+            doc, events = domain.file_report(report, principal, case_id=case_id, number=number,
                                              idempotency_id=idempotency_id, fingerprint=fingerprint, now=now,
                                              key=key)
             try:
@@ -93,7 +96,6 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
             except DuplicateKeyError:
                 if first := await store.load(case_id):
                     return _replay(first)  # a concurrent submission with the same key created it
-                # else the case number was taken (another process's counter): take the next one
         raise ApiError(409, "conflict", "could not allocate a case number; retry with the same Idempotency-Key")
 
     @router.get("/reports", response_model=Page[ReportView], responses=errors(401, 403, 422),
@@ -164,6 +166,32 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
 
 def _replay(first: dict[str, Any]) -> JSONResponse:
     return JSONResponse(_accepted(first), status_code=201, headers={"Idempotent-Replayed": "true"})
+
+
+def idempotency_key_expiry(runtime: Runtime, store: ReportStore) -> Callable[[], Awaitable[int]]:
+    """`expire_idempotency_keys_once()`: delete Idempotency-Key claims older than `idempotency_key_ttl_s` (24 h);
+    a key used again after that files a new report."""
+    async def expire_once() -> int:
+        before = runtime.clock.now() - timedelta(seconds=runtime.settings.idempotency_key_ttl_s)
+        if expired := await store.expire_keys(before.isoformat()):
+            log.info("idempotency_keys_expired", count=expired)
+        return expired
+
+    return expire_once
+
+
+def run_every(interval_s: float, step: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[None]]:
+    async def loop() -> None:
+        while True:
+            try:
+                await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - tried again at the next round
+                log.warning("idempotency_key_expiry_failed", error_type=type(exc).__name__)
+            await asyncio.sleep(interval_s)
+
+    return loop
 
 
 def subscribers(runtime: Runtime, store: ReportStore) -> None:

@@ -77,8 +77,8 @@ def routes(runtime: Runtime, store: ReferralStore, access_log: AccessLog, keys: 
                       limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> dict[str, Any]:
         offset = decode_cursor(cursor)
         now = clock.now()
-        docs = await store.needing_attention(principal.region, now.timestamp(), offset + limit + 1)
-        return page([domain.attention_view(d, now) for d in docs[offset:]], offset, limit)
+        docs = await store.needing_attention(principal.region, now.timestamp(), offset, limit + 1)
+        return page([domain.attention_view(d, now) for d in docs], offset, limit)
 
     @router.get("/referrals/{referral_id}", response_model=OpenedReferral, responses=errors(401, 403, 404),
                 summary="One referral with its deadlines, milestones and history")

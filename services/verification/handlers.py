@@ -130,13 +130,14 @@ def subscribers(runtime: Runtime, store: CaseStore, keys: KeyStore) -> None:
         case_key = await keys.key(event.case_id)
         report = domain.opened(sealed, case_key, event.case_id)
         mine = linking.identities(report, key)
-        matches = await store.identity_matches(mine, event.case_id)
+        matches, beyond = await store.identity_matches(mine, event.case_id)
         nearby = await store.reported_near(linking.bucket_ids(report), event.case_id)
         links = linking.shared_identity_links(matches)
         shared = {link["case_id"] for link in links}
         links += [linking.link_of(o, ["two reporters of the village within a day"], "corroborates")
                   for o in nearby if linking.corroborates(report, o, o["case_id"] in shared)]
         links, more = linking.most_recent(linking.merge_links([], links))
+        more += beyond
         hits = linking.watchlist_hits(report, await store.watch_entries(regions.path(report.village_code)), key)
         # Earlier cases first, each at most once per new event: a crash here repeats only what is missing.
         this_case = linking.case_ref(report, event.case_id)

@@ -127,6 +127,6 @@ async def test_a_report_filed_while_verification_is_down_is_screened_after_resta
 
             assert (await eventually(screened, timeout=30))["status"] == "awaiting_decision"
     finally:
-        if "verification" not in system.procs:
+        if not system.running("verification"):
             system.start("verification")
             system.wait_ready(["verification"])

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pymongo import AsyncMongoClient
 
+from services.audit import records
 from services.audit.app import AuditSettings, create_app
 from shared import topics
 from shared.clock import ManualClock
@@ -86,6 +87,35 @@ async def test_checkpoints_detect_a_trail_deleted_whole(infra, isolation):
         await client.close()
     assert broken["valid"] is False and broken["trails_not_matching"] == [second.case_id]
     assert [c["seq"] for c in listed] == list(range(len(listed), 0, -1))
+
+
+async def test_a_checkpoint_keeps_heads_in_pages_and_the_list_pages(infra, isolation, monkeypatch):
+    monkeypatch.setattr(records, "PAGE_SIZE", 2)
+    events = [case_reported() for _ in range(3)]
+    client = AsyncMongoClient(infra["mongo"])
+    db = client[f"{isolation['db_prefix']}_audit"]
+    try:
+        async with serving(_app(infra, isolation)) as http:
+            for event in events:
+                await publish(infra["kafka"], topics.INTAKE, event)
+                await eventually(lambda event=event: _count(http, event.case_id, 1))
+            taken = [(await http.post("/v1/checkpoints", headers=ADMIN)).json() for _ in range(2)]
+            stored = await db["checkpoints"].find_one({"seq": taken[-1]["seq"]})
+            pages = await db["checkpoint_pages"].find({"pages_id": stored["pages_id"]}).to_list()
+            assert "heads" not in stored and stored["cases"] == 3 and stored["pages"] == 2
+            assert sorted(len(p["heads"]) for p in pages) == [1, 2]
+            first = (await http.get("/v1/checkpoints", headers=SUPERVISOR, params={"limit": 1})).json()
+            second = (await http.get("/v1/checkpoints", headers=SUPERVISOR,
+                                     params={"limit": 1, "cursor": first["next"]})).json()
+            assert [c["seq"] for c in first["items"] + second["items"]] == [taken[1]["seq"], taken[0]["seq"]]
+            ok = (await http.get("/v1/checkpoints/verify", headers=SUPERVISOR)).json()
+            assert ok["valid"] is True and ok["first_broken_seq"] is None
+            page = next(p for p in pages if len(p["heads"]) == 2)
+            await db["checkpoint_pages"].update_one({"_id": page["_id"]}, {"$set": {"heads": page["heads"][:1]}})
+            broken = (await http.get("/v1/checkpoints/verify", headers=SUPERVISOR)).json()
+    finally:
+        await client.close()
+    assert broken["valid"] is False and broken["first_broken_seq"] == taken[-1]["seq"]
 
 
 async def test_stats_give_median_times_and_overdue_referrals(infra, isolation):

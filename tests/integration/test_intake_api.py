@@ -78,6 +78,27 @@ async def test_a_reporter_sees_only_their_own_reports(infra, isolation):
         assert no_question.status_code == 409
 
 
+async def test_an_idempotency_key_expires_after_a_day(infra, isolation):
+    from datetime import UTC, datetime, timedelta
+
+    from shared.clock import ManualClock
+
+    clock = ManualClock(datetime.now(UTC))
+    app = create_app(IntakeSettings(env="dev", kafka_bootstrap_servers=infra["kafka"], mongodb_uri=infra["mongo"],
+                                    **isolation), clock=clock)
+    reporter = auth("reporter", PILOT_VILLAGE)
+    headers, body = {**reporter, "Idempotency-Key": "k-day"}, report_body()
+    async with serving(app) as http:
+        first = (await http.post("/v1/reports", json=body, headers=headers)).json()
+        clock.advance(timedelta(hours=23))
+        assert await app.state.expire_idempotency_keys_once() == 0
+        assert (await http.post("/v1/reports", json=body, headers=headers)).json() == first
+        clock.advance(timedelta(hours=2))
+        assert await app.state.expire_idempotency_keys_once() == 1
+        later = await http.post("/v1/reports", json=body, headers=headers)
+    assert later.status_code == 201 and later.json()["case_id"] != first["case_id"]
+
+
 async def test_a_failed_report_leaves_nothing_behind_and_a_corrected_retry_with_its_key_is_accepted(
         infra, isolation, monkeypatch):
     reporter = auth("reporter", PILOT_VILLAGE)
