@@ -47,7 +47,7 @@ class System:
                 env={**self.env, "WASPADA_PORT": str(PORTS[service] + 10 * copy)},
             )
 
-    def wait_ready(self, services: list[str], timeout: float = 90) -> None:
+    def wait_ready(self, services: list[str], timeout: float = 240) -> None:  # ten processes start on two busy cores
         deadline = time.monotonic() + timeout
         for service in services:
             for copy in range(COPIES):
