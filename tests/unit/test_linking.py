@@ -42,6 +42,29 @@ def test_reports_sharing_a_person_or_recruiter_are_linked_across_villages(a, b, 
     assert links[0]["case_number"] == first.case_number and links[0]["village_code"] == PILOT_VILLAGE
 
 
+@pytest.mark.parametrize(("a", "b", "reason"), [
+    (_p("recruiter", name="Pak Joko"), _p("recruiter", name="ＰＡＫ　ＪＯＫＯ"), "same recruiter name"),  # full-width
+    (_p("recruiter", name="Bu Fatimah Straße"), _p("recruiter", name="fatimah strasse"), "same recruiter name"),
+    (_p("recruiter", name="Haji Muhammad İbrahim"), _p("recruiter", name="muhammad ibrahim"), "same recruiter name"),
+    (_p("recruiter", name="ﬁtri"), _p("recruiter", name="Fitri"), "same recruiter name"),  # a ligature
+    (_p("recruiter", name="محمد علي"), _p("recruiter", name="محمد  علي"), "same recruiter name"),  # Arabic script
+    (_p(nik="３６０３１１５５０７０５０００１"), _p(nik="3603115507050001"), "same NIK"),  # an event from elsewhere
+    (_p(phone="٠٨١٢٣٤٥٦٧٨٩٠"), _p(phone="+6281234567890"), "same phone number"),
+])
+def test_look_alike_spellings_of_one_identifier_still_link(a, b, reason):
+    first, first_id = _report([a])
+    second, _ = _report([b], reporter="rep-b")
+    index = {i.digest: {**linking.case_ref(first, first_id), "kind": i.kind} for i in linking.identities(first, KEY)}
+    matches = [index[i.digest] for i in linking.identities(second, KEY) if i.digest in index]
+    assert [link["reasons"] for link in linking.shared_identity_links(matches)] == [[reason]]
+
+
+def test_names_in_other_scripts_are_kept_so_different_names_do_not_collide():
+    first, _ = _report([_p("recruiter", name="محمد")])
+    second, _ = _report([_p("recruiter", name="علي")])
+    assert not {i.digest for i in linking.identities(first, KEY)} & {i.digest for i in linking.identities(second, KEY)}
+
+
 @pytest.mark.parametrize(("a", "b"), [
     (_p(name="Siti Aminah", birth_date=date(2005, 7, 15)), _p(name="Siti Aminah", birth_date=date(2006, 7, 15))),
     (_p(name="Siti Aminah"), _p(name="Siti Aminah")),  # a name alone does not make a victim the same person
