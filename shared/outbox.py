@@ -22,6 +22,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.clock import Clock, SystemClock
 from shared.contracts.envelope import Envelope
+from shared.logging import describe
 
 log = structlog.get_logger()
 
@@ -168,7 +169,7 @@ class OutboxRelay:
             except Exception as exc:  # noqa: BLE001 - recorded on the entry; the sweeper retries
                 await update_if(collection, doc_id, {f"outbox.{event_id}.status": "pending"},
                                 {"$inc": {f"outbox.{event_id}.attempts": 1},
-                                 "$set": {f"outbox.{event_id}.last_error": f"{type(exc).__name__}: {exc}"[:500]}})
+                                 "$set": {f"outbox.{event_id}.last_error": describe(exc)}})
                 self.remember(collection, doc_id)
                 log.warning("outbox_publish_failed", event_id=event_id, case_id=entry.get("key"),
                             correlation_id=(entry.get("headers") or {}).get("correlation-id"),
@@ -222,7 +223,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the sweeper outlives a database or broker outage
-                log.warning("outbox_sweep_failed", error_type=type(exc).__name__, error=str(exc)[:200])
+                log.warning("outbox_sweep_failed", error=describe(exc))
             rounds += 1
             await asyncio.sleep(interval_s)
 
