@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.audit import domain
 from shared.clock import Clock
-from shared.outbox import document_writes
+from shared.outbox import ServerTraits, document_writes
 
 BuildEntry = Callable[[Mapping[str, Any] | None], dict[str, Any]]
 
@@ -53,6 +55,46 @@ class AuditStore:
                 if existing is not None:
                     return existing, False
         raise TrailContention(f"could not append {event_id} to the trail of {case_id} after {attempts} attempts")
+
+    async def append_batch(self, builds: Mapping[str, tuple[str, BuildEntry]], now: datetime) -> int:
+        """Append one entry to each of many cases' trails (case id -> (event id, build)): one insert for all the
+        entries and one bulk update of the heads. A case the read model does not hold yet, and an entry that
+        collides (a redelivery, another writer), goes through `append` and `project` alone. Returns how many
+        entries are new."""
+        by_case = sorted(builds)
+        batch: dict[str, dict[str, Any]] = {}
+        single: list[str] = []
+        async with contextlib.AsyncExitStack() as held:
+            for case_id in by_case:  # in one order, so two batches never wait for each other
+                await held.enter_async_context(document_writes.hold((self.cases.full_name, case_id)))
+            for case_id in by_case:
+                case = await self.cases.find_one({"_id": case_id}, {"trail_seq": 1, "trail_hash": 1})
+                if case is None or not case.get("trail_seq"):
+                    single.append(case_id)
+                else:
+                    batch[case_id] = builds[case_id][1]({"seq": case["trail_seq"], "hash": case["trail_hash"]})
+            failed: set[int] = set()
+            if batch:
+                try:
+                    await self.trail.insert_many([dict(e) for e in batch.values()], ordered=False)
+                except BulkWriteError as exc:
+                    failed = {err["index"] for err in exc.details.get("writeErrors", [])}
+            inserted = [(case_id, entry) for i, (case_id, entry) in enumerate(batch.items()) if i not in failed]
+            single += [case_id for i, case_id in enumerate(batch) if i in failed]
+            if inserted:
+                stamp = domain.timestamp(now)
+                await self.cases.bulk_write([
+                    UpdateOne({"_id": case_id, **({"trail_seq": entry["seq"] - 1} if ServerTraits.conditions_in_filter
+                                                  else {})},
+                              {"$set": {"trail_seq": entry["seq"], "trail_hash": entry["hash"], "updated_at": stamp}})
+                    for case_id, entry in inserted], ordered=False)
+        new = len(inserted)
+        for case_id in single:
+            event_id, build = builds[case_id]
+            entry, appended = await self.append(case_id, event_id, build)
+            await self.project(case_id, entry, [])
+            new += appended
+        return new
 
     async def _last_entry(self, case_id: str, trust_head: bool) -> Mapping[str, Any] | None:
         """The case's last entry: first from the head kept on the case document (a read by _id, which every

@@ -40,6 +40,23 @@ class CaseStore(AggregateStore):
         for identity in identities:
             await self._add_ref(self.identities, identity.digest, ref, {"kind": identity.kind})
 
+    async def unindex(self, case_id: str, identity_ids: list[str], bucket_ids: list[str]) -> None:
+        """Take a case out of the link index: it can no longer be found by its identifiers."""
+        for collection, doc_ids in ((self.identities, identity_ids), (self.buckets, bucket_ids)):
+            for doc_id in doc_ids:
+                await self._remove_ref(collection, doc_id, case_id)
+
+    async def _remove_ref(self, collection: Any, doc_id: str, case_id: str) -> None:
+        async with document_writes.hold((collection.full_name, doc_id)):
+            doc = await collection.find_one({"_id": doc_id})
+            if doc is None:
+                return
+            rest = [r for r in doc.get("cases", []) if r["case_id"] != case_id]
+            if not rest:
+                await collection.delete_one({"_id": doc_id})  # a digest that names no case is not kept
+            elif len(rest) < len(doc.get("cases", [])):
+                await collection.update_one({"_id": doc_id}, {"$set": {"cases": rest}})
+
     async def reported_near(self, bucket_ids: list[str], case_id: str) -> list[dict[str, Any]]:
         """References to other cases of the same village observed around the same days."""
         refs = []
