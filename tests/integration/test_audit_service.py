@@ -52,7 +52,7 @@ def _follow_up(reported: Envelope, payload) -> Envelope:
                      correlation_id=reported.case_id, causation_id=reported.event_id)
 
 
-READS = ("case.viewed", "case.exported", "case.searched")
+READS = ("case.viewed", "case.exported", "case.searched", "cases.listed")
 
 
 async def _trail(http, case_id: str, at_least: int, *, prefix: str, headers=SUPERVISOR) -> dict:
