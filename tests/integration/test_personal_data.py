@@ -103,7 +103,11 @@ async def test_no_personal_data_in_plaintext_in_any_collection_or_topic_and_eras
             assert erased.status_code == 200
             assert (await audit.post(f"/v1/cases/{case_id}/erasure", headers=supervisor,
                                      json={"reason": "x"})).status_code == 403
-            trail = (await audit.get(f"/v1/cases/{case_id}/trail", headers=supervisor)).json()["entries"]
+            async def erasure_recorded():
+                entries = (await audit.get(f"/v1/cases/{case_id}/trail", headers=supervisor)).json()["entries"]
+                return entries if any(e["type"] == "case.erased" for e in entries) else None
+
+            trail = await eventually(erasure_recorded, timeout=30)
             verdict = (await audit.get(f"/v1/cases/{case_id}/trail/verify", headers=supervisor)).json()
             seen_by_verifier = (await verification.get(f"/v1/cases/{case_id}", headers=verifier)).json()
             seen_by_reporter = (await intake.get(f"/v1/reports/{case_id}", headers=reporter)).json()
