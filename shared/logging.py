@@ -58,5 +58,33 @@ def configure_logging(service: str, level: str = "INFO", json_lines: bool = True
     )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
-    # Libraries log through stdlib logging; keep them quiet and on stderr.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    # Libraries log through stdlib logging (uvicorn logs a failed request's traceback): quiet, on stderr, and
+    # with exceptions described rather than quoted.
+    root = logging.getLogger()
+    if not any(isinstance(h, _LibraryHandler) for h in root.handlers):
+        root.addHandler(_LibraryHandler())
+    root.setLevel(logging.WARNING)
+
+
+class _LibraryHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time (as structlog's logger writes to sys.stdout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        self.addFilter(_exception_text_dropped)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
+def _exception_text_dropped(record: logging.LogRecord) -> bool:
+    if record.exc_info and record.exc_info[1] is not None:
+        record.msg, record.args = f"{record.getMessage()} ({describe(record.exc_info[1])})", None
+        record.exc_info, record.exc_text = None, None
+    return True

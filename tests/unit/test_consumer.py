@@ -1,5 +1,7 @@
 """The consumer's retry and dead-letter policy, with fakes for the apply step and the dead-letter publisher."""
 
+import logging
+
 import pytest
 from pymongo.errors import AutoReconnect
 
@@ -74,6 +76,16 @@ async def test_an_exception_quoting_opened_personal_data_reaches_neither_logs_no
         assert secret not in logged and secret not in headers
     assert "ValidationError at " in headers and "ValueError at tests/unit/test_consumer.py:" in headers
     assert '"exception": "ValueError"' in logged
+
+
+def test_a_library_logging_a_traceback_logs_no_exception_text(capsys, service_logging):
+    try:
+        intake.Person.model_validate({"person_id": "p", "role": "stranger", "name": NAME, "nik": NIK})
+    except ValueError:
+        logging.getLogger("uvicorn.error").error("Exception in ASGI application", exc_info=True)
+    logged = capsys.readouterr().err
+    assert "Exception in ASGI application (ValidationError at " in logged
+    assert NIK not in logged and NAME not in logged and "Traceback" not in logged
 
 
 def test_contract_errors_keep_their_text_which_names_fields_not_values():
