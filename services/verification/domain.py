@@ -242,12 +242,11 @@ WATCHLIST = "watchlist"  # the associated data of sealed watch-list labels and n
 
 
 def watch_entry(entry: WatchEntryIn, principal: Principal, now: datetime, *, id_key: bytes,
-                label_key: bytes) -> dict[str, Any]:
+                seal: crypto.Sealer) -> dict[str, Any]:
     """Matched by keyed hash; label and note sealed (a recruiter's name is personal data too)."""
     match = linking.watch_value(entry.kind, entry.value)  # raises ValueError for an impossible phone
     if not match:
         raise ValueError("value has nothing to match on")
-    seal = crypto.Sealer(label_key, WATCHLIST)
     return {"_id": str(uuid.uuid4()), "kind": entry.kind, "label": seal(entry.value),
             "digest": linking.watch_digest(id_key, entry.kind, match), "note": seal(entry.note),
             "region": principal.region, "region_path": regions.path(principal.region),

@@ -99,7 +99,8 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
     async def add_watch(entry: domain.WatchEntryIn,
                         principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
         try:
-            doc = domain.watch_entry(entry, principal, runtime.clock.now(), id_key=id_key, label_key=label_key)
+            doc = domain.watch_entry(entry, principal, runtime.clock.now(), id_key=id_key,
+                                     seal=crypto.Sealer(label_key, domain.WATCHLIST))
         except ValueError as exc:
             raise ApiError(422, "invalid_request", str(exc), [{"field": "value", "problem": str(exc)}]) from exc
         await store.add_watch_entry(doc)

@@ -6,6 +6,7 @@ from services.verification import domain, linking
 from shared.auth import Principal
 from shared.contracts import intake
 from shared.contracts.envelope import parse_data
+from shared.crypto import Sealer
 from tests.builders import OTHER_VILLAGE, PILOT_VILLAGE, case_reported
 
 KEY = b"k" * 32
@@ -121,7 +122,7 @@ def test_a_watch_list_entry_stores_no_name_or_phone():
     sup = Principal(sub="s", name="S", role="supervisor", region="36.03")
     label_key = bytes(32)
     doc = domain.watch_entry(domain.WatchEntryIn(kind="phone", value="0813-5555-6666", note="calo Pak Darto"), sup,
-                             datetime.now(UTC), id_key=KEY, label_key=label_key)
+                             datetime.now(UTC), id_key=KEY, seal=Sealer(label_key, domain.WATCHLIST))
     assert "5555" not in repr(doc) and "Darto" not in repr(doc)
     assert domain.watch_view(doc, label_key)["label"] == "0813-5555-6666"
 
