@@ -1,6 +1,7 @@
 """Reads of personal data land in the trail; exports and checkpoints on the real broker and database."""
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,7 +10,8 @@ from pymongo import AsyncMongoClient
 from services.audit.app import AuditSettings, create_app
 from shared import topics
 from shared.clock import ManualClock
-from shared.contracts.envelope import new_event
+from shared.contracts.access import CasesListed
+from shared.contracts.envelope import Actor, new_event
 from shared.contracts.referral import ReferralAcknowledged, ReferralEscalated
 from shared.contracts.verification import CaseVerified, Situation
 from tests.builders import case_reported
@@ -77,6 +79,28 @@ async def test_one_search_is_one_access_record_and_one_event_and_is_in_every_lis
         [entry] = [e for e in trail if e["type"] == "cases.listed"]
         assert entry["causation_id"] == listing["event_id"] and entry["actor"]["id"] == "supervisor-reader"
         assert entry["data"]["case_ids"] == [event.case_id]  # each trail names its own case, not the others
+
+
+async def test_a_listing_delivered_twice_is_recorded_once_in_each_trail(infra, isolation):
+    events = [case_reported() for _ in range(3)]
+    listing_id = f"listing:{uuid.uuid4()}"
+    actor = Actor(id="supervisor-reader", role="supervisor", region="36.03")
+
+    def listing(case_ids):
+        return new_event(CasesListed(service="audit", resource="cases", case_ids=case_ids), case_id=listing_id,
+                         producer="audit", actor=actor, correlation_id=listing_id, causation_id=None)
+
+    twice, later = listing([e.case_id for e in events]), listing([events[0].case_id])
+    async with serving(_app(infra, isolation)) as http:
+        for event in events:
+            await publish(infra["kafka"], topics.INTAKE, event)
+            await eventually(lambda event=event: _count(http, event.case_id, 1))
+        for message in (twice, twice, later):  # one key, one partition: `later` is read after the duplicate
+            await publish(infra["kafka"], topics.ACCESS, message)
+        await eventually(lambda: _count(http, events[0].case_id, 3), timeout=30)
+        trails = [(await http.get(f"/v1/cases/{e.case_id}/trail/verify", headers=SUPERVISOR)).json()
+                  for e in events]
+    assert [t["entries"] for t in trails] == [3, 2, 2] and all(t["valid"] for t in trails)
 
 
 async def _count(http, case_id, n):
