@@ -161,7 +161,7 @@ def open_referrals(event: Envelope, now: datetime) -> list[tuple[dict[str, Any],
     """The referral documents a `case.verified` opens, each with its own `referral.created`."""
     verified = parse_data(event, verification.CaseVerified)
     if not regions.VILLAGE_CODE.match(verified.village_code):
-        raise ContractError(f"case.verified has no village code: {verified.village_code!r}")
+        raise ContractError("case.verified has no valid village code (dd.dd.dd.dddd)")
     decisions = routing.route(verified.case_types, verified.situation, verified.village_code)
     case = {"case_id": event.case_id, "case_number": verified.case_number, "correlation_id": event.correlation_id,
             "priority": verified.priority, "village_code": verified.village_code,
