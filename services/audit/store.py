@@ -57,9 +57,9 @@ class AuditStore:
 
     async def append_batch(self, builds: Mapping[str, tuple[str, BuildEntry]], now: datetime) -> int:
         """Append one entry to each of many cases' trails (case id -> (event id, build)): one insert for all the
-        entries and one bulk update of the heads. A case the read model does not hold yet, and an entry that
-        collides (a redelivery, another writer), goes through `append` and `project` alone. Returns how many
-        entries are new."""
+        entries, then each head moves through its version claim. A case the read model does not hold yet, and an
+        entry that collides (a redelivery, another writer), goes through `append` alone. Returns how many entries
+        are new."""
         batch: dict[str, dict[str, Any]] = {}
         single: list[str] = []
         for case_id in sorted(builds):
