@@ -168,6 +168,10 @@ class AuditStore:
         cursor = self.cases.find({"trail_seq": {"$gt": 0}}, {"trail_seq": 1, "trail_hash": 1}).sort([("_id", ASCENDING)])
         async for d in cursor:
             yield {"case_id": d["_id"], "seq": d["trail_seq"], "hash": d["trail_hash"]}
+        # The directory trail's head last (its id "directory" is no case id), so deleting it whole shows too.
+        directory = await self.directory_head.find_one({"_id": domain.DIRECTORY})
+        if directory:
+            yield {"case_id": domain.DIRECTORY, "seq": directory["trail_seq"], "hash": directory["trail_hash"]}
 
     async def add_page(self, pages_id: str, page: dict[str, Any]) -> None:
         await self.checkpoint_pages.insert_one({"_id": f"{pages_id}:{page['page']:06d}", "pages_id": pages_id, **page})
@@ -191,6 +195,9 @@ class AuditStore:
         found = {}
         async for d in self.trail.find({}, {"case_id": 1, "seq": 1, "hash": 1}):
             if (key := (d["case_id"], int(d["seq"]))) in wanted:
+                found[key] = d["hash"]
+        async for d in self.directory.find({"trail": domain.DIRECTORY}, {"seq": 1, "hash": 1}):
+            if (key := (domain.DIRECTORY, int(d["seq"]))) in wanted:
                 found[key] = d["hash"]
         return found
 
