@@ -18,11 +18,11 @@ from services.intake import domain
 from services.intake.store import ReportStore
 from shared import regions, topics
 from shared.access import AccessLog
-from shared.crypto import KeyStore
+from shared.crypto import CaseErased, KeyStore, Sealer
 from shared.api_models import MAX_LIMIT, decode_cursor, page
 from shared.auth import Principal
 from shared.contracts.envelope import Envelope
-from shared.http import ApiError, not_found
+from shared.http import ApiError, case_erased, not_found
 from shared.outbox import ConcurrentUpdate
 from shared.service import Runtime
 
@@ -76,7 +76,10 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
             case_id = claim["case_id"]
             if first := await store.load(case_id):
                 return _replay(first)
-        key = await keys.key_for_new_case(case_id)
+        try:
+            seal = Sealer(await keys.key_for_new_case(case_id), case_id)
+        except CaseErased as exc:
+            raise case_erased() from exc
         regency = regions.regency_of(report.village_code)
         for _ in range(10):
             seq = await store.next_case_seq(regency, now.year)
@@ -85,7 +88,7 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
                 continue  # another process's counter handed this number out too: take the next one
             doc, events = domain.file_report(report, principal, case_id=case_id, number=number,
                                              idempotency_id=idempotency_id, fingerprint=fingerprint, now=now,
-                                             key=key)
+                                             seal=seal)
             try:
                 await store.create(doc, events)
                 return JSONResponse(_accepted(doc), status_code=201)
@@ -102,10 +105,9 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
     ) -> dict[str, Any]:
         offset = decode_cursor(cursor)
         docs = await store.of_reporter(principal.sub, offset, limit + 1)
-        views = []
-        for doc in docs[:limit]:
-            await access_log.viewed(principal, doc["_id"], "report")
-            views.append(domain.reporter_view(doc, await keys.key(doc["_id"])))
+        await access_log.listed(principal, [doc["_id"] for doc in docs[:limit]], "reports",
+                                {"cursor": cursor, "limit": limit})
+        views = [domain.reporter_view(doc, await keys.key(doc["_id"])) for doc in docs[:limit]]
         return page(views + docs[limit:], offset, limit)
 
     @router.get("/reports/{case_id}", summary="One of your reports")
@@ -117,7 +119,10 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
     @router.post("/reports/{case_id}/withdraw", summary="Withdraw your report before a decision")
     async def withdraw(case_id: str, body: WithdrawIn,
                        principal: Annotated[Principal, Depends(reporter)]) -> dict[str, Any]:
-        return await _move(case_id, principal, lambda doc: domain.withdraw(doc, principal, body.reason, clock.now()))
+        await _own(case_id, principal)
+        seal = await keys.sealer(case_id)
+        return await _move(case_id, principal,
+                           lambda doc: domain.withdraw(doc, principal, body.reason, clock.now(), seal))
 
     @router.post("/reports/{case_id}/amendments", summary="Answer the verifier's question; the report is screened again")
     async def amend(case_id: str, amendment: domain.AmendmentIn,
@@ -126,10 +131,9 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
             domain.check_amendment(amendment)
         except domain.FieldProblem as exc:
             raise ApiError(422, "invalid_request", str(exc), exc.problems) from exc
-        key = await keys.key(case_id)
-        if key is None:
-            raise ApiError(409, "conflict", "this report's personal data was erased; it can no longer be amended")
-        return await _move(case_id, principal, lambda doc: domain.amend(doc, amendment, principal, clock.now(), key))
+        await _own(case_id, principal)
+        seal = await keys.sealer(case_id)
+        return await _move(case_id, principal, lambda doc: domain.amend(doc, amendment, principal, clock.now(), seal))
 
     async def _move(case_id: str, principal: Principal, decide) -> dict[str, Any]:
         for _ in range(5):
@@ -140,6 +144,8 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
                 raise ApiError(409, "conflict", str(exc), {"status": doc["status"]}) from exc
             except domain.FieldProblem as exc:
                 raise ApiError(422, "invalid_request", str(exc), exc.problems) from exc
+            except CaseErased as exc:
+                raise case_erased() from exc
             except ConcurrentUpdate:
                 continue
             return domain.reporter_view(await _own(case_id, principal), await keys.key(case_id))
