@@ -35,6 +35,11 @@ def not_found(what: str = "case") -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
 
 
+def case_erased() -> ApiError:
+    # Text written about an erased case could only be stored in plaintext: it is refused instead (shared.crypto).
+    return ApiError(409, "case_erased", "this case's personal data was erased: nothing personal can be written to it")
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 

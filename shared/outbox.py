@@ -33,6 +33,7 @@ from pymongo.errors import DuplicateKeyError
 from shared.clock import Clock, SystemClock
 from shared.contracts.envelope import Envelope
 from shared.versions import SUFFIX, ConcurrentUpdate, VersionedCollection, set_path
+from shared.logging import describe
 
 log = structlog.get_logger()
 
@@ -172,7 +173,7 @@ class OutboxRelay:
                 attempts = int(entry.get("attempts", 0)) + 1
                 failed = is_permanent(exc) and attempts >= self._max_attempts
                 update: dict[str, Any] = {"$inc": {f"{where}.attempts": 1},
-                                          "$set": {f"{where}.last_error": f"{type(exc).__name__}: {exc}"[:500]}}
+                                          "$set": {f"{where}.last_error": describe(exc)}}
                 if failed:
                     update["$set"] |= {f"{where}.status": "failed", "outbox_failed": True}
                 await claims.update_one({"_id": claim_id}, update)
@@ -260,7 +261,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the sweeper outlives a database or broker outage
-                log.warning("outbox_sweep_failed", error_type=type(exc).__name__, error=str(exc)[:200])
+                log.warning("outbox_sweep_failed", error=describe(exc))
             rounds += 1
             await asyncio.sleep(interval_s)
 

@@ -36,6 +36,7 @@ class ServiceSettings(BaseSettings):
     master_key: SecretStr = SecretStr(DEV_MASTER_KEY)
     # A data key read from the key store is reused this long: erasure reaches every process within it.
     key_cache_seconds: float = Field(30.0, ge=0)
+    key_cache_size: int = Field(10_000, ge=1)  # at most this many case keys held per process
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "WASPADA_KAFKA_BOOTSTRAP_SERVERS")
     )

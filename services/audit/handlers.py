@@ -31,12 +31,15 @@ from services.audit.store import AuditStore
 from shared import topics
 from shared.access import AccessLog
 from shared.api_models import MAX_LIMIT, Instant, Page, decode_cursor, page
+from shared.contracts import access
+from shared.contracts.envelope import parse_data
+from shared.crypto import CaseErased, KeyStore, Sealer
 from shared.auth import Principal
 from shared.consumer import MAX_BACKOFF_S, record_headers
 from shared.contracts.envelope import Envelope
 from shared.contracts.intake import CaseType
-from shared.crypto import KeyStore
-from shared.http import ApiError, errors, not_found
+from shared.http import ApiError, case_erased, errors, not_found
+from shared.logging import describe
 from shared.mongo import TRANSIENT_ERRORS
 from shared.service import Runtime
 
@@ -57,7 +60,8 @@ def _reported_between(reported_from: datetime | None, reported_to: datetime | No
     return {"reported_at": window} if window else {}
 
 
-def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: KeyStore) -> APIRouter:
+def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: KeyStore,
+           records_key: bytes) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["audit"])
     supervisor = runtime.require("supervisor", "admin")
     admin = runtime.require("admin")
@@ -92,9 +96,9 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
             filters["village_code"] = village_code
         offset = decode_cursor(cursor)
         docs = await store.search(principal.region, filters, offset, limit + 1)
-        await access_log.searched(principal, [d["_id"] for d in docs[:limit]],
-                                  {"status": status, "type": type, "village_code": village_code,
-                                   "reported_from": reported_from, "reported_to": reported_to})
+        await access_log.listed(principal, [d["_id"] for d in docs[:limit]], "cases",
+                                {"status": status, "type": type, "village_code": village_code,
+                                 "reported_from": reported_from, "reported_to": reported_to})
         return page([domain.case_view(d) for d in docs], offset, limit)
 
     @router.get("/cases/{case_id}/trail", response_model=Trail, responses=errors(401, 403, 404),
@@ -104,7 +108,7 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
         entries = await store.trail_of(case_id)
         await access_log.viewed(principal, case_id, "trail")
         key = await keys.key(case_id)
-        return {"case_id": case_id, "entries": [domain.trail_view(e, key) for e in entries]}
+        return {"case_id": case_id, "entries": [domain.trail_view(e, key, records_key) for e in entries]}
 
     @router.get("/cases/{case_id}/trail/export", response_class=Response,
                 responses={200: {"content": EXPORT_MEDIA, "description": "JSON Lines, or a printable HTML document"},
@@ -117,11 +121,14 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
         purpose: Annotated[str | None, Query(max_length=500, description="why it is exported (PDP)")] = None,
     ) -> Response:
         case = await in_region(case_id, principal)
+        try:
+            await access_log.exported(principal, case_id, format, purpose, await keys.sealer(case_id))
+        except CaseErased as exc:
+            raise case_erased() from exc
         entries = await store.trail_of(case_id)
         verdict = domain.verify_chain(entries, domain.head_of(case))
         key = await keys.key(case_id)
-        views = [domain.trail_view(e, key) for e in entries]
-        await access_log.exported(principal, case_id, format, purpose)
+        views = [domain.trail_view(e, key, records_key) for e in entries]
         now = runtime.clock.now()
         name = f"trail-{case.get('case_number') or case_id}"
         headers = {"Content-Disposition": f'attachment; filename="{name}.{format}"'}
@@ -195,10 +202,10 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
     async def erase(case_id: str, body: ErasureIn,
                     principal: Annotated[Principal, Depends(admin)]) -> dict[str, Any]:
         await in_region(case_id, principal)
-        erased_at = await keys.erase(case_id, domain.timestamp(runtime.clock.now()))
-        if erased_at is None:  # this request destroyed the key: the one erasure the trail records
-            await access_log.erased(principal, case_id, body.reason)
-        return {"case_id": case_id, "erased": True, "erased_at": erased_at or await keys.erased_at(case_id)}
+        # The record first, then the key: a crash between the two is finished when audit consumes the record.
+        await access_log.erased(principal, case_id, body.reason, Sealer(records_key, case_id))
+        await keys.erase(case_id, domain.timestamp(runtime.clock.now()))
+        return {"case_id": case_id, "erased": True}
 
     # A checkpoint covers every region's trails; a caller sees only the part about their region's cases.
 
@@ -272,8 +279,22 @@ async def _write_page(store: AuditStore, pages_id: str, number: int, heads: list
     return page["hash"]
 
 
-def subscribers(runtime: Runtime, store: AuditStore) -> None:
+def subscribers(runtime: Runtime, store: AuditStore, keys: KeyStore) -> None:
+    async def record_listing(event: Envelope) -> None:
+        """One list answer, in the trail of every case it showed: batched writes, off the request's path."""
+        now = runtime.clock.now()
+        entries = domain.listing_entries(event, parse_data(event, access.CasesListed))
+        builds = {e.case_id: (e.event_id, lambda last, e=e: domain.chain_entry(e, last, now)) for e in entries}
+        appended = await store.append_batch(builds, now)
+        log.info("listing_recorded", cases=len(entries), appended=appended)
+
     async def record(event: Envelope) -> None:
+        if event.type == "cases.listed":
+            await record_listing(event)
+            return
+        if event.type == "case.erased":
+            # Idempotent: finishes an erasure whose key was not destroyed yet when its record was written.
+            await keys.erase(event.case_id, domain.timestamp(event.occurred_at))
         now = runtime.clock.now()
         if domain.is_directory_event(event):
             entry, appended = await store.append_to_directory(
@@ -347,12 +368,12 @@ async def keep_dead_letter(record: Callable[[dict[str, Any]], Awaitable[bool]], 
             except Exception as exc:  # noqa: BLE001 - refused: store a raw copy, and never drop it
                 failures += 1
                 if failures == attempts and how == "recorded":
-                    log.error("dead_letter_stored_raw", error_type=type(exc).__name__, error=str(exc)[:300])
-                    current, how = domain.raw_dead_letter(doc, f"{type(exc).__name__}: {exc}"), "recorded_raw"
+                    log.error("dead_letter_stored_raw", error_type=type(exc).__name__, error=describe(exc))
+                    current, how = domain.raw_dead_letter(doc, describe(exc)), "recorded_raw"
                 elif failures >= attempts:
                     if not counted:
                         waiting.count, counted = waiting.count + 1, True
-                    log.error("dead_letter_not_recorded", error_type=type(exc).__name__, error=str(exc)[:300],
+                    log.error("dead_letter_not_recorded", error_type=type(exc).__name__, error=describe(exc),
                               retry_in_s=wait)
             await asyncio.sleep(wait)
             wait = min(wait * 2 or 0.1, MAX_BACKOFF_S)

@@ -100,7 +100,6 @@ class DeadLetter(BaseModel):
 class Erasure(BaseModel):
     case_id: str
     erased: bool
-    erased_at: str | None = Field(description="when the case's data key was destroyed (the first erasure)")
 
 
 class Checkpoint(BaseModel):

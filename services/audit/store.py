@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.audit import domain, records
 from shared.clock import Clock
@@ -54,6 +55,37 @@ class AuditStore:
         primary key; FerretDB scans for anything else), else found by searching the trail."""
         return await _append(self.trail, "case_id", case_id, event_id, build, attempts,
                              lambda: self.cases.find_one({"_id": case_id}, {"trail_seq": 1, "trail_hash": 1}))
+
+    async def append_batch(self, builds: Mapping[str, tuple[str, BuildEntry]], now: datetime) -> int:
+        """Append one entry to each of many cases' trails (case id -> (event id, build)): one insert for all the
+        entries, then each head moves through its version claim. A case the read model does not hold yet, and an
+        entry that collides (a redelivery, another writer), goes through `append` alone. Returns how many entries
+        are new."""
+        batch: dict[str, dict[str, Any]] = {}
+        single: list[str] = []
+        for case_id in sorted(builds):
+            case = await self.cases.find_one({"_id": case_id}, {"trail_seq": 1, "trail_hash": 1})
+            if case is None or not case.get("trail_seq"):
+                single.append(case_id)
+            else:
+                batch[case_id] = builds[case_id][1]({"seq": case["trail_seq"], "hash": case["trail_hash"]})
+        failed: set[int] = set()
+        if batch:
+            try:  # the unique (case_id, seq) and (case_id, event_id) indexes refuse a collision, entry by entry
+                await self.trail.insert_many([dict(e) for e in batch.values()], ordered=False)
+            except BulkWriteError as exc:
+                failed = {err["index"] for err in exc.details.get("writeErrors", [])}
+        inserted = [(case_id, entry) for i, (case_id, entry) in enumerate(batch.items()) if i not in failed]
+        single += [case_id for i, case_id in enumerate(batch) if i in failed]
+        for case_id, entry in inserted:  # each head moves through its version claim (safe with several copies)
+            await self.project(case_id, entry, [])
+        new = len(inserted)
+        for case_id in single:
+            event_id, build = builds[case_id]
+            entry, appended = await self.append(case_id, event_id, build)
+            await self.project(case_id, entry, [])
+            new += appended
+        return new
 
     async def append_to_directory(self, event_id: str, build: BuildEntry, attempts: int = 20
                                   ) -> tuple[dict[str, Any], bool]:

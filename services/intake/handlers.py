@@ -24,8 +24,8 @@ from shared.api_models import MAX_LIMIT, Page, decode_cursor, page
 from shared.auth import Principal
 from shared.consumer import record_headers
 from shared.contracts.envelope import Envelope
-from shared.crypto import KeyStore
-from shared.http import ApiError, errors, not_found
+from shared.crypto import CaseErased, KeyStore, Sealer
+from shared.http import ApiError, case_erased, errors, not_found
 from shared.outbox import ConcurrentUpdate
 from shared.service import Runtime
 
@@ -80,7 +80,10 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
 
     async def create_case(report: domain.ReportIn, principal: Principal, case_id: str, idempotency_id: str,
                           fingerprint: str, now: Any) -> JSONResponse:
-        key = await keys.key_for_new_case(case_id)
+        try:
+            seal = Sealer(await keys.key_for_new_case(case_id), case_id)
+        except CaseErased as exc:
+            raise case_erased() from exc
         regency = regions.regency_of(report.village_code)
         for _ in range(10):
             seq = await store.next_case_seq(regency, now.year)
@@ -89,7 +92,7 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
                 continue  # another process's counter handed this number out too: take the next one
             doc, events = domain.file_report(report, principal, case_id=case_id, number=number,
                                              idempotency_id=idempotency_id, fingerprint=fingerprint, now=now,
-                                             key=key)
+                                             seal=seal)
             try:
                 await store.create(doc, events)
                 return JSONResponse(_accepted(doc), status_code=201)
@@ -107,10 +110,9 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
     ) -> dict[str, Any]:
         offset = decode_cursor(cursor)
         docs = await store.of_reporter(principal.sub, offset, limit + 1)
-        views = []
-        for doc in docs[:limit]:
-            await access_log.viewed(principal, doc["_id"], "report")
-            views.append(domain.reporter_view(doc, await keys.key(doc["_id"])))
+        await access_log.listed(principal, [doc["_id"] for doc in docs[:limit]], "reports",
+                                {"cursor": cursor, "limit": limit})
+        views = [domain.reporter_view(doc, await keys.key(doc["_id"])) for doc in docs[:limit]]
         return page(views + docs[limit:], offset, limit)
 
     @router.get("/reports/{case_id}", response_model=ReportView, responses=errors(401, 403, 404),
@@ -124,7 +126,10 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
                  responses=errors(401, 403, 404, 409, 413, 422), summary="Withdraw your report before a decision")
     async def withdraw(case_id: str, body: WithdrawIn,
                        principal: Annotated[Principal, Depends(reporter)]) -> dict[str, Any]:
-        return await _move(case_id, principal, lambda doc: domain.withdraw(doc, principal, body.reason, clock.now()))
+        await _own(case_id, principal)
+        seal = await keys.sealer(case_id)
+        return await _move(case_id, principal,
+                           lambda doc: domain.withdraw(doc, principal, body.reason, clock.now(), seal))
 
     @router.post("/reports/{case_id}/amendments", response_model=ReportView,
                  responses=errors(401, 403, 404, 409, 413, 422),
@@ -136,10 +141,8 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
             domain.check_amendment(amendment, clock.now())
         except domain.FieldProblem as exc:
             raise ApiError(422, "invalid_request", str(exc), exc.problems) from exc
-        key = await keys.key(case_id)
-        if key is None:
-            raise ApiError(409, "conflict", "this report's personal data was erased; it can no longer be amended")
-        return await _move(case_id, principal, lambda doc: domain.amend(doc, amendment, principal, clock.now(), key))
+        seal = await keys.sealer(case_id)
+        return await _move(case_id, principal, lambda doc: domain.amend(doc, amendment, principal, clock.now(), seal))
 
     async def _move(case_id: str, principal: Principal, decide) -> dict[str, Any]:
         for _ in range(5):
@@ -150,6 +153,8 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
                 raise ApiError(409, "conflict", str(exc), {"status": doc["status"]}) from exc
             except domain.FieldProblem as exc:
                 raise ApiError(422, "invalid_request", str(exc), exc.problems) from exc
+            except CaseErased as exc:
+                raise case_erased() from exc
             except ConcurrentUpdate:
                 continue
             return domain.reporter_view(await _own(case_id, principal), await keys.key(case_id))

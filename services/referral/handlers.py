@@ -17,7 +17,8 @@ from shared.api_models import MAX_LIMIT, Page, decode_cursor, page
 from shared.auth import Principal
 from shared.crypto import KeyStore
 from shared.contracts.envelope import Envelope
-from shared.http import ApiError, errors, not_found
+from shared.http import ApiError, case_erased, errors, not_found
+from shared.logging import describe
 from shared.outbox import Change, ConcurrentUpdate
 from shared.service import Runtime
 
@@ -95,11 +96,13 @@ def routes(runtime: Runtime, store: ReferralStore, access_log: AccessLog, keys: 
             doc = await store.load(referral_id)
             if doc is None or doc["agency_id"] != principal.unit:
                 raise not_found("referral")
-            key = await keys.key(doc["case_id"])
+            seal = await keys.sealer(doc["case_id"])
             try:
-                await store.change(referral_id, doc["version"], decide(doc, clock.now(), crypto.sealer(key, doc["case_id"])))
+                await store.change(referral_id, doc["version"], decide(doc, clock.now(), seal))
             except domain.InvalidTransition as exc:
                 raise ApiError(409, "conflict", str(exc), {"status": doc["status"]}) from exc
+            except crypto.CaseErased as exc:
+                raise case_erased() from exc
             except ConcurrentUpdate:
                 continue
             return domain.referral_view(await store.load(referral_id))  # masked: the answer to an action
@@ -214,7 +217,7 @@ def run_every(interval_s: float, step: Callable[[], Awaitable[int]]) -> Callable
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the checker outlives a database or broker outage
-                log.warning("deadline_check_failed", error_type=type(exc).__name__, error=str(exc)[:200])
+                log.warning("deadline_check_failed", error=describe(exc))
             await asyncio.sleep(interval_s)
 
     return loop

@@ -52,6 +52,26 @@ class CaseStore(AggregateStore):
         for identity in identities:
             await self._add_ref(self.identities, identity.digest, ref, {"kind": identity.kind}, INDEX_KEEP)
 
+    async def unindex(self, case_id: str, identity_ids: list[str], bucket_ids: list[str]) -> None:
+        """Take a case out of the link index: it can no longer be found by its identifiers."""
+        for collection, doc_ids in ((self.identities, identity_ids), (self.buckets, bucket_ids)):
+            for doc_id in doc_ids:
+                await self._remove_ref(collection, doc_id, case_id)
+
+    async def _remove_ref(self, index: VersionedCollection, doc_id: str, case_id: str) -> None:
+        for _ in range(20):
+            doc = await index.load(doc_id)
+            if doc is None or not any(r["case_id"] == case_id for r in doc.get("cases", [])):
+                return
+            rest = [r for r in doc["cases"] if r["case_id"] != case_id]
+            try:  # the entry keeps no reference to the case (an empty entry names no case)
+                await index.write(doc_id, {**doc, "cases": rest, "total": max(0, int(doc.get("total", 1)) - 1),
+                                           "version": int(doc["version"]) + 1}, base=doc)
+                return
+            except DuplicateKeyError:
+                continue  # another writer moved the entry: remove from what it wrote
+        raise ConcurrentUpdate(f"could not remove {case_id} from {doc_id}")
+
     async def reported_near(self, bucket_ids: list[str], case_id: str) -> list[dict[str, Any]]:
         """References to other cases of the same village observed around the same days."""
         refs = []

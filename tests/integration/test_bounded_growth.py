@@ -55,3 +55,26 @@ async def test_a_common_name_keeps_one_bounded_entry_and_counts_the_rest(db):
     assert entry["total"] == INDEX_KEEP + 15
     matches, beyond = await store.identity_matches([identity], "new-case")
     assert len(matches) == INDEX_KEEP and beyond == 15
+
+
+async def test_outbox_entries_leave_the_aggregate_once_published_and_old(db):
+    from shared import topics
+    from shared.contracts.envelope import new_event
+    from shared.contracts.intake import CaseWithdrawn
+    from shared.outbox import Outgoing
+
+    relay = OutboxRelay(_nothing, SystemClock(), retention_s=0)
+    store = AggregateStore(db["things"], relay)
+
+    def event():
+        return Outgoing(topics.INTAKE, new_event(CaseWithdrawn(reason="x"), case_id="b", producer="test", actor=None,
+                                                 correlation_id="b", causation_id=None))
+
+    await store.create({"_id": "b"}, [event()])
+    for version in range(1, 31):
+        await store.change("b", version, Change(set={"n": version}, events=[event()]))
+    doc = await store.load("b")
+    assert doc["version"] == 31 and "outbox" not in doc  # the document carries no entries at all
+    assert len(await store.outbox("b")) == 31  # each version's claim holds its own, published ones
+    await relay.sweep_once(full=True)  # older than the retention (0 s here), published and written through
+    assert await store.outbox("b") == {}

@@ -2,6 +2,7 @@
 failed requests that leave nothing behind, reports that need attention."""
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -97,6 +98,23 @@ async def test_an_idempotency_key_expires_after_a_day(infra, isolation):
         assert await app.state.expire_idempotency_keys_once() == 1
         later = await http.post("/v1/reports", json=body, headers=headers)
     assert later.status_code == 201 and later.json()["case_id"] != first["case_id"]
+
+
+async def test_a_reporters_list_is_one_access_record_naming_every_report_it_showed(infra, isolation):
+    reporter = auth("reporter", PILOT_VILLAGE)
+    client = AsyncMongoClient(infra["mongo"])
+    try:
+        async with serving(_app(infra, isolation)) as http, TopicReader(infra["kafka"], topics.ACCESS) as access:
+            ids = [(await http.post("/v1/reports", json=report_body(), headers=reporter)).json()["case_id"]
+                   for _ in range(3)]
+            assert len((await http.get("/v1/reports", headers=reporter)).json()["items"]) == 3
+            [event] = await access.collect(lambda r: header(r, topics.HEADER_EVENT_TYPE) == "cases.listed")
+            more = await access.drain(lambda r: True, 1.0)
+            records = await client[f"{isolation['db_prefix']}_intake"]["access_log"].find({}).to_list()
+    finally:
+        await client.close()
+    assert more == [] and [(r["type"], sorted(r["case_ids"])) for r in records] == [("cases.listed", sorted(ids))]
+    assert sorted(json.loads(event.value)["data"]["case_ids"]) == sorted(ids)
 
 
 async def test_a_failed_report_leaves_nothing_behind_and_a_corrected_retry_with_its_key_is_accepted(

@@ -110,7 +110,6 @@ async def test_erasing_an_erased_case_is_one_erasure_in_the_trail(infra, isolati
             await client.close()
         html = await http.get(f"/v1/cases/{event.case_id}/trail/export", headers=SUPERVISOR, params={"format": "html"})
     assert [a.status_code for a in answers] == [200, 200, 200]
-    assert len({a.json()["erased_at"] for a in answers}) == 1
     assert count == 1
     assert unknown.status_code == 404
     csp = html.headers["content-security-policy"]
