@@ -38,19 +38,20 @@ class System:
     def url(self, service: str, copy: int = 0) -> str:
         return f"http://127.0.0.1:{PORTS[service] + 10 * copy}"
 
-    def start(self, service: str) -> None:
-        """Start every copy of `service`: the same database and consumer group, each on its own port."""
-        for copy in range(COPIES):
+    def start(self, service: str, copies: range = range(COPIES)) -> None:
+        """Start copies of `service` (all by default): the same database and consumer group, each on its own port."""
+        for copy in copies:
             log = open(self.logs / f"{service}-{copy}.log", "ab")  # noqa: SIM115 - owned by the child process
             self.procs[(service, copy)] = subprocess.Popen(
                 [sys.executable, "-m", f"services.{service}"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                 env={**self.env, "WASPADA_PORT": str(PORTS[service] + 10 * copy)},
             )
 
-    def wait_ready(self, services: list[str], timeout: float = 240) -> None:  # ten processes start on two busy cores
+    def wait_ready(self, services: list[str], copies: range = range(COPIES), timeout: float = 240) -> None:
+        # Generous: ten Python processes importing their libraries at once take a while on a busy 2-core machine.
         deadline = time.monotonic() + timeout
         for service in services:
-            for copy in range(COPIES):
+            for copy in copies:
                 while True:
                     proc = self.procs[(service, copy)]
                     if proc.poll() is not None:
@@ -89,10 +90,11 @@ class System:
 def system(infra, tmp_path_factory) -> System:
     logs = tmp_path_factory.mktemp("service-logs")
     system = System(infra, logs)
-    for service in PORTS:
-        system.start(service)
     try:
-        system.wait_ready(list(PORTS))
+        for copy in range(COPIES):  # first copies, then second ones: less at once, and fewer group rebalances
+            for service in PORTS:
+                system.start(service, range(copy, copy + 1))
+            system.wait_ready(list(PORTS), range(copy, copy + 1))
         yield system
     finally:
         system.stop_all()
