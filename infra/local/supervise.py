@@ -1,4 +1,4 @@
-"""Start and stop the four services locally (`make run`, `make up`, `make down`, `make status`).
+"""Start and stop the services locally (`make run`, `make up`, `make down`, `make status`).
 
 run   start Kafka + FerretDB if needed, create topics, start the services in the foreground; Ctrl-C stops
       everything this command started.
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("WASPADA_INFRA_DIR", ROOT / ".local-infra"))
 PIDS, LOGS = STATE / "pids", STATE / "logs"
 INFRA = ROOT / "infra" / "local" / "infra.sh"
-SERVICES = {"intake": 8001, "verification": 8002, "referral": 8003, "audit": 8004}
+SERVICES = {"intake": 8001, "verification": 8002, "referral": 8003, "audit": 8004, "web": 8000}
 
 
 def _alive(pid: int) -> bool:
