@@ -15,7 +15,7 @@ from pymongo import MongoClient
 from tests.conftest import auth, eventually
 from tests.e2e.browser import (
     ARGS, CHROMIUM, NEW_PASSWORD, PHONE, cases_of, create_account, fill_report, screenshot, serious_violations, sign_in, submit,
-    totp, worker_ready,
+    totp, until, worker_ready,
 )
 
 pytestmark = pytest.mark.e2e
@@ -315,7 +315,7 @@ async def test_the_reporters_form_weighs_under_150_kb_on_first_load(chromium, si
         sizes: dict[str, int] = {}
         cdp.on("Network.loadingFinished", lambda e: sizes.__setitem__(e["requestId"], e["encodedDataLength"]))
         await page.goto(f"{site}/report", wait_until="load")
-        await page.wait_for_function("document.documentElement.dataset.ready === 'true'")
+        await until(page, "document.documentElement.dataset.ready === 'true'")
         total = sum(sizes.values())
         assert 0 < total < 150 * 1024, total
     finally:
