@@ -114,6 +114,8 @@ async def serious_violations(page) -> list[dict]:
             for v in result if v["impact"] in ("serious", "critical")]
 
 
-async def screenshot(page, name: str) -> None:
+async def screenshot(page, name: str, *, top: bool = False) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    if top:
+        await page.evaluate("window.scrollTo(0, 0)")
     await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
