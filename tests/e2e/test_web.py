@@ -5,7 +5,6 @@ My reports with the officer's question, security headers, accessibility and page
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 
 import httpx
@@ -14,15 +13,12 @@ from playwright.async_api import async_playwright
 from pymongo import MongoClient
 
 from tests.conftest import auth, eventually
-from tests.e2e.conftest import PORTS
 from tests.e2e.browser import (
     ARGS, CHROMIUM, NEW_PASSWORD, PHONE, cases_of, create_account, fill_report, screenshot, serious_violations, sign_in, submit,
     totp, until, worker_ready,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
-    "identity" not in PORTS and not os.environ.get("WASPADA_E2E_IDENTITY_RUNNING"),
-    reason="signing in needs services/identity (the identity branch)")]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
