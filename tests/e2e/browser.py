@@ -52,17 +52,21 @@ def totp(secret: str, at: float | None = None, step: int = 30) -> str:
     return f"{(struct.unpack('>I', digest[offset:offset + 4])[0] & 0x7FFFFFFF) % 1_000_000:06d}"
 
 
-async def sign_in(page, base: str, account: dict, password: str | None = None) -> None:
-    """Sign in; on the first sign-in replace the one-time password."""
+async def sign_in(page, base: str, account: dict, password: str | None = None, *, shots: bool = False) -> None:
+    """Sign in; on the first sign-in replace the one-time password. `shots`: screenshots of both forms."""
     await page.goto(f"{base}/login")
     await page.fill("#username", account["username"])
     await page.fill("#password", password or account.get("password") or account["one_time_password"])
+    if shots:
+        await screenshot(page, "login")
     await page.click("form[action='/login'] button[type=submit]")
     await page.wait_for_load_state()
     if page.url.endswith("/password"):
         await page.fill("#current", account["one_time_password"])
         await page.fill("#new", NEW_PASSWORD)
         await page.fill("#repeat", NEW_PASSWORD)
+        if shots:
+            await screenshot(page, "password-change")
         await page.click("form[action='/password'] button[type=submit]")
         await page.wait_for_load_state()
         account["password"] = NEW_PASSWORD

@@ -61,7 +61,7 @@ async def _statuses(page) -> list[str]:
 
 async def test_reporter_signs_in_changes_first_password_and_files_a_report_online(phone, site, system, reporter):
     page = await phone.new_page()
-    await sign_in(page, site, reporter)
+    await sign_in(page, site, reporter, shots=True)
     assert page.url.endswith("/report")
     cookie = next(c for c in await phone.cookies() if c["name"] == "waspada_session")
     assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
