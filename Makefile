@@ -10,7 +10,7 @@ export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 export MONGODB_URI ?= mongodb://127.0.0.1:27017/?directConnection=true
 
 
-.PHONY: lock install infra-up infra-down topics run up down status token admin resend-failed test test-some test-unit test-integration test-e2e bench bench-sign-in lint clean
+.PHONY: lock install web-assets web-catalogs web-perf infra-up infra-down topics run up down status token admin resend-failed test test-some test-unit test-integration test-e2e bench bench-sign-in lint clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,30 @@ $(STAMP): pyproject.toml requirements.lock
 lock: ## re-pin every transitive dependency after changing pyproject.toml
 	$(PY) -m pip freeze --exclude-editable > requirements.lock
 
-install: $(STAMP) ## Python environment, Kafka jars, FerretDB runner (all cached after the first time)
+install: $(STAMP) web-assets /usr/bin/chromium ## Python environment, Kafka jars, FerretDB runner, web assets, Chromium (all cached after the first time)
 	$(INFRA) install
+
+# The web service's front-end libraries come from npm through the committed lock file; what it serves is copied
+# into the git-ignored static/vendor/. Browser tests drive Debian's Chromium (never a downloaded browser).
+WEB := services/web
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package.json $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
+
+$(WEB)/static/vendor/htmx.min.js: $(WEB)/node_modules/.package-lock.json
+	mkdir -p $(WEB)/static/vendor && cp $(WEB)/node_modules/htmx.org/dist/htmx.min.js $@
+
+web-assets: $(WEB)/static/vendor/htmx.min.js
+
+/usr/bin/chromium:
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
+web-catalogs: $(STAMP) ## re-extract the web pages' strings into services/web/locales/*/messages.po
+	$(PY) -m services.web.catalogs
+
+web-perf: install ## page weights and time to interactive of the report form on an emulated slow phone (fresh test instance)
+	$(TEST_INFRA) $(INFRA) fresh
+	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:$(T_KAFKA)
+	$(TEST_INFRA) $(PY) -m tests.web_perf; rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
 
 infra-up: install ## start Kafka and FerretDB on loopback and create the topics
 	$(INFRA) start

@@ -34,6 +34,7 @@ SERVICES = {
     "referral": 8003,
     "audit": 8004,
     "identity": 8005,
+    "web": 8000,  # pages for people, a client of the others' HTTP APIs
 }
 
 START_SECONDS = 5  # a service that exits sooner than this after starting is restarted with backoff
@@ -54,6 +55,15 @@ def port_of(name: str) -> int:
     return int(os.environ.get(f"WASPADA_{name.upper()}_PORT", SERVICES[name]))
 
 
+def _environment(name: str) -> str:
+    """WASPADA_PORT, and for web where it finds the others (WASPADA_<NAME>_URL), as supervisord writes it."""
+    env = {"WASPADA_PORT": port_of(name)}
+    if name == "web":
+        env |= {f"WASPADA_{other.upper()}_URL": f"http://127.0.0.1:{port_of(other)}"
+                for other in SERVICES if other != "web"}
+    return ",".join(f'{key}="{value}"' for key, value in env.items())
+
+
 def config(names: list[str], foreground: bool) -> str:
     """supervisord's configuration for `names`: in the foreground the services log to the console."""
     p = _paths()
@@ -69,7 +79,7 @@ def config(names: list[str], foreground: bool) -> str:
         out = "/dev/stdout" if foreground else str(p["logs"] / f"{name}.log")
         lines += [
             f"[program:{name}]", f"command={sys.executable} -m services.{name}", f"directory={ROOT}",
-            f'environment=WASPADA_PORT="{port_of(name)}"', "autostart=true", "autorestart=true",
+            f"environment={_environment(name)}", "autostart=true", "autorestart=true",
             f"startsecs={START_SECONDS}", f"startretries={START_RETRIES}", "stopsignal=TERM", "stopwaitsecs=15",
             "stopasgroup=true", "killasgroup=true", "redirect_stderr=true", f"stdout_logfile={out}",
             *(["stdout_logfile_maxbytes=0"] if foreground else ["stdout_logfile_maxbytes=20MB"]), "",

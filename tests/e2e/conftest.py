@@ -24,6 +24,12 @@ PORTS = {name: _BASE + port - 8000 for name, port in SERVICES.items()}
 COPIES = 2  # copy n of a service listens on PORTS[service] + 10 * n (all within base+0..base+19)
 
 
+def upstreams(copy: int) -> dict[str, str]:
+    """Where copy n of web finds the services it calls: copy n of each."""
+    return {f"WASPADA_{name.upper()}_URL": f"http://127.0.0.1:{PORTS[name] + 10 * copy}"
+            for name in SERVICES if name != "web"}
+
+
 class System:
     def __init__(self, infra: dict[str, str], logs: Path) -> None:
         tag = uuid.uuid4().hex[:8]
@@ -44,7 +50,8 @@ class System:
             log = open(self.logs / f"{service}-{copy}.log", "ab")  # noqa: SIM115 - owned by the child process
             self.procs[(service, copy)] = subprocess.Popen(
                 [sys.executable, "-m", f"services.{service}"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                env={**self.env, "WASPADA_PORT": str(PORTS[service] + 10 * copy)},
+                env={**self.env, **(upstreams(copy) if service == "web" else {}),
+                     "WASPADA_PORT": str(PORTS[service] + 10 * copy)},
             )
 
     def wait_ready(self, services: list[str], copies: range = range(COPIES), timeout: float = 240) -> None:

@@ -1,0 +1,1 @@
+"""The web service: server-rendered pages over the other services' public HTTP APIs."""

@@ -1,0 +1,4 @@
+from services.web.app import WebSettings, create_app
+from shared.service import main
+
+main(WebSettings, create_app)
