@@ -62,6 +62,7 @@ async def sign_in(page, base: str, account: dict, password: str | None = None, *
     await page.click("form[action='/login'] button[type=submit]")
     await page.wait_for_load_state()
     if page.url.endswith("/password"):
+        assert await page.locator("nav.tabs").count() == 0  # no way onward until the account is set up
         await page.fill("#current", account["one_time_password"])
         await page.fill("#new", NEW_PASSWORD)
         await page.fill("#repeat", NEW_PASSWORD)
