@@ -119,7 +119,8 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
         entries = await store.trail_of(case_id)  # the two reads cannot look like a deleted entry
         return domain.verify_chain(entries, domain.head_of(case))
 
-    @router.get("/stats", summary="Cases in your region by status, type, district and village; median times; overdue referrals")
+    @router.get("/stats", summary="Cases in your region by status, type, district and village; median times; overdue referrals; "
+                                   "reports and escalations per week")
     async def stats(
         principal: Annotated[Principal, Depends(supervisor)],
         reported_from: Annotated[AwareDatetime | None, Query(description="inclusive")] = None,
@@ -128,8 +129,9 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
         filters = _reported_between(reported_from, reported_to)
         by_status, by_types, by_village = await asyncio.gather(
             *(store.counts(principal.region, filters, field) for field in ("status", "types", "village_code")))
+        cases = await store.timings(principal.region, filters)
         return {**domain.stats_view(principal.region, by_status, by_types, by_village),
-                **domain.timings_view(await store.timings(principal.region, filters))}
+                **domain.timings_view(cases), **domain.weekly_view(cases)}
 
     @router.get("/deadletters", summary="Messages a consumer gave up on, newest first, with the error and source")
     async def dead_letters(
