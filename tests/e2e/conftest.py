@@ -17,6 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 # WASPADA_E2E_PORT_BASE moves the copies so two checkouts can run their suites side by side.
 _BASE = int(os.environ.get("WASPADA_E2E_PORT_BASE", "18000"))
 PORTS = {"intake": _BASE + 1, "verification": _BASE + 2, "referral": _BASE + 3, "audit": _BASE + 4}
+if (ROOT / "services" / "identity").is_dir():
+    PORTS["identity"] = _BASE + 5
+PORTS["web"] = _BASE  # a client of the others' HTTP APIs, started last
+WEB_UPSTREAMS = {f"WASPADA_{name.upper()}_URL": f"http://127.0.0.1:{_BASE + n}"
+                 for n, name in enumerate(("intake", "verification", "referral", "audit", "identity"), start=1)}
 
 
 class System:
@@ -30,13 +35,13 @@ class System:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{PORTS[service]}"
+        return f"http://127.0.0.1:{PORTS.get(service, _BASE + 5)}"
 
     def start(self, service: str) -> None:
         log = open(self.logs / f"{service}.log", "ab")  # noqa: SIM115 - owned by the child process
         self.procs[service] = subprocess.Popen(
             [sys.executable, "-m", f"services.{service}"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            env={**self.env, "WASPADA_PORT": str(PORTS[service])},
+            env={**self.env, **(WEB_UPSTREAMS if service == "web" else {}), "WASPADA_PORT": str(PORTS[service])},
         )
 
     def wait_ready(self, services: list[str], timeout: float = 60) -> None:

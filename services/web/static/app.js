@@ -257,6 +257,7 @@
 
     form.addEventListener('submit', function (e) {
       e.preventDefault();
+      clearErrors();
       $$('.person', persons).forEach(function (fs) { if (isEmpty(fs) && $$('.person', persons).length > 0) fs.remove(); });
       renumber();
       var body = collect();
@@ -293,4 +294,5 @@
   refresh().then(function () { if (navigator.onLine) send(); });
   document.addEventListener('visibilitychange', function () { if (!document.hidden && navigator.onLine) send(); });
   document.documentElement.dataset.ready = 'true';
+  if (window.performance && performance.mark) performance.mark('waspada-ready');
 })();
