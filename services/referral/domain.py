@@ -482,6 +482,7 @@ def referral_view(doc: dict[str, Any], key: bytes | None = None, *, opened: bool
         "rerouted_to": doc.get("rerouted_to"),
         "needs_supervisor": doc.get("needs_supervisor", False),
         "next_deadline": doc.get("next_deadline"),
+        "next_due_at": _iso(due[1]) if (due := next_deadline(doc)) else None,  # what the unit's countdown shows
         "escalations": [{k: e.get(k) for k in ("deadline", "due_at", "overdue_seconds", "at")}
                         for e in doc.get("escalations", [])],
         "outcome": doc.get("outcome"),
