@@ -10,7 +10,7 @@ export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 export MONGODB_URI ?= mongodb://127.0.0.1:27017/?directConnection=true
 
 
-.PHONY: lock install web-assets web-catalogs web-perf infra-up infra-down topics run up down status token test test-some test-unit test-integration test-e2e bench lint clean
+.PHONY: lock install web-assets web-catalogs web-perf infra-up infra-down topics run up down status token admin test test-some test-unit test-integration test-e2e bench bench-sign-in lint clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -67,8 +67,13 @@ status:
 	$(INFRA) status
 	-$(PY) -m infra.local.supervise status
 
-token: $(STAMP) ## make token ROLE=reporter REGION=36.03.11.2009 [UNIT=polresta_tangerang] [SUB=user-1]
+token: $(STAMP) ## dev only: a 15-minute token, make token ROLE=reporter REGION=36.03.11.2009 [UNIT=polresta_tangerang] [SUB=user-1]
 	@$(PY) -m shared.auth --role $(ROLE) --region $(REGION) $(if $(UNIT),--unit $(UNIT)) $(if $(SUB),--sub $(SUB))
+
+admin: install ## the first admin: make admin USERNAME=198001012005011001 REGION=36 (prompts for a password, prints the TOTP QR code)
+	$(INFRA) start
+	$(PY) -m shared.kafka --bootstrap $(KAFKA_BOOTSTRAP_SERVERS)
+	$(PY) -m services.identity admin --username $(USERNAME) --region $(REGION) $(if $(NAME),--name "$(NAME)")
 
 # `make test` has its own Kafka and FerretDB (other ports, fresh data each run), so it neither sees nor
 # disturbs what `make run` holds; it stops them when the tests end.
@@ -104,6 +109,11 @@ test-integration test-e2e: install
 bench: install ## throughput and latency as ratios against Kafka and database baselines, on a fresh test instance
 	$(TEST_INFRA) $(INFRA) fresh
 	$(TEST_INFRA) $(PY) -m tests.bench $(BENCH_ARGS); rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
+
+bench-sign-in: install ## sign-in time with the production Argon2id parameters, on a fresh test instance
+	$(TEST_INFRA) $(INFRA) fresh
+	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:$(T_KAFKA)
+	$(TEST_INFRA) $(PY) -m tests.bench_sign_in; rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
 
 lint: install ## pyflakes-level checks (unused names, undefined names, syntax)
 	$(PY) -m ruff check --select F,E9 services shared tests infra

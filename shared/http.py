@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.auth import AuthError, Principal, decode_token
+from shared.auth import AuthError, Principal, PublicKeys, decode_token
 
 log = structlog.get_logger()
 
@@ -119,26 +119,40 @@ class _BodyTooLarge(Exception):
 _bearer = HTTPBearer(auto_error=False)
 
 
-def authenticator(secret: str) -> Callable[..., Callable[..., Awaitable[Principal]]]:
-    """Returns `require(*roles)`, a FastAPI dependency factory: 401 for bad tokens, 403 for a role not allowed."""
+def authenticator(public_keys: PublicKeys) -> Callable[..., Callable[..., Awaitable[Principal]]]:
+    """Returns `require(*roles, setup=False)`, a FastAPI dependency factory: 401 for bad tokens, 403 for a role
+    not allowed, 403 `setup_required` for a token of an account that must first change its password or enrol
+    its second factor (only identity's setup endpoints pass `setup=True`)."""
 
-    def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
+    def require(*roles: str, setup: bool = False) -> Callable[..., Awaitable[Principal]]:
         async def dependency(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
             if credentials is None or credentials.scheme.lower() != "bearer":
                 raise ApiError(401, "unauthorized", "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
             try:
-                principal = decode_token(secret, credentials.credentials)
+                principal = decode_token(public_keys, credentials.credentials)
             except AuthError as exc:
                 raise ApiError(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+            if principal.setup and not setup:
+                raise ApiError(403, "setup_required", "change your password and enrol your second factor first, "
+                               "then refresh the token")
             if roles and principal.role not in roles:
                 raise ApiError(403, "forbidden", f"role {principal.role!r} may not use this endpoint")
             structlog.contextvars.bind_contextvars(actor_id=principal.sub, actor_role=principal.role)
             return principal
 
         dependency.roles = roles  # type: ignore[attr-defined]  # read by the access-control test table
+        dependency.setup = setup  # type: ignore[attr-defined]
         return dependency
 
     return require
+
+
+async def anyone() -> None:
+    """The dependency of an endpoint open to anyone (sign-in, token refresh, public keys)."""
+
+
+anyone.roles = ()  # type: ignore[attr-defined]  # declared, so the access-control table knows it is public
+anyone.public = True  # type: ignore[attr-defined]
 
 
 ReadinessCheck = Callable[[], Awaitable[None]]

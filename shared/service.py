@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared import kafka, mongo
+from shared.auth import load_public_keys
 from shared.clock import Clock, SystemClock
 from shared.consumer import EventConsumer, consumers_assigned, subscribe
 from shared.http import authenticator, create_api
@@ -41,9 +43,9 @@ class Runtime:
     # Long-running loops started as tasks once the broker runs, cancelled on shutdown (e.g. deadline checks).
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def require(self) -> Callable[..., Callable[..., Awaitable[object]]]:
-        return authenticator(self.settings.jwt_secret.get_secret_value())
+        return authenticator(load_public_keys(self.settings.jwt_public_key))
 
     def consume(self, *topic_names: str, apply: Callable, description: str) -> None:
         """Subscribe `apply(envelope)` to `topic_names` in this service's consumer group."""

@@ -7,8 +7,13 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Documented development secret: accepted only with WASPADA_ENV=dev (DESIGN.md, "Who may do what").
-DEV_JWT_SECRET = "waspada-dev-secret-do-not-use-in-production"
+# The documented development key pair: accepted only with WASPADA_ENV=dev (DESIGN.md, "Who may do what").
+DEV_JWT_PRIVATE_KEY = """-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIB0IHJtBf3GGJyM5u1+JG0vIj7jDVHLhT9eeSzezTCaH
+-----END PRIVATE KEY-----"""
+DEV_JWT_PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAUz3KGEjDlahxP5oaH+wmYQ0rqJljoOEJ4tZMN+y18gs=
+-----END PUBLIC KEY-----"""
 DEV_PII_KEY = "waspada-dev-identifier-key-do-not-use-in-production"
 DEV_MASTER_KEY = "d2FzcGFkYS1kZXYtbWFzdGVyLWtleS0zMi1ieXRlcyE="  # base64 of 32 bytes; dev only
 
@@ -18,11 +23,13 @@ class InsecureSettings(ValueError):
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WASPADA_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="WASPADA_", extra="ignore", populate_by_name=True,
+                                      env_ignore_empty=True)
 
     service: str = "waspada"
     env: Literal["dev", "test", "prod"] = "prod"
-    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    # Verifies access tokens: one Ed25519 PEM public key, or several concatenated while a signing key is rolled.
+    jwt_public_key: str = DEV_JWT_PUBLIC_KEY
     # Keys the HMAC of identifiers (NIK, passport, phone, names) used for linking, so no plaintext is indexed.
     identifier_key: SecretStr = SecretStr(DEV_PII_KEY)
     # Wraps every case's data key (shared.crypto); base64 of 32 random bytes.
@@ -54,9 +61,15 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_dev_secret_outside_dev(self) -> ServiceSettings:
-        if self.env != "dev" and self.jwt_secret.get_secret_value() == DEV_JWT_SECRET:
+        from shared.auth import load_public_keys
+
+        try:
+            public_keys = load_public_keys(self.jwt_public_key)
+        except ValueError as exc:
+            raise InsecureSettings(f"WASPADA_JWT_PUBLIC_KEY: {exc}") from None
+        if self.env != "dev" and set(public_keys) & set(load_public_keys(DEV_JWT_PUBLIC_KEY)):
             raise InsecureSettings(
-                "WASPADA_JWT_SECRET is the development default; set a real secret or WASPADA_ENV=dev"
+                "WASPADA_JWT_PUBLIC_KEY holds the development key; set the real one or WASPADA_ENV=dev"
             )
         if self.env != "dev" and self.identifier_key.get_secret_value() == DEV_PII_KEY:
             raise InsecureSettings("WASPADA_IDENTIFIER_KEY is the development default; set a real key")
@@ -65,8 +78,6 @@ class ServiceSettings(BaseSettings):
         from shared.crypto import master_key_from
 
         master_key_from(self.master_key.get_secret_value())  # refuses a key that is not base64 of 32 bytes
-        if len(self.jwt_secret.get_secret_value()) < 32:
-            raise InsecureSettings("WASPADA_JWT_SECRET must be at least 32 characters")
         return self
 
     @property

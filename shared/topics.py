@@ -4,9 +4,10 @@ INTAKE = "waspada.intake.v1"
 VERIFICATION = "waspada.verification.v1"
 REFERRAL = "waspada.referral.v1"
 ACCESS = "waspada.access.v1"
+IDENTITY = "waspada.identity.v1"  # key: the account id (the envelope's case_id carries it)
 DEADLETTER = "waspada.deadletter.v1"
 
-ALL = (INTAKE, VERIFICATION, REFERRAL, ACCESS, DEADLETTER)
+ALL = (INTAKE, VERIFICATION, REFERRAL, ACCESS, IDENTITY, DEADLETTER)
 CASE_TOPICS = (INTAKE, VERIFICATION, REFERRAL, ACCESS)
 DEFAULT_PARTITIONS = 6
 

@@ -14,8 +14,9 @@ import contextlib
 import os
 import socket
 import subprocess
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -24,12 +25,14 @@ from fastapi import FastAPI
 
 from shared import topics
 from shared.auth import issue_token
-from shared.settings import DEV_JWT_SECRET
+from shared.settings import DEV_JWT_PRIVATE_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 MONGO = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017/?directConnection=true")
-SECRET = os.environ.get("WASPADA_JWT_SECRET", DEV_JWT_SECRET)
+PRIVATE_KEY = os.environ.get("WASPADA_JWT_PRIVATE_KEY") or DEV_JWT_PRIVATE_KEY
+# Sign-in in tests hashes with cheap Argon2id parameters; the production default is measured in README.
+os.environ.setdefault("WASPADA_PASSWORD_HASH_PROFILE", "cheapest_for_tests")
 
 
 def _port_open(address: str) -> bool:
@@ -72,11 +75,33 @@ def isolation() -> dict[str, str]:
 
 
 def token(role: str, region: str, *, unit: str | None = None, sub: str | None = None) -> str:
-    return issue_token(SECRET, role=role, region=region, unit=unit, sub=sub or f"{role}-{uuid.uuid4().hex[:8]}")
+    return issue_token(PRIVATE_KEY, role=role, region=region, unit=unit, sub=sub or f"{role}-{uuid.uuid4().hex[:8]}")
 
 
-def auth(role: str, region: str, *, unit: str | None = None, sub: str | None = None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(role, region, unit=unit, sub=sub)}"}
+class BearerHeader(Mapping[str, str]):
+    """`{"Authorization": "Bearer …"}` whose 15-minute token is made anew once it is 10 minutes old, so a header
+    built when a test module is imported still works however long the run before that test takes."""
+
+    def __init__(self, role: str, region: str, unit: str | None, sub: str) -> None:
+        self._claims = {"role": role, "region": region, "unit": unit, "sub": sub}
+        self._token, self._made = "", -1e9
+
+    def __getitem__(self, name: str) -> str:
+        if name != "Authorization":
+            raise KeyError(name)
+        if time.monotonic() - self._made > 600:
+            self._token, self._made = token(**self._claims), time.monotonic()
+        return f"Bearer {self._token}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("Authorization",))
+
+    def __len__(self) -> int:
+        return 1
+
+
+def auth(role: str, region: str, *, unit: str | None = None, sub: str | None = None) -> BearerHeader:
+    return BearerHeader(role, region, unit, sub or f"{role}-{uuid.uuid4().hex[:8]}")
 
 
 @contextlib.asynccontextmanager

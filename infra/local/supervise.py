@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("WASPADA_INFRA_DIR", ROOT / ".local-infra"))
 PIDS, LOGS = STATE / "pids", STATE / "logs"
 INFRA = ROOT / "infra" / "local" / "infra.sh"
-SERVICES = {"intake": 8001, "verification": 8002, "referral": 8003, "audit": 8004, "web": 8000}
+SERVICES = {"intake": 8001, "verification": 8002, "referral": 8003, "audit": 8004, "identity": 8005, "web": 8000}
 
 
 def _alive(pid: int) -> bool:
@@ -56,6 +56,12 @@ def start_infra() -> list[str]:
     subprocess.run([sys.executable, "-m", "shared.kafka", "--bootstrap",
                     os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")], check=True, cwd=ROOT)
     return [n for n in ("kafka", "ferretdb") if _pid(n) and n not in before]
+
+
+def seed_demo_accounts() -> None:
+    """With WASPADA_ENV=dev, one demo account per role (README, "Signing in"), made once through identity's store."""
+    if os.environ.get("WASPADA_ENV") == "dev":
+        subprocess.run([sys.executable, "-m", "services.identity", "demo"], check=True, cwd=ROOT)
 
 
 def start_services(foreground: bool) -> dict[str, subprocess.Popen]:
@@ -127,6 +133,7 @@ def banner(started: float) -> None:
 def run() -> None:
     started = time.monotonic()
     infra_started = start_infra()
+    seed_demo_accounts()
     procs = start_services(foreground=True)
     stopping = False
 
@@ -157,6 +164,7 @@ def run() -> None:
 def up() -> None:
     started = time.monotonic()
     start_infra()
+    seed_demo_accounts()
     procs = start_services(foreground=False)
     wait_ready(procs)
     banner(started)

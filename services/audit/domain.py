@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from shared import crypto, regions, topics
+from shared.contracts import identity as identity_events
 from shared.contracts.envelope import Envelope
 
 GENESIS_HASH = "0" * 64
@@ -75,11 +76,13 @@ def chain_hash(prev_hash: str, entry: Mapping[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical_json(entry)).encode("utf-8")).hexdigest()
 
 
-def chain_entry(event: Envelope, previous: Mapping[str, Any] | None, recorded_at: datetime) -> dict[str, Any]:
-    """The trail entry that records `event` right after `previous` (None: the case's first entry)."""
+def chain_entry(event: Envelope, previous: Mapping[str, Any] | None, recorded_at: datetime,
+                trail: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The trail entry that records `event` right after `previous` (None: the trail's first entry). `trail`
+    holds the fields that name the trail the entry belongs to (default: the event's case)."""
     prev_hash = previous["hash"] if previous else GENESIS_HASH
     entry: dict[str, Any] = {
-        "case_id": event.case_id,
+        **(trail or {"case_id": event.case_id}),
         "seq": int(previous["seq"]) + 1 if previous else 1,
         "event_id": event.event_id,
         "type": event.type,
@@ -149,6 +152,29 @@ def trail_view(entry: Mapping[str, Any], key: bytes | None) -> dict[str, Any]:
         "hash": entry.get("hash"),
         "data": event.get("data"),
     }
+
+
+# --- the directory trail: every account change and sign-in (waspada.identity.v1), one chain for all ---------
+
+DIRECTORY = "directory"
+UNSCOPED = "*"  # an entry no region owns (a sign-in attempt at a username that does not exist)
+
+
+def is_directory_event(event: Envelope) -> bool:
+    return event.type in identity_events.EVENT_TYPES
+
+
+def directory_entry(event: Envelope, previous: Mapping[str, Any] | None, recorded_at: datetime) -> dict[str, Any]:
+    """The directory trail's entry for an identity event: the case trail's chain rule, keyed by account id
+    (the envelope's case_id), with the account's region path so each admin or supervisor reads their region."""
+    region = event.data.get("region")
+    region_path = regions.path(region) if isinstance(region, str) and regions.REGION_CODE.match(region) else [UNSCOPED]
+    return chain_entry(event, previous, recorded_at,
+                       trail={"trail": DIRECTORY, "account_id": event.case_id, "region_path": region_path})
+
+
+def directory_view(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {**trail_view(entry, None), "account_id": entry.get("account_id")}
 
 
 # --- the case read model ------------------------------------------------------------------------------------

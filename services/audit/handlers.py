@@ -119,6 +119,24 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
         entries = await store.trail_of(case_id)  # the two reads cannot look like a deleted entry
         return domain.verify_chain(entries, domain.head_of(case))
 
+    @router.get("/directory/trail",
+                summary="Account changes and sign-ins of your region in order (the directory's own hash chain)")
+    async def directory_trail(
+        principal: Annotated[Principal, Depends(supervisor)],
+        account_id: Annotated[str | None, Query(max_length=200)] = None,
+        after: Annotated[int, Query(ge=0, description="entries after this seq")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> dict[str, Any]:
+        entries = await store.directory_trail(principal.region, account_id, after, limit + 1)
+        shown = entries[:limit]
+        return {"trail": domain.DIRECTORY, "entries": [domain.directory_view(e) for e in shown],
+                "next": shown[-1]["seq"] if len(entries) > limit else None}
+
+    @router.get("/directory/trail/verify", summary="Recompute the directory's whole hash chain")
+    async def verify_directory(principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
+        entries, head = await store.whole_directory()
+        return domain.verify_chain(entries, head)
+
     @router.get("/stats", summary="Cases in your region by status, type, district and village; median times; overdue referrals; "
                                    "reports and escalations per week")
     async def stats(
@@ -199,14 +217,20 @@ async def take_checkpoint(store: AuditStore, clock: Any) -> dict[str, Any]:
 def subscribers(runtime: Runtime, store: AuditStore) -> None:
     async def record(event: Envelope) -> None:
         now = runtime.clock.now()
+        if domain.is_directory_event(event):
+            entry, appended = await store.append_to_directory(
+                event.event_id, lambda last: domain.directory_entry(event, last, now))
+            log.info("directory_appended" if appended else "directory_entry_exists", seq=entry["seq"])
+            return
         entry, appended = await store.append(event.case_id, event.event_id,
                                              lambda last: domain.chain_entry(event, last, now))
         # Also on a redelivery: the previous attempt may have stopped between the trail and the case document.
         await store.project(event.case_id, entry, domain.case_updates(event))
         log.info("trail_appended" if appended else "trail_entry_exists", seq=entry["seq"])
 
-    runtime.consume(*topics.CASE_TOPICS, apply=record,
-                    description="Every case event and every access event is appended to its case's hash-chained trail")
+    runtime.consume(*topics.CASE_TOPICS, topics.IDENTITY, apply=record,
+                    description="Every case event and every access event is appended to its case's hash-chained "
+                                "trail; every account change and sign-in to the directory's trail")
 
     settings = runtime.settings
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -26,6 +26,8 @@ class AuditStore:
         self.cases = db["cases"]
         self.dead_letters = db["deadletters"]
         self.checkpoints = db["checkpoints"]
+        self.directory = db["directory_trail"]
+        self.directory_head = db["directory_head"]
         self._clock = clock
 
     async def ensure_indexes(self) -> None:
@@ -35,35 +37,45 @@ class AuditStore:
         await self.cases.create_index([("region_path", ASCENDING), ("reported_at", DESCENDING)])
         await self.cases.create_index([("region_path", ASCENDING), ("status", ASCENDING)])
         await self.dead_letters.create_index([("recorded_at", DESCENDING)])
+        await self.directory.create_index([("trail", ASCENDING), ("seq", ASCENDING)], unique=True)
+        await self.directory.create_index([("trail", ASCENDING), ("event_id", ASCENDING)], unique=True)
+        await self.directory.create_index([("account_id", ASCENDING), ("seq", ASCENDING)])
 
     # --- the trail ------------------------------------------------------------------------------------------
 
     async def append(self, case_id: str, event_id: str, build: BuildEntry, attempts: int = 20
                      ) -> tuple[dict[str, Any], bool]:
-        """Append the entry `build(last entry)` once per event; returns the event's entry and whether it is new."""
-        for attempt in range(attempts):
-            last = await self._last_entry(case_id, trust_head=attempt == 0)
-            entry = build(last)
-            try:
-                await self.trail.insert_one(dict(entry))
-                return entry, True
-            except DuplicateKeyError:
-                # Either this event is already recorded (a redelivery) or another writer took the seq (retry).
-                existing = await self.trail.find_one({"case_id": case_id, "event_id": event_id})
-                if existing is not None:
-                    return existing, False
-        raise TrailContention(f"could not append {event_id} to the trail of {case_id} after {attempts} attempts")
+        """Append the entry `build(last entry)` once per event; returns the event's entry and whether it is new.
+        The head is first read from the case document (a read by _id, which every server answers from its
+        primary key; FerretDB scans for anything else), else found by searching the trail."""
+        return await _append(self.trail, "case_id", case_id, event_id, build, attempts,
+                             lambda: self.cases.find_one({"_id": case_id}, {"trail_seq": 1, "trail_hash": 1}))
 
-    async def _last_entry(self, case_id: str, trust_head: bool) -> Mapping[str, Any] | None:
-        """The case's last entry: first from the head kept on the case document (a read by _id, which every
-        server answers from its primary key; FerretDB scans for anything else), else by searching the trail."""
-        if trust_head:
-            case = await self.cases.find_one({"_id": case_id}, {"trail_seq": 1, "trail_hash": 1})
-            if case is None:
-                return None  # a first event; if entries exist after all, seq 1 collides and the retry searches
-            if case.get("trail_seq"):
-                return {"seq": case["trail_seq"], "hash": case["trail_hash"]}
-        return await self.trail.find_one({"case_id": case_id}, sort=[("seq", DESCENDING)])
+    async def append_to_directory(self, event_id: str, build: BuildEntry, attempts: int = 20
+                                  ) -> tuple[dict[str, Any], bool]:
+        """The directory trail: one chain for every account, appended like a case's trail, its head kept apart."""
+        entry, new = await _append(self.directory, "trail", domain.DIRECTORY, event_id, build, attempts,
+                                   lambda: self.directory_head.find_one({"_id": domain.DIRECTORY}))
+        async with document_writes.hold((self.directory_head.full_name, domain.DIRECTORY)):
+            head = await self.directory_head.find_one({"_id": domain.DIRECTORY})
+            if head is None or int(head.get("trail_seq") or 0) < entry["seq"]:
+                await self.directory_head.replace_one(
+                    {"_id": domain.DIRECTORY}, {"_id": domain.DIRECTORY, "trail_seq": entry["seq"],
+                                                "trail_hash": entry["hash"]}, upsert=True)
+        return entry, new
+
+    async def directory_trail(self, region: str, account_id: str | None, after_seq: int, limit: int
+                              ) -> list[dict[str, Any]]:
+        filters: dict[str, Any] = {"trail": domain.DIRECTORY, "seq": {"$gt": after_seq},
+                                   "region_path": {"$in": [region, domain.UNSCOPED]}}
+        if account_id:
+            filters["account_id"] = account_id
+        return await self.directory.find(filters).sort([("seq", ASCENDING)]).limit(limit).to_list()
+
+    async def whole_directory(self) -> tuple[list[dict[str, Any]], domain.TrailHead]:
+        head = await self.directory_head.find_one({"_id": domain.DIRECTORY}) or {}  # the head first: see verify
+        entries = await self.directory.find({"trail": domain.DIRECTORY}).sort([("seq", ASCENDING)]).to_list()
+        return entries, domain.head_of(head)
 
     async def trail_of(self, case_id: str) -> list[dict[str, Any]]:
         return await self.trail.find({"case_id": case_id}).sort([("seq", ASCENDING)]).to_list()
@@ -159,3 +171,33 @@ class AuditStore:
 
     async def checkpoint_chain(self) -> list[dict[str, Any]]:
         return await self.checkpoints.find({}).sort([("_id", ASCENDING)]).to_list()
+
+
+async def _append(collection: Any, key_field: str, key: str, event_id: str, build: BuildEntry, attempts: int,
+                  read_head: Callable[[], Awaitable[Mapping[str, Any] | None]]) -> tuple[dict[str, Any], bool]:
+    """Append once per event to one chain; the unique (key, seq) and (key, event_id) indexes make it safe
+    without transactions."""
+    for attempt in range(attempts):
+        last = await _last_entry(collection, key_field, key, read_head if attempt == 0 else None)
+        entry = build(last)
+        try:
+            await collection.insert_one(dict(entry))
+            return entry, True
+        except DuplicateKeyError:
+            # Either this event is already recorded (a redelivery) or another writer took the seq (retry).
+            existing = await collection.find_one({key_field: key, "event_id": event_id})
+            if existing is not None:
+                return existing, False
+    raise TrailContention(f"could not append {event_id} to the trail of {key} after {attempts} attempts")
+
+
+async def _last_entry(collection: Any, key_field: str, key: str,
+                      read_head: Callable[[], Awaitable[Mapping[str, Any] | None]] | None
+                      ) -> Mapping[str, Any] | None:
+    if read_head is not None:
+        head = await read_head()
+        if head is None:
+            return None  # a first event; if entries exist after all, seq 1 collides and the retry searches
+        if head.get("trail_seq"):
+            return {"seq": head["trail_seq"], "hash": head["trail_hash"]}
+    return await collection.find_one({key_field: key}, sort=[("seq", DESCENDING)])

@@ -1,4 +1,4 @@
-"""The four services as real processes, started once for the e2e tier on their own ports, databases and groups."""
+"""The five services as real processes, started once for the e2e tier on their own ports, databases and groups."""
 
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # WASPADA_E2E_PORT_BASE moves the copies so two checkouts can run their suites side by side.
 _BASE = int(os.environ.get("WASPADA_E2E_PORT_BASE", "18000"))
-PORTS = {"intake": _BASE + 1, "verification": _BASE + 2, "referral": _BASE + 3, "audit": _BASE + 4}
-if (ROOT / "services" / "identity").is_dir():
-    PORTS["identity"] = _BASE + 5
+PORTS = {"intake": _BASE + 1, "verification": _BASE + 2, "referral": _BASE + 3, "audit": _BASE + 4,
+         "identity": _BASE + 5}
 PORTS["web"] = _BASE  # a client of the others' HTTP APIs, started last
 WEB_UPSTREAMS = {f"WASPADA_{name.upper()}_URL": f"http://127.0.0.1:{_BASE + n}"
                  for n, name in enumerate(("intake", "verification", "referral", "audit", "identity"), start=1)}
@@ -29,7 +28,8 @@ class System:
         tag = uuid.uuid4().hex[:8]
         self.env = {**os.environ, "WASPADA_ENV": "dev", "KAFKA_BOOTSTRAP_SERVERS": infra["kafka"],
                     "MONGODB_URI": infra["mongo"], "WASPADA_DB_PREFIX": f"e2e{tag}",
-                    "WASPADA_GROUP_PREFIX": f"e2e-{tag}", "WASPADA_OUTBOX_SWEEP_INTERVAL_S": "0.5"}
+                    "WASPADA_GROUP_PREFIX": f"e2e-{tag}", "WASPADA_OUTBOX_SWEEP_INTERVAL_S": "0.5",
+                    "WASPADA_PASSWORD_HASH_PROFILE": "cheapest_for_tests"}
         self.db_prefix = self.env["WASPADA_DB_PREFIX"]
         self.logs = logs
         self.procs: dict[str, subprocess.Popen] = {}

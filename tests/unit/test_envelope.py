@@ -59,5 +59,7 @@ def test_every_event_type_of_the_design_has_a_contract():
         "referral.created", "referral.acknowledged", "referral.accepted", "referral.declined", "referral.updated",
         "referral.escalated", "referral.closed", "case.closed",
         "case.viewed", "case.exported", "case.searched", "case.erased",
+        "account.created", "account.changed", "account.disabled", "account.password_reset", "login.succeeded",
+        "login.failed", "session.revoked",
     }
     assert {t for t, _ in registered_types()} == designed
