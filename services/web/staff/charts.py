@@ -45,7 +45,7 @@ def columns(ident: str, title: str, desc: str, labels: list[str], series: list[S
     left, right, top, bottom = 36, 8, 10, 36
     plot_w, plot_h = width - left - right, height - top - bottom
     totals = [sum(s.values[i] for s in series) for i in range(len(labels))]
-    top_value = nice_max(max(totals, default=0))
+    top_value = max(nice_max(max(totals, default=0)), 4)  # counts: four whole steps at least
     body: list[str] = []
     for k in range(5):  # grid lines and their values
         value = top_value * k / 4

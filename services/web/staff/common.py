@@ -48,7 +48,7 @@ class StaffPages:
                 session["account"].get("role"), []), village=village_name, agency=agency_name,
             due=lambda at: countdown(at, now, loc), span=lambda s: duration(s, loc),
             word=lambda table, key: loc.gettext(table[key]) if key in table else key,
-            deadline_word=lambda key: loc.gettext(words.DEADLINES.get(key) or words.DEADLINES["next_update"]),
+            deadline_word=lambda key: loc.gettext(deadline_of(key)),
             **context)
 
     def not_found(self, request: Request, session: dict[str, Any], what: str) -> HTMLResponse:
@@ -57,6 +57,11 @@ class StaffPages:
     @staticmethod
     def csrf_ok(session: dict[str, Any], form: Any) -> bool:
         return Pages.form_csrf_ok(session, form)
+
+
+def deadline_of(key: str | None) -> str:
+    """The words for a deadline key (`acknowledge`, `first_update`, `update_<n>`)."""
+    return words.DEADLINES.get(key or "") or words.DEADLINES["next_update"]
 
 
 def village_name(code: str | None) -> str:

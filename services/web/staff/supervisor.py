@@ -7,13 +7,14 @@ import re
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from babel.dates import format_date
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from services.web import vocabulary
 from services.web.i18n import Locale
 from services.web.staff import charts, words
-from services.web.staff.common import StaffPages, agency_name, village_name, villages_in
+from services.web.staff.common import StaffPages, agency_name, deadline_of, village_name, villages_in
 from services.web.vocabulary import N_
 
 CASE_ID = re.compile(r"^[0-9a-fA-F-]{8,64}$")
@@ -46,45 +47,48 @@ def why(entry: dict[str, Any], loc: Locale) -> list[str]:
                          for t in types or [])
 
     if kind == "case.reported":
-        out.append(f'{village_name(data.get("village_code"))} · {_("suspected")}: {kinds(data.get("suspected_types"))}')
+        out.append(_("%(village)s · suspected: %(kinds)s") % {"village": village_name(data.get("village_code")),
+                                                              "kinds": kinds(data.get("suspected_types"))})
         out.append(_("%(n)s indicators, %(p)s people") % {"n": len(data.get("indicators") or []),
                                                          "p": len(data.get("persons") or [])})
     elif kind == "case.screened":
-        out.append(f'{_("score")} {data.get("score")} · {_(words.PRIORITIES.get(data.get("priority"), "?"))}')
+        priority = words.PRIORITIES.get(data.get("priority")) or "?"
+        out.append(_("score %(score)s · %(priority)s") % {"score": data.get("score"), "priority": _(priority)})
     elif kind == "case.linked":
         out.append(", ".join(_(words.LINK_REASONS.get(r, r)) for r in data.get("reasons") or []))
     elif kind == "case.info_requested":
-        out.append(f'{_("Question:")} {data.get("question")}')
+        out.append(_("Question:") + " " + str(data.get("question")))
     elif kind == "case.amended":
-        out.append(f'{_("Answer:")} {data.get("answer")}')
+        out.append(_("Answer:") + " " + str(data.get("answer")))
     elif kind == "case.verified":
         out.append(kinds(data.get("case_types")))
         if data.get("note"):
-            out.append(f'{_("Note")}: {data["note"]}')
+            out.append(_("Note") + ": " + str(data["note"]))
     elif kind in ("case.rejected", "case.withdrawn", "case.erased"):
-        out.append(f'{_("Reason")}: {data.get("reason")}')
+        out.append(_("Reason") + ": " + str(data.get("reason")))
     elif kind and kind.startswith("referral."):
         out.append(agency_name(data.get("agency_id")))
         if kind == "referral.created":
             out.append(_(words.FUNCTIONS.get(data.get("function"), data.get("function") or "")))
         if data.get("reason"):
-            out.append(f'{_("Reason")}: {data["reason"]}')
+            out.append(_("Reason") + ": " + str(data["reason"]))
         if data.get("rerouted_to_agency_id"):
-            out.append(f'{_("passed on to")} {agency_name(data["rerouted_to_agency_id"])}')
+            out.append(_("passed on to %(unit)s") % {"unit": agency_name(data["rerouted_to_agency_id"])})
         milestone = data.get("milestone") or {}
         if milestone.get("kind"):
             detail = milestone.get("lp_number") or milestone.get("letter_number") or milestone.get("office") or ""
-            out.append(f'{_(words.MILESTONES.get(milestone["kind"], milestone["kind"]))} {detail}'.strip())
+            out.append((_(words.MILESTONES.get(milestone["kind"], milestone["kind"])) + " " + str(detail)).strip())
         if data.get("note"):
-            out.append(f'{_("Note")}: {data["note"]}')
+            out.append(_("Note") + ": " + str(data["note"]))
         if data.get("outcome"):
             out.append(_(words.OUTCOMES.get(data["outcome"], data["outcome"])))
         if kind == "referral.escalated":
-            out.append(_(words.DEADLINES.get(data.get("deadline"), words.DEADLINES["next_update"])))
+            out.append(_(deadline_of(data.get("deadline"))))
     elif kind == "case.closed":
-        out.extend(f'{agency_name(a)}: {_(words.OUTCOMES.get(o, o))}' for a, o in (data.get("outcomes") or {}).items())
+        out.extend(agency_name(a) + ": " + _(words.OUTCOMES.get(o, o)) for a, o in (data.get("outcomes") or {}).items())
     elif kind == "case.exported":
-        out.append(f'{data.get("format")} · {_("purpose")}: {data.get("purpose") or "—"}')
+        out.append(_("%(format)s · purpose: %(purpose)s") % {"format": data.get("format"),
+                                                             "purpose": data.get("purpose") or "—"})
     elif kind == "case.viewed":
         out.append(f'{data.get("service")}: {data.get("resource")}')
     elif kind and (kind.startswith("account.") or kind.startswith("login.") or kind.startswith("session.")):
@@ -245,9 +249,9 @@ def dashboard_figures(stats: dict[str, Any], overdue: list[dict[str, Any]], firs
     _ = loc.gettext
     starts = [(first + timedelta(days=7 * i)).isoformat() for i in range(weeks)]
     by_week = {w["week"]: w for w in stats.get("weeks") or []}
-    labels = [loc.day(s) for s in starts]
+    labels = [format_date(date.fromisoformat(s), "d MMM", locale=loc.lang) for s in starts]
     kinds = [k for k in KINDS if any(by_week.get(s, {}).get("by_type", {}).get(k) for s in starts)] or ["np_pmi"]
-    kind_series = [charts.Series(_(vocabulary.CASE_TYPES[k][0]),
+    kind_series = [charts.Series(_(words.SHORT_KINDS[k]),
                                  [by_week.get(s, {}).get("by_type", {}).get(k, 0) for s in starts]) for k in kinds]
     reports = [by_week.get(s, {}).get("reports", 0) for s in starts]
     escalations = [by_week.get(s, {}).get("escalations", 0) for s in starts]

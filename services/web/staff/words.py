@@ -11,6 +11,11 @@ ROLES: dict[str, str] = {
     "supervisor": N_("Supervisor"), "admin": N_("Administrator"),
 }
 
+# Case kinds where space is short (chart legends, table headings).
+SHORT_KINDS: dict[str, str] = {
+    "tppo": N_("TPPO"), "tppm": N_("TPPM"), "np_pmi": N_("Irregular worker"), "unknown": N_("Not known yet"),
+}
+
 PRIORITIES: dict[str, str] = {
     "critical": N_("Critical"), "high": N_("High"), "medium": N_("Medium"), "low": N_("Low"),
 }
