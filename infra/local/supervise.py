@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("WASPADA_INFRA_DIR", ROOT / ".local-infra"))
 PIDS, LOGS = STATE / "pids", STATE / "logs"
 INFRA = ROOT / "infra" / "local" / "infra.sh"
-SERVICES = {"intake": 8001, "verification": 8002, "referral": 8003, "audit": 8004, "identity": 8005, "web": 8000}
+SERVICES = {"intake": 8001, "verification": 8002, "referral": 8003, "audit": 8004, "identity": 8005,
+            "web": 8000}
 
 
 def _alive(pid: int) -> bool:

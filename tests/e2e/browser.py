@@ -68,12 +68,22 @@ async def sign_in(page, base: str, account: dict, password: str | None = None) -
         account["password"] = NEW_PASSWORD
 
 
+async def until(page, expression: str, timeout: float = 30) -> None:
+    """Poll a JavaScript expression from outside the page (the pages' CSP forbids the eval that
+    `wait_for_function` relies on)."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await page.evaluate(expression):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not true within {timeout}s: {expression}")
+        await asyncio.sleep(0.1)
+
+
 async def worker_ready(page) -> None:
     """The service worker controls the page and holds the form and the outbox for offline use."""
-    await page.wait_for_function("navigator.serviceWorker && navigator.serviceWorker.controller !== null",
-                                 timeout=20000)
-    await page.wait_for_function(
-        "async () => !!(await caches.match('/report')) && !!(await caches.match('/outbox'))", timeout=20000)
+    await until(page, "!!(navigator.serviceWorker && navigator.serviceWorker.controller)")
+    await until(page, "(async () => !!(await caches.match('/report')) && !!(await caches.match('/outbox')))()")
 
 
 async def fill_report(page, *, name: str | None = None, nik: str | None = None,
@@ -104,6 +114,8 @@ async def serious_violations(page) -> list[dict]:
             for v in result if v["impact"] in ("serious", "critical")]
 
 
-async def screenshot(page, name: str) -> None:
+async def screenshot(page, name: str, *, top: bool = False) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    if top:
+        await page.evaluate("window.scrollTo(0, 0)")
     await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))

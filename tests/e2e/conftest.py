@@ -35,7 +35,7 @@ class System:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{PORTS.get(service, _BASE + 5)}"
+        return f"http://127.0.0.1:{PORTS[service]}"
 
     def start(self, service: str) -> None:
         log = open(self.logs / f"{service}.log", "ab")  # noqa: SIM115 - owned by the child process

@@ -15,7 +15,7 @@ from pymongo import MongoClient
 from tests.conftest import auth, eventually
 from tests.e2e.browser import (
     ARGS, CHROMIUM, NEW_PASSWORD, PHONE, cases_of, create_account, fill_report, screenshot, serious_violations, sign_in, submit,
-    totp, worker_ready,
+    totp, until, worker_ready,
 )
 
 pytestmark = pytest.mark.e2e
@@ -68,7 +68,7 @@ async def test_reporter_signs_in_changes_first_password_and_files_a_report_onlin
     assert await page.input_value("#village") == "Tanjakan Mekar"  # preselected from the account
     nik = f"3603{uuid.uuid4().int % 10**12:012d}"
     await fill_report(page, nik=nik)
-    await screenshot(page, "report-form")
+    await screenshot(page, "report-form", top=True)
     await submit(page)
     number = await page.text_content("[data-form-status] [data-case-number]")
     cases = cases_of(system.url("intake"), reporter)
@@ -187,6 +187,7 @@ async def test_english_is_one_tap_away_and_remembered(phone, site, reporter):
     assert await page.text_content("h1") == "Laporan baru"
     await page.click("a.lang")
     assert await page.text_content("h1") == "New report"
+    await screenshot(page, "report-form-en", top=True)
     assert page.url.endswith("/report")
     await page.goto(f"{site}/reports")
     assert await page.text_content("h1") == "My reports"
@@ -231,7 +232,7 @@ async def test_my_reports_shows_the_officers_question_escaped_and_takes_the_answ
     await page.fill(f"#w-{case_id}", "Salah paham, sudah dijelaskan keluarga.")
     await page.click(f"form[action='/reports/{case_id}/withdraw'] button")
     await page.wait_for_selector(f"#r-{case_id}.status-withdrawn")
-    await screenshot(page, "my-reports")
+    await screenshot(page, "my-reports", top=True)
 
 
 async def test_pages_send_security_headers_and_refuse_calls_without_the_csrf_token(phone, site, reporter):
@@ -315,7 +316,7 @@ async def test_the_reporters_form_weighs_under_150_kb_on_first_load(chromium, si
         sizes: dict[str, int] = {}
         cdp.on("Network.loadingFinished", lambda e: sizes.__setitem__(e["requestId"], e["encodedDataLength"]))
         await page.goto(f"{site}/report", wait_until="load")
-        await page.wait_for_function("document.documentElement.dataset.ready === 'true'")
+        await until(page, "document.documentElement.dataset.ready === 'true'")
         total = sum(sizes.values())
         assert 0 < total < 150 * 1024, total
     finally:
