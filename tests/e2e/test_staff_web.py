@@ -210,6 +210,7 @@ async def test_of_two_verifiers_deciding_one_case_the_second_sees_who_decided_fi
     await two.fill("#r-text", "Tidak cukup keterangan.")
     await two.click("[data-decide='reject'] button[type=submit]")
     await two.wait_for_selector("[data-conflict]")
+    assert await serious_violations(two) == []
     winner = await two.text_content("[data-winner]")
     assert "Verifikator Pertama" in winner and "PMI non-prosedural" in winner
     assert await two.get_attribute("[data-status]", "data-status") == "verified"
@@ -219,7 +220,8 @@ async def test_of_two_verifiers_deciding_one_case_the_second_sees_who_decided_fi
     assert case["decision"]["decision"] == "verify" and case["decision"]["name"] == "Verifikator Pertama"
 
 
-async def test_an_investigator_of_another_unit_gets_not_found_for_the_referral(contexts, site, system):
+async def test_another_units_investigator_gets_not_found_and_a_decline_says_where_the_case_went(contexts, site,
+                                                                                                   system):
     case_id = file_report(system, indicators=["unlicensed_recruiter"], suspected_types=["tppo"])
     verifier = auth("verifier", "36.03")
 
@@ -245,6 +247,7 @@ async def test_an_investigator_of_another_unit_gets_not_found_for_the_referral(c
     response = await page.goto(f"{site}/inbox/{referral['referral_id']}")
     assert response.status == 404
     assert await page.locator("[data-not-found]").count() == 1
+    assert await serious_violations(page) == []
     assert "Siti Aminah" not in await page.content()
     assert await page.locator(f"tr[data-referral-id='{referral['referral_id']}']").count() == 0
     await page.goto(f"{site}/inbox")
@@ -254,6 +257,22 @@ async def test_an_investigator_of_another_unit_gets_not_found_for_the_referral(c
     status = await page.evaluate("""async ([url, csrf]) => (await fetch(url, {method: 'POST',
         body: new URLSearchParams({csrf})})).status""", [f"/inbox/{referral['referral_id']}/acknowledge", csrf])
     assert status == 404
+
+    # the police unit it was routed to declines it and sees where it went next
+    police = staff_account(system.url("identity"), "investigator", unit=POLICE)
+    unit = await contexts()
+    await sign_in_staff(unit, site, police)
+    await unit.goto(f"{site}/inbox/{referral['referral_id']}")
+    await unit.click("[data-action=acknowledge]")
+    await unit.wait_for_selector("[data-status=acknowledged]")
+    await unit.click("details:has([action$='/decline']) summary")
+    await unit.click("[data-action=decline]")  # without a reason: refused next to the field
+    assert await unit.get_attribute("#d-reason", "aria-invalid") == "true"
+    await unit.fill("#d-reason", "Bukan wilayah hukum kami.")
+    await unit.click("[data-action=decline]")
+    await unit.wait_for_selector("[data-rerouted]")
+    assert "Polda Banten" in await unit.text_content("[data-rerouted]")
+    assert await serious_violations(unit) == []
 
 
 async def test_a_trail_entry_changed_in_the_database_turns_the_badge_red_at_that_entry(contexts, site, system,
@@ -274,6 +293,7 @@ async def test_a_trail_entry_changed_in_the_database_turns_the_badge_red_at_that
     assert f"#{seq}" in await page.text_content("[data-verdict]")
     assert await page.get_attribute("[data-broken]", "data-seq") == seq
     assert await page.locator("[data-timeline] li.broken").count() == 1
+    assert await serious_violations(page) == []
     assert await page.locator("li[data-seq='1'].broken, li[data-seq='1'].after-break").count() == 0
 
 
@@ -282,6 +302,8 @@ async def test_the_admin_creates_changes_resets_and_disables_an_account(contexts
     page = await contexts()
     await sign_in_with_code(page, site, admin)
     await shoot(page, "accounts")
+    axe = Axe()
+    await axe.check(page, "accounts")
     username = f"nrp-{uuid.uuid4().hex[:8]}"
     await page.fill("#a-username", username)
     await page.fill("#a-name", "Aiptu Budi")
@@ -302,6 +324,7 @@ async def test_the_admin_creates_changes_resets_and_disables_an_account(contexts
     await page.click("[data-form=reset] button[type=submit]")
     again = (await page.text_content("[data-one-time-password]")).strip()
     assert again != one_time
+    await axe.check(page, "account with its new one-time password")
     await page.goto(account_url)
     await page.click("[data-form=status] button[type=submit]")
     await page.wait_for_selector("[data-account-status=disabled]")
@@ -322,6 +345,8 @@ async def test_the_admin_creates_changes_resets_and_disables_an_account(contexts
     await page.goto(f"{site}/directory")
     assert await page.get_attribute("[data-verdict]", "data-verdict") == "valid"
     assert username in await page.text_content("[data-timeline]")
+    await axe.check(page, "directory")
+    axe.assert_clean()
 
 
 async def test_staff_pages_send_security_headers_run_no_script_and_keep_to_their_role(contexts, site, system):
