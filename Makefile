@@ -10,11 +10,11 @@ export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 export MONGODB_URI ?= mongodb://127.0.0.1:27017/?directConnection=true
 
 
-.PHONY: lock install web-assets web-catalogs web-perf web-staff-perf infra-up infra-down topics run up down status token admin test test-some test-unit test-integration test-e2e bench bench-sign-in lint clean
+.PHONY: lock install web-assets web-catalogs web-perf web-staff-perf infra-up infra-down topics run up down status token admin resend-failed test test-some test-unit test-integration test-e2e bench bench-sign-in lint clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test,local]'
 	touch $(STAMP)
 
 lock: ## re-pin every transitive dependency after changing pyproject.toml
@@ -57,13 +57,13 @@ infra-up: install ## start Kafka and FerretDB on loopback and create the topics
 infra-down:
 	$(INFRA) stop
 
-run: install ## the whole system in the foreground; Ctrl-C stops everything it started
+run: install ## the whole system in the foreground under supervisord (restarts a service that dies); Ctrl-C stops everything it started
 	$(PY) -m infra.local.supervise run
 
-up: install ## the whole system in the background
+up: install ## the whole system in the background under supervisord
 	$(PY) -m infra.local.supervise up
 
-down: ## stop what `make up` started, by recorded pid (and a test instance left running)
+down: ## stop supervisord and its services, Kafka and FerretDB (and a test instance left running)
 	-$(PY) -m infra.local.supervise down
 	$(INFRA) stop
 	$(TEST_INFRA) $(INFRA) stop
@@ -74,6 +74,9 @@ status:
 
 token: $(STAMP) ## dev only: a 15-minute token, make token ROLE=reporter REGION=36.03.11.2009 [UNIT=polresta_tangerang] [SUB=user-1]
 	@$(PY) -m shared.auth --role $(ROLE) --region $(REGION) $(if $(UNIT),--unit $(UNIT)) $(if $(SUB),--sub $(SUB))
+
+resend-failed: $(STAMP) ## publish again the outbox entries marked failed, once their cause is fixed [SERVICE=intake]
+	$(PY) -m shared.outbox resend $(if $(SERVICE),--service $(SERVICE))
 
 admin: install ## the first admin: make admin USERNAME=198001012005011001 REGION=36 (prompts for a password, prints the TOTP QR code)
 	$(INFRA) start

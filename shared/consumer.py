@@ -19,6 +19,7 @@ from faststream.kafka.annotations import KafkaMessage
 from shared import topics
 from shared.contracts.envelope import ContractError, Envelope
 from shared.kafka import TRANSIENT_ERRORS as KAFKA_TRANSIENT
+from shared.logging import describe
 from shared.mongo import TRANSIENT_ERRORS as MONGO_TRANSIENT
 from shared.outbox import Publish
 
@@ -45,7 +46,7 @@ class EventConsumer:
         try:
             envelope = Envelope.from_bytes(body)
         except ContractError as exc:
-            await self._to_dead_letter(topic, partition, offset, key, body, headers, str(exc), 1)
+            await self._to_dead_letter(topic, partition, offset, key, body, headers, describe(exc), 1)
             return "dead_lettered"
         structlog.contextvars.bind_contextvars(case_id=envelope.case_id, event_id=envelope.event_id,
                                                correlation_id=envelope.correlation_id, event_type=envelope.type)
@@ -58,7 +59,8 @@ class EventConsumer:
             except asyncio.CancelledError:
                 raise
             except ContractError as exc:
-                await self._to_dead_letter(topic, partition, offset, key, body, headers, str(exc), failures + 1)
+                await self._to_dead_letter(topic, partition, offset, key, body, headers, describe(exc),
+                                           failures + 1)
                 return "dead_lettered"
             except TRANSIENT as exc:
                 # The database or broker is unreachable: the message is fine, so wait rather than dead-letter it.
@@ -67,11 +69,9 @@ class EventConsumer:
                 transient_wait = min(transient_wait * 2, MAX_BACKOFF_S)
             except Exception as exc:  # noqa: BLE001 - a processing failure: retry, then dead-letter
                 failures += 1
-                log.warning("event_apply_failed", attempt=failures, error_type=type(exc).__name__,
-                            error=str(exc)[:300])
+                log.warning("event_apply_failed", attempt=failures, error=describe(exc))
                 if failures >= self._attempts:
-                    await self._to_dead_letter(topic, partition, offset, key, body, headers,
-                                               f"{type(exc).__name__}: {exc}", failures)
+                    await self._to_dead_letter(topic, partition, offset, key, body, headers, describe(exc), failures)
                     return "dead_lettered"
                 await asyncio.sleep(self._backoff_s * 2 ** (failures - 1))
 

@@ -7,19 +7,21 @@ personal data everywhere it was copied — documents, Kafka history, the trail �
 - A sealed value is the string `enc:v1:<base64(nonce | ciphertext)>`, bound to its case id (associated data),
   so it fits any string field of a contract and cannot be moved to another case.
 - `open_values` walks a document and opens every sealed string; after erasure they read `[erased]`.
+- Sealing never passes text through (`Sealer`): text for an erased case is refused with `CaseErased`.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
+from cachetools import TTLCache
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -36,9 +38,12 @@ def is_sealed(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(PREFIX)
 
 
-def seal(key: bytes, case_id: str, plaintext: str) -> str:
-    nonce = os.urandom(12)
-    return PREFIX + base64.b64encode(nonce + AESGCM(key).encrypt(nonce, plaintext.encode(), case_id.encode())).decode()
+Nonce = Callable[[int], bytes]
+
+
+def seal(key: bytes, case_id: str, plaintext: str, nonce: Nonce = os.urandom) -> str:
+    iv = nonce(12)
+    return PREFIX + base64.b64encode(iv + AESGCM(key).encrypt(iv, plaintext.encode(), case_id.encode())).decode()
 
 
 def unseal(key: bytes, case_id: str, token: str) -> str:
@@ -74,30 +79,56 @@ def mask_values(value: Any) -> Any:
     return MASKED if is_sealed(value) else value
 
 
-def sealer(key: bytes | None, case_id: str) -> Callable[[str | None], str | None]:
-    """Seals with the case's key; a case from before keys existed (no key at all) stays as it was."""
-    if key is None:
-        return lambda text: text
-    return lambda text: None if text is None else seal(key, case_id, text)
-
-
 # The fields that hold personal data in a report (DESIGN.md "Who may do what"; DOMAIN.md §6).
 PERSON_FIELDS = ("name", "nik", "passport_number", "phone", "birth_date")
 
 
-def seal_report(report: dict[str, Any], key: bytes, case_id: str) -> dict[str, Any]:
-    """A report payload (as JSON-ready dict) with names, identifiers, phones, birth dates and narrative sealed."""
-    out = dict(report)
-    s = sealer(key, case_id)
-    out["narrative"] = s(report.get("narrative")) if not is_sealed(report.get("narrative")) else report["narrative"]
-    out["persons"] = [{**p, **{f: s(str(p[f])) for f in PERSON_FIELDS if p.get(f) is not None and not is_sealed(p[f])}}
-                      for p in report.get("persons", [])]
-    return out
+class Sealer:
+    """Seals text with one key, bound to one scope (a case id; "watchlist"), and opens what it sealed.
+
+    Sealing never passes text through: with no key — the case was erased — sealing text raises CaseErased, so
+    nothing typed about an erased case is ever stored, published or chained in plaintext. Only "nothing"
+    (None) seals to None. The nonce source is passed in (tests may fix it)."""
+
+    def __init__(self, key: bytes | None, scope: str, nonce: Nonce = os.urandom) -> None:
+        self._key = key
+        self.scope = scope
+        self._nonce = nonce
+
+    @property
+    def erased(self) -> bool:
+        return self._key is None
+
+    def __call__(self, text: str | None) -> str | None:
+        if text is None:
+            return None
+        if self._key is None:
+            raise CaseErased(self.scope)
+        return seal(self._key, self.scope, text, self._nonce)
+
+    def open(self, value: Any) -> Any:
+        return open_values(value, self._key, self.scope)
+
+    def report(self, report: dict[str, Any]) -> dict[str, Any]:
+        """A report payload (JSON-ready dict) with names, identifiers, phones, birth dates, the narrative and the
+        departure route sealed."""
+        out = dict(report)
+        out["narrative"] = self(report.get("narrative"))
+        out["persons"] = [{**p, **{f: self(str(p[f])) for f in PERSON_FIELDS if p.get(f) is not None}}
+                          for p in report.get("persons", [])]
+        if isinstance(report.get("departure"), dict):
+            out["departure"] = {**report["departure"], "route": self(report["departure"].get("route"))}
+        return out
 
 
 def derived_key(master: bytes, purpose: str) -> bytes:
-    """A key for one purpose (e.g. the watch list), derived from the master key."""
-    return hashlib.sha256(master + b"\x00waspada\x00" + purpose.encode()).digest()
+    """A key for one purpose (the watch list, processing records), derived from the master key (HKDF-SHA256)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"waspada:" + purpose.encode()).derive(master)
+
+
+# Records of processing that must outlive a case's key — the legal basis of its erasure — are sealed with a key
+# derived from the master key for this purpose, bound to the case id, instead of the case's own key.
+RECORDS = "records"
 
 
 def master_key_from(text: str) -> bytes:
@@ -111,11 +142,19 @@ def master_key_from(text: str) -> bytes:
 
 
 class KeyStore:
-    def __init__(self, db: AsyncDatabase, master_key: bytes, cache_seconds: float = 30.0) -> None:
+    """Case data keys, wrapped by the master key, with a bounded per-process cache (`cachetools.TTLCache`).
+
+    A key read is reused for `cache_seconds` at most — an erasure in another process is seen within that — and
+    the process that erases drops the key at once (`erase`, and `forget` when a `case.erased` arrives)."""
+
+    def __init__(self, db: AsyncDatabase, master_key: bytes, cache_seconds: float = 30.0,
+                 cache_size: int = 10_000) -> None:
         self._keys = db["case_keys"]
-        self._cache_seconds = cache_seconds  # how long a process may use a data key after it was erased elsewhere
         self._master = AESGCM(master_key)
-        self._cache: dict[str, tuple[float, bytes]] = {}
+        self._cache: TTLCache[str, bytes] | None = (
+            TTLCache(maxsize=cache_size, ttl=cache_seconds) if cache_seconds > 0 else None)
+        # Cases erased here lately: a read that was in flight while the key was destroyed must not cache it.
+        self._erased_here: TTLCache[str, bool] = TTLCache(maxsize=cache_size, ttl=max(cache_seconds, 60.0))
 
     def _wrap(self, case_id: str, key: bytes) -> str:
         nonce = os.urandom(12)
@@ -125,8 +164,21 @@ class KeyStore:
         raw = base64.b64decode(wrapped)
         return self._master.decrypt(raw[:12], raw[12:], case_id.encode())
 
+    def _remember(self, case_id: str, key: bytes) -> None:
+        if self._cache is not None and case_id not in self._erased_here:
+            self._cache[case_id] = key
+
+    def forget(self, case_id: str) -> None:
+        """Drop a case's key from this process at once (its erasure was seen)."""
+        self._erased_here[case_id] = True
+        if self._cache is not None:
+            self._cache.pop(case_id, None)
+
+    def cached(self, case_id: str) -> bool:
+        return self._cache is not None and case_id in self._cache
+
     async def key_for_new_case(self, case_id: str) -> bytes:
-        """The case's data key, made on first use (idempotent: a retry gets the same key)."""
+        """The case's data key, made on first use (idempotent: a retry gets the same key); CaseErased after erasure."""
         key = os.urandom(32)
         try:
             await self._keys.insert_one({"_id": case_id, "wrapped": self._wrap(case_id, key)})
@@ -135,33 +187,50 @@ class KeyStore:
             if found is None:
                 raise CaseErased(case_id) from None
             return found
-        self._cache[case_id] = (time.monotonic(), key)
+        self._remember(case_id, key)
         return key
 
     async def key(self, case_id: str) -> bytes | None:
         """The case's data key, or None if it was erased (or never made)."""
-        cached = self._cache.get(case_id)
-        if cached and time.monotonic() - cached[0] < self._cache_seconds:
-            return cached[1]
+        if case_id in self._erased_here:
+            return None
+        if self._cache is not None and (cached := self._cache.get(case_id)) is not None:
+            return cached
         doc = await self._keys.find_one({"_id": case_id})
-        if not doc or not doc.get("wrapped"):
-            self._cache.pop(case_id, None)
+        if not doc or not doc.get("wrapped") or case_id in self._erased_here:
             return None
         key = self._unwrap(case_id, doc["wrapped"])
-        self._cache[case_id] = (time.monotonic(), key)
+        self._remember(case_id, key)
         return key
+
+    async def key_for_writing(self, case_id: str) -> bytes | None:
+        """The key to seal new text of a case with: its key, a new one if it never had one, None once erased."""
+        if (key := await self.key(case_id)) is not None:
+            return key
+        try:
+            return await self.key_for_new_case(case_id)
+        except CaseErased:
+            return None
+
+    async def sealer(self, case_id: str) -> Sealer:
+        """A sealer for new text about the case; it refuses to seal once the case is erased."""
+        return Sealer(await self.key_for_writing(case_id), case_id)
 
     async def is_erased(self, case_id: str) -> bool:
         doc = await self._keys.find_one({"_id": case_id})
         return bool(doc and doc.get("erased_at"))
 
     async def erase(self, case_id: str, at: str) -> bool:
-        """Destroy the case's data key (a tombstone stays, so no new key is ever made for the case)."""
-        self._cache.pop(case_id, None)
-        result = await self._keys.replace_one({"_id": case_id}, {"_id": case_id, "erased_at": at}, upsert=True)
-        return result.modified_count == 1 or result.upserted_id is not None
+        """Destroy the case's data key (a tombstone stays, so no new key is ever made for the case); idempotent.
+        Returns whether this call destroyed it."""
+        self.forget(case_id)
+        doc = await self._keys.find_one({"_id": case_id})
+        if doc is not None and doc.get("erased_at"):
+            return False
+        await self._keys.replace_one({"_id": case_id}, {"_id": case_id, "erased_at": at}, upsert=True)
+        return True
 
 
 def keystore_for(client: Any, settings: Any) -> KeyStore:
     return KeyStore(client[settings.keystore_name], master_key_from(settings.master_key.get_secret_value()),
-                    settings.key_cache_seconds)
+                    settings.key_cache_seconds, settings.key_cache_size)

@@ -32,6 +32,11 @@ def not_found(what: str = "case") -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
 
 
+def case_erased() -> ApiError:
+    # Text written about an erased case could only be stored in plaintext: it is refused instead (shared.crypto).
+    return ApiError(409, "case_erased", "this case's personal data was erased: nothing personal can be written to it")
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
@@ -165,7 +170,10 @@ def create_api(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
     readiness: Iterable[tuple[str, ReadinessCheck]],
     max_body_bytes: int,
+    details: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> FastAPI:
+    """`details`: what an operator should see on /readyz without it making the service unready (failed outbox
+    entries)."""
     app = FastAPI(title=title, description=description, version="1", lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
@@ -192,7 +200,12 @@ def create_api(
             except Exception as exc:  # noqa: BLE001 - readiness reports, it does not raise
                 results[name] = f"unavailable: {type(exc).__name__}"
         ready = all(v == "ok" for v in results.values())
-        return JSONResponse({"status": "ready" if ready else "not_ready", "checks": results},
-                            status_code=200 if ready else 503)
+        body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": results}
+        if details is not None:
+            try:
+                body["details"] = await details()
+            except Exception as exc:  # noqa: BLE001 - readiness reports, it does not raise
+                body["details"] = {"unavailable": type(exc).__name__}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     return app

@@ -1,32 +1,50 @@
-"""The transactional outbox: state, events to publish and applied event ids change in ONE single-document update.
+"""The transactional outbox: state, events to publish and applied event ids change in ONE write.
 
-A relay publishes a change's events right after its write; a sweeper publishes whatever is still pending
-(a crash or a broker outage between write and publish), so every event is published at least once.
-Entries live in the aggregate document as `outbox.<event_id>` with eShop's states `pending -> published`,
-attempts and the last error; `outbox_pending` counts the pending ones so the sweeper finds them with an index.
+That write is the insert of the aggregate's next version claim (`shared.versions`): the claim holds the new
+document and the events the change causes (`outbox.<event_id>`, eShop's states `pending -> published | failed`,
+attempts, last error). A relay publishes a change's events right after its write; a sweeper publishes whatever is
+still pending (a crash or a broker outage between write and publish), so every event is published at least once.
+An entry that the broker refuses for good (a message over its size limit) is marked `failed` after
+`max_attempts`, no longer holds back the aggregate's later events, is counted on `/readyz`, and is sent again by
+`python -m shared.outbox resend` once the cause is fixed.
+
+Bounded: an aggregate keeps the ids of the last `APPLIED_WINDOW` events it applied; older ones are kept as one
+small marker document each (`<collection>_applied`), so a very late redelivery is still ignored. Outbox entries live
+in the claims, which are deleted once published, written through and older than the retention.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-from datetime import datetime
+import copy
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from shared.clock import Clock, SystemClock
 from shared.contracts.envelope import Envelope
+from shared.versions import SUFFIX, ConcurrentUpdate, VersionedCollection, set_path
+from shared.logging import describe
 
 log = structlog.get_logger()
 
 # (topic, key, value, headers) -> awaits the broker's acknowledgement
 Publish = Callable[[str, bytes, bytes, dict[str, str]], Awaitable[None]]
+
+APPLIED_WINDOW = 100  # event ids kept in the aggregate document; older ones become markers
+APPLIED_SUFFIX = "_applied"
+
+__all__ = ["AggregateStore", "Change", "ConcurrentUpdate", "KeyedLocks", "OutboxRelay", "Outgoing", "Publish",
+           "document_writes"]
 
 
 @dataclass(frozen=True)
@@ -57,57 +75,8 @@ class KeyedLocks:
                 del self._users[key], self._locks[key]
 
 
-# FerretDB v1 applies an update as query-then-replace outside a transaction (handler/msg_update.go), so two
-# concurrent updates of one document can lose one. MongoDB's version-guarded update is atomic on its own; this
-# process-wide lock per document makes it so on FerretDB too, for one process per service (README, "Design").
+# Fewer wasted retries inside one process (e.g. a counter's $inc); correctness across processes never rests on it.
 document_writes = KeyedLocks()
-
-
-def _doc_key(collection: AsyncCollection, doc_id: Any) -> tuple[str, Any]:
-    return (collection.full_name, doc_id)
-
-
-class ServerTraits:
-    """What the connected server does well; detected once at start (`detect`)."""
-
-    # FerretDB v1 (SQLite) evaluates any filter but a bare {_id: …} by scanning the whole collection, and its
-    # conditional update is not atomic anyway: there, read by _id, check in Python and write by _id, all under
-    # the document's lock. MongoDB gets the condition in the filter, atomic and indexed.
-    conditions_in_filter: bool = True
-
-    @classmethod
-    async def detect(cls, client: Any) -> None:
-        info = await client.admin.command("buildInfo")
-        cls.conditions_in_filter = "ferretdbVersion" not in info
-        log.info("database_detected", server="ferretdb" if "ferretdbVersion" in info else "mongodb",
-                 version=info.get("version"))
-
-
-def _field(doc: Mapping[str, Any], path: str) -> Any:
-    value: Any = doc
-    for part in path.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
-async def update_if(collection: AsyncCollection, doc_id: Any, condition: dict[str, Any],
-                    update: dict[str, Any]) -> bool:
-    """Apply `update` to one document if its fields equal `condition` (dotted paths); returns whether it did."""
-    async with document_writes.hold(_doc_key(collection, doc_id)):
-        if ServerTraits.conditions_in_filter:
-            result = await collection.update_one({"_id": doc_id, **condition}, update)
-            return result.matched_count == 1
-        doc = await collection.find_one({"_id": doc_id})
-        if doc is None or any(_field(doc, path) != value for path, value in condition.items()):
-            return False
-        await collection.update_one({"_id": doc_id}, update)
-        return True
-
-
-class ConcurrentUpdate(Exception):
-    """The document changed since it was loaded (its version moved): reload and decide again."""
 
 
 @dataclass
@@ -117,6 +86,27 @@ class Change:
     set: dict[str, Any]
     events: list[Outgoing] = field(default_factory=list)
     push: dict[str, Any] = field(default_factory=dict)
+
+
+def applied_to(doc: Mapping[str, Any], change: Change, applied: str | None) -> tuple[dict[str, Any], list[str]]:
+    """The document after `change` (its next version), and the applied ids that left the window."""
+    new = copy.deepcopy(dict(doc))
+    for path, value in change.set.items():
+        set_path(new, path, value)
+    for name, value in change.push.items():
+        new[name] = [*new.get(name, []), value]
+    ids = [*doc.get("applied", []), *([applied] if applied else [])]
+    evicted, new["applied"] = ids[:-APPLIED_WINDOW], ids[-APPLIED_WINDOW:]
+    new["applied_evicted"] = int(doc.get("applied_evicted", 0)) + len(evicted)
+    new["version"] = int(doc["version"]) + 1
+    return new, evicted
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """A publish error that retrying will not cure (the broker refuses the message itself)."""
+    if isinstance(exc, KafkaError):
+        return not exc.retriable and not isinstance(exc, KafkaTimeoutError)
+    return not isinstance(exc, OSError | asyncio.TimeoutError)
 
 
 def _entry(out: Outgoing, order: int, now: str) -> dict[str, Any]:
@@ -135,82 +125,131 @@ def _entry(out: Outgoing, order: int, now: str) -> dict[str, Any]:
     }
 
 
+def outbox_record(events: list[Outgoing], now: str) -> dict[str, Any]:
+    entries = {o.event.event_id: _entry(o, i, now) for i, o in enumerate(events)}
+    return {"outbox": entries, "outbox_open": bool(entries), "outbox_failed": False}
+
+
 class OutboxRelay:
-    def __init__(self, publish: Publish, clock: Clock | None = None, grace_s: float = 1.0) -> None:
+    def __init__(self, publish: Publish, clock: Clock | None = None, grace_s: float = 1.0, max_attempts: int = 5,
+                 retention_s: float = 600.0) -> None:
         self._publish = publish
         self._clock = clock or SystemClock()
         self._grace_s = grace_s
-        self._collections: list[AsyncCollection] = []
-        # Documents whose immediate publish failed in this process: retried every sweep, read by _id. A full
-        # scan (`outbox_pending > 0`) runs at start and now and then for what a crashed process left behind.
-        self._retry: dict[tuple[str, Any], tuple[AsyncCollection, Any]] = {}
+        self._max_attempts = max_attempts
+        self._retention_s = retention_s
+        self._stores: list[VersionedCollection] = []
+        self._last_full: str | None = None
+        # Claims whose immediate publish failed in this process: retried every sweep, read by _id. A full scan
+        # runs at start and now and then for what a crashed process (or another copy) left behind.
+        self._retry: dict[tuple[str, str], tuple[AsyncCollection, str]] = {}
 
-    def remember(self, collection: AsyncCollection, doc_id: Any) -> None:
-        self._retry[_doc_key(collection, doc_id)] = (collection, doc_id)
+    def remember(self, claims: AsyncCollection, claim_id: str) -> None:
+        self._retry[(claims.full_name, claim_id)] = (claims, claim_id)
 
-    def watch(self, collection: AsyncCollection) -> None:
-        if collection not in self._collections:
-            self._collections.append(collection)
+    def watch(self, store: VersionedCollection) -> None:
+        if all(s.claims.full_name != store.claims.full_name for s in self._stores):
+            self._stores.append(store)
 
     async def ensure_indexes(self) -> None:
-        for collection in self._collections:
-            await collection.create_index([("outbox_pending", ASCENDING)])
+        for store in self._stores:
+            await store.claims.create_index([("outbox_open", ASCENDING)])
+            await store.claims.create_index([("at", ASCENDING)])
 
-    async def deliver(self, collection: AsyncCollection, doc_id: Any,
-                      entries: list[tuple[str, Mapping[str, Any]]]) -> int:
-        """Publish pending entries of one document, in their order, marking each published; returns how many
-        went out. Stops at the first failure (recorded on the entry) so later entries keep their order."""
+    async def deliver(self, claims: AsyncCollection, claim_id: str, entries: list[tuple[str, Mapping[str, Any]]]
+                      ) -> tuple[int, bool]:
+        """Publish pending entries of one claim in their order, marking each; returns how many went out and
+        whether all of them are settled (published or failed). A transient failure stops the claim there, so later
+        entries keep their order; an entry refused for good `max_attempts` times is marked failed and skipped."""
         sent = 0
         for event_id, entry in sorted(entries, key=lambda kv: kv[1].get("order", 0)):
+            where = f"outbox.{event_id}"
+            context = {"event_id": event_id, "case_id": entry.get("key"),
+                       "correlation_id": (entry.get("headers") or {}).get("correlation-id")}
             try:
                 await self._publish(entry["topic"], entry["key"].encode(), entry["payload"].encode(),
                                     dict(entry.get("headers") or {}))
             except Exception as exc:  # noqa: BLE001 - recorded on the entry; the sweeper retries
-                await update_if(collection, doc_id, {f"outbox.{event_id}.status": "pending"},
-                                {"$inc": {f"outbox.{event_id}.attempts": 1},
-                                 "$set": {f"outbox.{event_id}.last_error": f"{type(exc).__name__}: {exc}"[:500]}})
-                self.remember(collection, doc_id)
-                log.warning("outbox_publish_failed", event_id=event_id, case_id=entry.get("key"),
-                            correlation_id=(entry.get("headers") or {}).get("correlation-id"),
-                            error_type=type(exc).__name__)
-                break  # keep the order: later entries of this document wait for this one
-            first = await update_if(
-                collection, doc_id, {f"outbox.{event_id}.status": "pending"},
-                {"$set": {f"outbox.{event_id}.status": "published",
-                          f"outbox.{event_id}.published_at": self._clock.now().isoformat()},
-                 "$inc": {f"outbox.{event_id}.attempts": 1, "outbox_pending": -1}})
+                attempts = int(entry.get("attempts", 0)) + 1
+                failed = is_permanent(exc) and attempts >= self._max_attempts
+                update: dict[str, Any] = {"$inc": {f"{where}.attempts": 1},
+                                          "$set": {f"{where}.last_error": describe(exc)}}
+                if failed:
+                    update["$set"] |= {f"{where}.status": "failed", "outbox_failed": True}
+                await claims.update_one({"_id": claim_id}, update)
+                if failed:
+                    log.error("outbox_entry_failed", attempts=attempts, error_type=type(exc).__name__, **context)
+                    continue  # the aggregate's later events are not held back by one the broker refuses
+                self.remember(claims, claim_id)
+                log.warning("outbox_publish_failed", error_type=type(exc).__name__, attempts=attempts, **context)
+                return sent, False
+            await claims.update_one({"_id": claim_id}, {
+                "$set": {f"{where}.status": "published", f"{where}.published_at": self._clock.now().isoformat()},
+                "$inc": {f"{where}.attempts": 1}})
             sent += 1
-            log.info("event_published", event_id=event_id, case_id=entry.get("key"), event_type=entry.get("type"),
-                     correlation_id=(entry.get("headers") or {}).get("correlation-id"), topic=entry["topic"],
-                     first=first)
-        return sent
+            log.info("event_published", event_type=entry.get("type"), topic=entry["topic"], **context)
+        await self._close_if_settled(claims, claim_id)
+        return sent, True
+
+    async def _close_if_settled(self, claims: AsyncCollection, claim_id: str) -> None:
+        claim = await claims.find_one({"_id": claim_id}, {"outbox": 1})
+        if claim is not None and not any(e.get("status") == "pending" for e in (claim.get("outbox") or {}).values()):
+            await claims.update_one({"_id": claim_id}, {"$set": {"outbox_open": False}})
 
     async def sweep_once(self, full: bool = True) -> int:
         """Publish entries left pending longer than the grace period; returns how many went out.
 
-        full: search every watched collection; else only the documents this process failed to publish."""
+        full: search every watched claims collection (and repair and prune them); else only the claims this process
+        failed to publish."""
         if full:
-            candidates = [(c, doc) for c in self._collections
-                          async for doc in c.find({"outbox_pending": {"$gt": 0}}, {"outbox": 1}).limit(1000)]
+            candidates = [(s.claims, c) for s in self._stores
+                          async for c in s.claims.find({"outbox_open": True}, {"set": 0}).limit(1000)]
         else:
             candidates = []
-            for key, (collection, doc_id) in list(self._retry.items()):
-                doc = await collection.find_one({"_id": doc_id}, {"outbox": 1})
+            for key, (claims, cid) in list(self._retry.items()):
                 self._retry.pop(key, None)  # re-added by deliver if it fails again
-                if doc is not None:
-                    candidates.append((collection, doc))
+                if (claim := await claims.find_one({"_id": cid}, {"set": 0})) is not None:
+                    candidates.append((claims, claim))
         cutoff = self._clock.now().timestamp() - self._grace_s
         sent = 0
-        for collection, doc in candidates:
-            due = [(eid, e) for eid, e in (doc.get("outbox") or {}).items()
-                   if e.get("status") == "pending" and _created_ts(e) <= cutoff]
-            not_yet = any(e.get("status") == "pending" and _created_ts(e) > cutoff
-                          for e in (doc.get("outbox") or {}).values())
-            if not_yet:
-                self.remember(collection, doc["_id"])
-            if due:
-                sent += await self.deliver(collection, doc["_id"], due)
+        blocked: set[tuple[str, str]] = set()  # aggregates whose earlier event could not go out this round
+        for claims, claim in sorted(candidates, key=lambda cc: (cc[0].full_name, cc[1]["doc_id"], cc[1]["version"])):
+            aggregate = (claims.full_name, claim["doc_id"])
+            pending = [(eid, e) for eid, e in (claim.get("outbox") or {}).items() if e.get("status") == "pending"]
+            if aggregate in blocked:
+                continue
+            if not pending:
+                await self._close_if_settled(claims, claim["_id"])
+                continue
+            if any(_created_ts(e) > cutoff for _, e in pending):
+                self.remember(claims, claim["_id"])  # its writer is probably publishing it right now
+                blocked.add(aggregate)
+                continue
+            went, settled = await self.deliver(claims, claim["_id"], pending)
+            sent += went
+            if not settled:
+                blocked.add(aggregate)
+        if full:
+            await self._maintain()
         return sent
+
+    async def _maintain(self) -> None:
+        """Write through what a crashed writer left half done, and delete claims that are no longer needed."""
+        now = self._clock.now()
+        since = self._last_full and (datetime.fromisoformat(self._last_full) - timedelta(seconds=120)).isoformat()
+        for store in self._stores:
+            if repaired := await store.repair(since):
+                log.warning("versions_repaired", collection=store.collection.full_name, documents=repaired)
+            await store.prune(self._retention_s)
+        self._last_full = now.isoformat()
+
+    async def failed_entries(self) -> int:
+        """How many entries are marked failed (for /readyz)."""
+        total = 0
+        for store in self._stores:
+            async for claim in store.claims.find({"outbox_failed": True}, {"outbox": 1}):
+                total += sum(1 for e in (claim.get("outbox") or {}).values() if e.get("status") == "failed")
+        return total
 
     async def run_sweeper(self, interval_s: float, full_every: int = 30) -> None:
         rounds = 0
@@ -222,7 +261,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the sweeper outlives a database or broker outage
-                log.warning("outbox_sweep_failed", error_type=type(exc).__name__, error=str(exc)[:200])
+                log.warning("outbox_sweep_failed", error=describe(exc))
             rounds += 1
             await asyncio.sleep(interval_s)
 
@@ -241,54 +280,66 @@ class AggregateStore:
         self.collection = collection
         self.relay = relay
         self._clock = clock or SystemClock()
-        relay.watch(collection)
+        self.versions = VersionedCollection(collection, self._clock)
+        self._applied = collection.database[collection.name + APPLIED_SUFFIX]
+        relay.watch(self.versions)
 
     async def load(self, aggregate_id: Any) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": aggregate_id})
 
-    def _entries(self, events: list[Outgoing], version: int) -> dict[str, dict[str, Any]]:
-        now = self._clock.now().isoformat()
-        return {o.event.event_id: _entry(o, version * 1000 + i, now) for i, o in enumerate(events)}
+    async def outbox(self, aggregate_id: str) -> dict[str, dict[str, Any]]:
+        """The outbox entries of the aggregate's retained versions, by event id (for tests and operators)."""
+        entries: dict[str, dict[str, Any]] = {}
+        async for claim in self.versions.claims.find({"doc_id": aggregate_id}, {"outbox": 1}):
+            entries |= claim.get("outbox") or {}
+        return entries
 
     async def create(self, doc: dict[str, Any], events: list[Outgoing] = (), applied: str | None = None  # type: ignore[assignment]
                      ) -> dict[str, Any]:
-        """Insert a new aggregate with its outbox; DuplicateKeyError if its _id (or another unique key) exists."""
-        entries = self._entries(list(events), 1)
-        new = {**doc, "version": 1, "applied": [applied] if applied else [], "outbox": entries,
-               "outbox_pending": len(entries)}
-        await self.collection.insert_one(new)
-        await self._deliver(new["_id"], entries)
+        """Insert a new aggregate with its outbox; DuplicateKeyError if its _id exists."""
+        new = {**doc, "version": 1, "applied": [applied] if applied else [], "applied_evicted": 0}
+        await self._write(new, list(events), None)
         return new
 
-    async def change(self, aggregate_id: Any, version: int, change: Change, applied: str | None = None
-                     ) -> int:
+    async def change(self, aggregate_id: Any, version: int, change: Change, applied: str | None = None) -> int:
         """Apply a change if the document is still at `version`; returns the new version or raises ConcurrentUpdate."""
-        new_version = version + 1
-        entries = self._entries(change.events, new_version)
-        update: dict[str, Any] = {"$set": {**change.set, **{f"outbox.{k}": v for k, v in entries.items()},
-                                           "version": new_version}}
-        if change.events:
-            update["$inc"] = {"outbox_pending": len(change.events)}
-        pushes = dict(change.push)
-        if applied:
-            pushes["applied"] = applied
-        if pushes:
-            update["$push"] = pushes
-        if not await update_if(self.collection, aggregate_id, {"version": version}, update):
+        doc = await self.load(aggregate_id)
+        if doc is not None and int(doc["version"]) < version:  # a writer stopped before writing it through
+            await self.versions.catch_up(aggregate_id)
+            doc = await self.load(aggregate_id)
+        if doc is None or int(doc["version"]) != version:
             raise ConcurrentUpdate(f"{aggregate_id} is no longer at version {version}")
-        await self._deliver(aggregate_id, entries)
-        return new_version
+        return await self._change(doc, change, applied)
+
+    async def _change(self, doc: dict[str, Any], change: Change, applied: str | None) -> int:
+        new, evicted = applied_to(doc, change, applied)
+        if evicted:  # before the claim: a marker for an event not yet applied only costs a skipped redelivery
+            with contextlib.suppress(DuplicateKeyError):  # already there from an earlier attempt
+                await self._applied.insert_many([{"_id": f"{doc['_id']}|{e}"} for e in evicted], ordered=False)
+        try:
+            await self._write(new, change.events, doc)
+        except DuplicateKeyError as exc:
+            raise ConcurrentUpdate(f"{doc['_id']} is no longer at version {doc['version']}") from exc
+        return int(new["version"])
+
+    async def was_applied(self, doc: Mapping[str, Any] | None, event_id: str) -> bool:
+        if doc is None:
+            return False
+        if event_id in doc.get("applied", ()):
+            return True
+        return bool(doc.get("applied_evicted")) and \
+            await self._applied.find_one({"_id": f"{doc['_id']}|{event_id}"}) is not None
 
     async def apply_once(self, aggregate_id: Any, event_id: str,
                          decide: Callable[[dict[str, Any] | None], Change | None], attempts: int = 10) -> bool:
-        """Apply an incoming event at most once: skip it if recorded in `applied`, else decide and write.
+        """Apply an incoming event at most once: skip it if already applied, else decide and write.
 
         `decide` gets the current document (None if there is none yet) and returns the change, or None for
         "nothing to do". Returns whether something was written.
         """
         for _ in range(attempts):
             doc = await self.load(aggregate_id)
-            if doc is not None and event_id in doc.get("applied", ()):
+            if await self.was_applied(doc, event_id):
                 log.info("event_already_applied", event_id=event_id)
                 return False
             change = decide(doc)
@@ -297,19 +348,97 @@ class AggregateStore:
             try:
                 if doc is None:
                     initial = {k: [v] for k, v in change.push.items()}
-                    await self.create({"_id": aggregate_id, **change.set, **initial}, change.events, applied=event_id)
+                    new = {"_id": aggregate_id, **change.set, **initial}
+                    for path in [p for p in new if "." in p]:
+                        set_path(new, path, new.pop(path))
+                    await self.create(new, change.events, applied=event_id)
                 else:
-                    await self.change(aggregate_id, doc["version"], change, applied=event_id)
+                    await self._change(doc, change, applied=event_id)
                 return True
             except (DuplicateKeyError, ConcurrentUpdate):
                 continue  # someone else wrote first: reload, and maybe find the event applied
         raise ConcurrentUpdate(f"could not apply {event_id} to {aggregate_id} after {attempts} attempts")
 
-    async def _deliver(self, aggregate_id: Any, entries: dict[str, dict[str, Any]]) -> None:
-        if not entries:
-            return
+    async def _write(self, new: dict[str, Any], events: list[Outgoing], base: dict[str, Any] | None
+                     ) -> dict[str, Any]:
+        record = outbox_record(events, self._clock.now().isoformat())
+        claim = await self.versions.write(new["_id"], new, record, base)
+        if record["outbox"]:
+            try:
+                await self.relay.deliver(self.versions.claims, claim["_id"], list(record["outbox"].items()))
+            except Exception as exc:  # noqa: BLE001 - the write stands; the sweeper publishes later
+                self.relay.remember(self.versions.claims, claim["_id"])
+                log.warning("outbox_deliver_deferred", error_type=type(exc).__name__)
+        return claim
+
+
+# --- re-sending failed entries (`python -m shared.outbox resend`) -----------------------------------------------
+
+
+async def resend_failed(client: Any, databases: list[str], publish: Publish, event_id: str | None = None
+                        ) -> tuple[int, int]:
+    """Put failed entries back to pending and publish them now; returns (sent, still failing)."""
+    relay = OutboxRelay(publish, max_attempts=1)
+    sent = failing = 0
+    for name in databases:
+        db = client[name]
+        for collection in await db.list_collection_names():
+            if not collection.endswith(SUFFIX):
+                continue
+            claims = db[collection]
+            async for claim in claims.find({"outbox_failed": True}, {"set": 0}):
+                failed = {eid: e for eid, e in (claim.get("outbox") or {}).items()
+                          if e.get("status") == "failed" and event_id in (None, eid)}
+                if not failed:
+                    continue
+                await claims.update_one({"_id": claim["_id"]}, {"$set": {
+                    "outbox_open": True, "outbox_failed": False,
+                    **{f"outbox.{eid}.status": "pending" for eid in failed},
+                    **{f"outbox.{eid}.attempts": 0 for eid in failed}}})
+                went, _ = await relay.deliver(claims, claim["_id"],
+                                              [(eid, {**e, "attempts": 0}) for eid, e in failed.items()])
+                sent += went
+                failing += len(failed) - went
+    return sent, failing
+
+
+def main() -> None:
+    from pydantic import AliasChoices, Field
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    from shared import kafka, mongo
+
+    class Where(BaseSettings):  # the part of ServiceSettings this command needs (no secrets)
+        model_config = SettingsConfigDict(env_prefix="WASPADA_", extra="ignore")
+        kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "WASPADA_KAFKA_BOOTSTRAP_SERVERS"))
+        mongodb_uri: str = Field("mongodb://127.0.0.1:27017/?directConnection=true",
+                                 validation_alias=AliasChoices("MONGODB_URI", "WASPADA_MONGODB_URI"))
+        db_prefix: str = "waspada"
+
+    parser = argparse.ArgumentParser(prog="python -m shared.outbox", description="Outbox operations.")
+    parser.add_argument("command", choices=["resend"], help="publish the entries marked failed again")
+    parser.add_argument("--service", action="append", help="only this service's database (repeatable)")
+    parser.add_argument("--event-id", help="only this event")
+    args = parser.parse_args()
+    where = Where()
+
+    async def run() -> tuple[int, int]:
+        client = mongo.connect(where.mongodb_uri)
+        broker = kafka.create_broker(where.kafka_bootstrap_servers, client_id="waspada-resend")
+        await broker.connect()
         try:
-            await self.relay.deliver(self.collection, aggregate_id, list(entries.items()))
-        except Exception as exc:  # noqa: BLE001 - the write stands; the sweeper publishes later
-            self.relay.remember(self.collection, aggregate_id)
-            log.warning("outbox_deliver_deferred", error_type=type(exc).__name__)
+            names = [n for n in await client.list_database_names() if n.startswith(f"{where.db_prefix}_")
+                     and (not args.service or n.removeprefix(f"{where.db_prefix}_") in args.service)]
+            return await resend_failed(client, names, kafka.publisher_for(broker), args.event_id)
+        finally:
+            await broker.stop()
+            await client.close()
+
+    sent, failing = asyncio.run(run())
+    print(f"re-sent {sent} failed outbox entries; {failing} failed again")
+    raise SystemExit(1 if failing else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,7 @@ import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 import uvicorn
@@ -25,7 +26,7 @@ from shared.clock import Clock, SystemClock
 from shared.consumer import EventConsumer, consumers_assigned, subscribe
 from shared.http import authenticator, create_api
 from shared.logging import configure_logging
-from shared.outbox import OutboxRelay, ServerTraits
+from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
 
 log = structlog.get_logger()
@@ -42,6 +43,8 @@ class Runtime:
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Long-running loops started as tasks once the broker runs, cancelled on shutdown (e.g. deadline checks).
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Counts an operator should see on /readyz (failed outbox entries, dead letters not stored yet).
+    details: list[Callable[[], Awaitable[dict[str, Any]]]] = field(default_factory=list)
 
     @functools.cached_property
     def require(self) -> Callable[..., Callable[..., Awaitable[object]]]:
@@ -62,7 +65,8 @@ def build_runtime(settings: ServiceSettings, clock: Clock | None = None) -> Runt
     clock = clock or SystemClock()
     client = mongo.connect(settings.mongodb_uri)
     broker = kafka.create_broker(settings.kafka_bootstrap_servers, client_id=f"waspada-{settings.service}")
-    relay = OutboxRelay(kafka.publisher_for(broker), clock=clock, grace_s=settings.outbox_sweep_grace_s)
+    relay = OutboxRelay(kafka.publisher_for(broker), clock=clock, grace_s=settings.outbox_sweep_grace_s,
+                        max_attempts=settings.outbox_max_attempts, retention_s=settings.version_retention_s)
     return Runtime(settings=settings, clock=clock, client=client, db=client[settings.database_name],
                    broker=broker, relay=relay)
 
@@ -72,7 +76,6 @@ def create_service_api(runtime: Runtime, *, title: str, description: str) -> Fas
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await ServerTraits.detect(runtime.client)
         await runtime.relay.ensure_indexes()
         for step in runtime.startup:
             await step()
@@ -95,13 +98,19 @@ def create_service_api(runtime: Runtime, *, title: str, description: str) -> Fas
     async def database_ready() -> None:
         await mongo.ping(runtime.client)
 
+    async def outbox_details() -> dict[str, Any]:
+        shown: dict[str, Any] = {"outbox_failed": await runtime.relay.failed_entries()}
+        for more in runtime.details:
+            shown |= await more()
+        return shown
+
     async def kafka_ready() -> None:
         await kafka.ping(settings.kafka_bootstrap_servers)
 
     return create_api(title=title, description=description, lifespan=lifespan,
                       readiness=[("database", database_ready), ("kafka", kafka_ready),
                                  ("consumers", lambda: consumers_assigned(runtime.broker))],
-                      max_body_bytes=settings.max_body_bytes)
+                      max_body_bytes=settings.max_body_bytes, details=outbox_details)
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:

@@ -36,6 +36,7 @@ class ServiceSettings(BaseSettings):
     master_key: SecretStr = SecretStr(DEV_MASTER_KEY)
     # A data key read from the key store is reused this long: erasure reaches every process within it.
     key_cache_seconds: float = Field(30.0, ge=0)
+    key_cache_size: int = Field(10_000, ge=1)  # at most this many case keys held per process
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "WASPADA_KAFKA_BOOTSTRAP_SERVERS")
     )
@@ -52,6 +53,10 @@ class ServiceSettings(BaseSettings):
     log_json: bool = True
     outbox_sweep_interval_s: float = Field(2.0, gt=0)
     outbox_sweep_grace_s: float = Field(1.0, ge=0)
+    # An entry the broker refuses for good (e.g. too large) this many times is marked failed (README, "Delivery").
+    outbox_max_attempts: int = Field(5, ge=1)
+    # How long version claims (and the outbox entries in them) are kept once published and written through.
+    version_retention_s: float = Field(600.0, gt=0)
     # "earliest" so a new consumer group, or a partition never committed, loses nothing; tests of one-shot
     # in-process instances use "latest" to skip the shared broker's history.
     consumer_offset_reset: Literal["earliest", "latest"] = "earliest"

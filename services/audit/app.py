@@ -9,7 +9,7 @@ from services.audit import handlers
 from services.audit.store import AuditStore
 from shared.access import AccessLog
 from shared.clock import Clock
-from shared.crypto import keystore_for
+from shared.crypto import RECORDS, derived_key, keystore_for, master_key_from
 from shared.service import build_runtime, create_service_api
 from shared.settings import ServiceSettings
 
@@ -24,13 +24,16 @@ def create_app(settings: AuditSettings | None = None, clock: Clock | None = None
     settings = settings or AuditSettings()
     runtime = build_runtime(settings, clock)
     store = AuditStore(runtime.db, runtime.clock)
+    runtime.relay.watch(store.case_versions)  # the sweeper repairs and prunes the read model's version claims
+    runtime.relay.watch(store.directory_heads)
     runtime.startup.append(store.ensure_indexes)
     runtime.background.append(
         lambda: handlers.checkpoint_daily(store, runtime.clock, settings.checkpoint_check_interval_s))
-    handlers.subscribers(runtime, store)
+    keys = keystore_for(runtime.client, settings)
+    handlers.subscribers(runtime, store, keys)
     app = create_service_api(runtime, title="waspada-audit",
                              description="Every case event in a tamper-evident trail, for supervisors and auditors.")
     access_log = AccessLog(runtime.db, runtime.relay, runtime.clock, settings.service)
-    keys = keystore_for(runtime.client, settings)
-    app.include_router(handlers.routes(runtime, store, access_log, keys))
+    records_key = derived_key(master_key_from(settings.master_key.get_secret_value()), RECORDS)
+    app.include_router(handlers.routes(runtime, store, access_log, keys, records_key))
     return app

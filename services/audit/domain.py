@@ -5,15 +5,18 @@ Pure: no I/O. The store reads and writes what these functions build and judge.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from shared import crypto, regions, topics
+from shared.contracts import access
 from shared.contracts import identity as identity_events
 from shared.contracts.envelope import Envelope
 
@@ -133,11 +136,13 @@ def _verdict(entries: Sequence[Mapping[str, Any]], broken_at: int) -> dict[str, 
     return {"valid": False, "entries": len(entries), "first_broken_seq": broken_at}
 
 
-def trail_view(entry: Mapping[str, Any], key: bytes | None) -> dict[str, Any]:
+def trail_view(entry: Mapping[str, Any], key: bytes | None, records_key: bytes | None = None) -> dict[str, Any]:
     """An entry as shown: sealed personal data opened with the case's key, `[erased]` once it is destroyed.
-    The hashes cover the sealed text, so erasure never breaks the chain."""
+    The hashes cover the sealed text, so erasure never breaks the chain. The record of an erasure is sealed with
+    the records key instead (its legal basis outlives the case's key)."""
     event = from_storable(entry.get("event") or {})
-    event = {**event, "data": crypto.open_values(event.get("data"), key, str(entry.get("case_id")))}
+    opener = records_key if entry.get("type") == "case.erased" else key
+    event = {**event, "data": crypto.open_values(event.get("data"), opener, str(entry.get("case_id")))}
     return {
         "seq": entry.get("seq"),
         "event_id": entry.get("event_id"),
@@ -152,6 +157,22 @@ def trail_view(entry: Mapping[str, Any], key: bytes | None) -> dict[str, Any]:
         "hash": entry.get("hash"),
         "data": event.get("data"),
     }
+
+
+# --- one listing, recorded in the trail of every case it showed ---------------------------------------------
+
+LISTING_NAMESPACE = uuid.UUID("9d3c5e8a-7b14-4f0e-8c2a-61f5b0d4e7a3")
+
+
+def listing_entries(event: Envelope, listing: access.CasesListed) -> list[Envelope]:
+    """For each case a listing showed, the event its trail records: the listing as that case's entry (its own
+    derived event id, so a redelivery appends nothing; `case_ids` that case alone; caused by the listing)."""
+    return [event.model_copy(update={
+        "case_id": case_id,
+        "event_id": str(uuid.uuid5(LISTING_NAMESPACE, f"{event.event_id}:{case_id}")),
+        "causation_id": event.event_id,
+        "data": {**event.data, "case_ids": [case_id]},
+    }) for case_id in dict.fromkeys(listing.case_ids)]
 
 
 # --- the directory trail: every account change and sign-in (waspada.identity.v1), one chain for all ---------
@@ -386,8 +407,55 @@ def dead_letter(*, topic: str, partition: int, offset: int, key: bytes | None, h
     }
 
 
+def raw_dead_letter(doc: Mapping[str, Any], error: str) -> dict[str, Any]:
+    """What is kept of a dead letter the database refused as it was: its place, and the message in base64."""
+    raw = json.dumps({"key": doc.get("key"), "headers": from_storable(doc.get("headers") or {}),
+                      "body": doc.get("body")}, ensure_ascii=True)
+    return {**{k: doc.get(k) for k in ("_id", "topic", "partition", "offset", "recorded_at")},
+            "source_topic": None, "consumer": None, "case_id": None, "error": None,
+            "raw": base64.b64encode(raw.encode()).decode(), "record_error": error[:1000]}
+
+
+# What a dead letter's body shows of its envelope: ids, type and times, never its data.
+ENVELOPE_SHOWN = ("event_id", "type", "schema_version", "occurred_at", "case_id", "producer", "correlation_id",
+                  "causation_id")
+
+
+def _masked(value: Any) -> Any:
+    """The shape of `value` with every text or number masked; sealed text stays sealed (it is unreadable)."""
+    if isinstance(value, Mapping):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    if value is None or isinstance(value, bool) or crypto.is_sealed(value):
+        return value
+    return crypto.MASKED
+
+
+def masked_body(body: str) -> str:
+    """A dead letter's body as supervisors see it: the envelope's ids and type, its `data` masked. A message that
+    is not an envelope at all may be anything, so nothing of it is shown but its size."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return f"[masked: {len(body)} characters, not JSON]"
+    if not isinstance(parsed, Mapping):
+        return f"[masked: {len(body)} characters, not a JSON object]"
+    shown = {k: (v if isinstance(v, str | int) and not isinstance(v, bool) and len(str(v)) <= 100 else crypto.MASKED)
+             for k, v in parsed.items() if k in ENVELOPE_SHOWN}
+    actor = parsed.get("actor")
+    if isinstance(actor, Mapping):
+        shown["actor"] = {k: actor.get(k) for k in ("id", "role", "unit", "region") if isinstance(actor.get(k), str)}
+    rest = {k: v for k, v in parsed.items() if k not in ENVELOPE_SHOWN and k != "actor"}
+    return json.dumps({**shown, **_masked(rest)}, ensure_ascii=False, sort_keys=True)
+
+
 def dead_letter_view(doc: Mapping[str, Any]) -> dict[str, Any]:
-    # The body may hold personal data; masking it comes with the masking issue (see trail_view).
+    """A dead letter as listed: where it came from and why it failed; its body masked (it may hold personal data
+    a producer failed to seal), its headers as sent (the error they name never quotes a value: shared.logging)."""
     return {"id": doc["_id"], **{k: doc.get(k) for k in (
-        "topic", "partition", "offset", "key", "source_topic", "consumer", "error", "case_id", "recorded_at", "body")},
-        "headers": from_storable(doc.get("headers") or {})}
+        "topic", "partition", "offset", "key", "source_topic", "consumer", "error", "case_id", "recorded_at",
+        "record_error")},
+        # A message kept raw (the database refused it as it was) may hold anything: only that it exists is shown.
+        "raw": crypto.MASKED if doc.get("raw") else None,
+        "body": masked_body(doc.get("body") or ""), "headers": from_storable(doc.get("headers") or {})}

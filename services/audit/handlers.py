@@ -1,6 +1,8 @@
 """Audit's HTTP routes and Kafka subscribers: record every case event in its trail; let supervisors read it."""
 
 import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, cast
 
 import structlog
@@ -14,13 +16,16 @@ from services.audit import domain, records
 from services.audit.store import AuditStore
 from shared import topics
 from shared.access import AccessLog
-from shared.crypto import KeyStore
+from shared.contracts import access
+from shared.contracts.envelope import parse_data
+from shared.crypto import CaseErased, KeyStore, Sealer
 from shared.api_models import MAX_LIMIT, decode_cursor, page
 from shared.auth import Principal
 from shared.consumer import MAX_BACKOFF_S, record_headers
 from shared.contracts.envelope import Envelope
 from shared.contracts.intake import CaseType
-from shared.http import ApiError, not_found
+from shared.http import ApiError, case_erased, not_found
+from shared.logging import describe
 from shared.mongo import TRANSIENT_ERRORS
 from shared.service import Runtime
 
@@ -46,7 +51,8 @@ class ErasureIn(BaseModel):
     reason: str = Field(min_length=1, max_length=1000, description="the legal basis, e.g. the retention schedule")
 
 
-def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: KeyStore) -> APIRouter:
+def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: KeyStore,
+           records_key: bytes) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["audit"])
     supervisor = runtime.require("supervisor", "admin")
     admin = runtime.require("admin")
@@ -77,9 +83,9 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
             filters["village_code"] = village_code
         offset = decode_cursor(cursor)
         docs = await store.search(principal.region, filters, offset, limit + 1)
-        await access_log.searched(principal, [d["_id"] for d in docs[:limit]],
-                                  {"status": status, "type": type, "village_code": village_code,
-                                   "reported_from": reported_from, "reported_to": reported_to})
+        await access_log.listed(principal, [d["_id"] for d in docs[:limit]], "cases",
+                                {"status": status, "type": type, "village_code": village_code,
+                                 "reported_from": reported_from, "reported_to": reported_to})
         return page([domain.case_view(d) for d in docs], offset, limit)
 
     @router.get("/cases/{case_id}/trail", summary="Every recorded event of a case in order, with seq, hash, prev_hash")
@@ -88,7 +94,7 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
         entries = await store.trail_of(case_id)
         await access_log.viewed(principal, case_id, "trail")
         key = await keys.key(case_id)
-        return {"case_id": case_id, "entries": [domain.trail_view(e, key) for e in entries]}
+        return {"case_id": case_id, "entries": [domain.trail_view(e, key, records_key) for e in entries]}
 
     @router.get("/cases/{case_id}/trail/export",
                 summary="The trail as JSON Lines or a printable document; the export is itself recorded")
@@ -99,11 +105,14 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
         purpose: Annotated[str | None, Query(max_length=500, description="why it is exported (PDP)")] = None,
     ) -> Response:
         case = await in_region(case_id, principal)
+        try:
+            await access_log.exported(principal, case_id, format, purpose, await keys.sealer(case_id))
+        except CaseErased as exc:
+            raise case_erased() from exc
         entries = await store.trail_of(case_id)
         verdict = domain.verify_chain(entries, domain.head_of(case))
         key = await keys.key(case_id)
-        views = [domain.trail_view(e, key) for e in entries]
-        await access_log.exported(principal, case_id, format, purpose)
+        views = [domain.trail_view(e, key, records_key) for e in entries]
         now = runtime.clock.now()
         name = f"trail-{case.get('case_number') or case_id}"
         if format == "html":
@@ -170,14 +179,17 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
     async def erase(case_id: str, body: ErasureIn,
                     principal: Annotated[Principal, Depends(admin)]) -> dict[str, Any]:
         await in_region(case_id, principal)
+        # The record first, then the key: a crash between the two is finished when audit consumes the record.
+        await access_log.erased(principal, case_id, body.reason, Sealer(records_key, case_id))
         await keys.erase(case_id, domain.timestamp(runtime.clock.now()))
-        await access_log.erased(principal, case_id, body.reason)
         return {"case_id": case_id, "erased": True}
 
     @router.get("/checkpoints", summary="Checkpoints of every trail's head, newest first")
-    async def list_checkpoints(principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
-        chain = await store.checkpoint_chain()
-        return {"items": [records.checkpoint_view(c) for c in reversed(chain)], "next": None}
+    async def list_checkpoints(principal: Annotated[Principal, Depends(supervisor)], cursor: str | None = None,
+                               limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> dict[str, Any]:
+        offset = decode_cursor(cursor)
+        docs = await store.checkpoints_page(offset, limit + 1)
+        return page([records.checkpoint_view(c) for c in docs], offset, limit)
 
     @router.post("/checkpoints", status_code=201, summary="Take a checkpoint now (one is also taken daily)")
     async def take_checkpoint_now(principal: Annotated[Principal, Depends(admin)]) -> dict[str, Any]:
@@ -186,7 +198,10 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
     @router.get("/checkpoints/verify",
                 summary="Recompute the checkpoint chain and check every trail still ends where the last one saw it")
     async def verify_checkpoints(principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
-        return records.verify_checkpoints(await store.checkpoint_chain(), await store.trail_hashes())
+        chain = await store.checkpoint_chain()
+        last_heads = await store.heads_in(chain[-1]["pages_id"]) if chain else []
+        return records.verify_checkpoints(chain, await store.page_hashes(), last_heads,
+                                          await store.trail_hashes({(h["case_id"], int(h["seq"])) for h in last_heads}))
 
     return router
 
@@ -206,16 +221,48 @@ async def checkpoint_daily(store: AuditStore, clock: Any, check_every_s: float) 
 
 
 async def take_checkpoint(store: AuditStore, clock: Any) -> dict[str, Any]:
+    """Every trail's head, written page by page, then the checkpoint with the pages' Merkle root."""
     for _ in range(5):
-        checkpoint = records.checkpoint(await store.last_checkpoint(), await store.heads(), clock.now())
+        previous = await store.last_checkpoint()
+        pages_id, hashes, buffer, cases = uuid.uuid4().hex, [], [], 0
+        async for head in store.heads():
+            buffer.append(head)
+            if len(buffer) == records.PAGE_SIZE:
+                hashes.append(await _write_page(store, pages_id, len(hashes), buffer))
+                cases, buffer = cases + len(buffer), []
+        if buffer:
+            hashes.append(await _write_page(store, pages_id, len(hashes), buffer))
+            cases += len(buffer)
+        checkpoint = records.checkpoint(previous, hashes, cases, clock.now(), pages_id)
         if await store.add_checkpoint(checkpoint):
-            log.info("checkpoint_taken", seq=checkpoint["seq"], cases=checkpoint["cases"])
+            log.info("checkpoint_taken", seq=checkpoint["seq"], cases=cases, pages=len(hashes))
             return checkpoint
+        await store.drop_pages(pages_id)  # another process took this seq first
     raise ApiError(409, "conflict", "another checkpoint was being taken; try again")
 
 
-def subscribers(runtime: Runtime, store: AuditStore) -> None:
+async def _write_page(store: AuditStore, pages_id: str, number: int, heads: list[dict[str, Any]]) -> str:
+    page = records.page(number, heads)
+    await store.add_page(pages_id, page)
+    return page["hash"]
+
+
+def subscribers(runtime: Runtime, store: AuditStore, keys: KeyStore) -> None:
+    async def record_listing(event: Envelope) -> None:
+        """One list answer, in the trail of every case it showed: batched writes, off the request's path."""
+        now = runtime.clock.now()
+        entries = domain.listing_entries(event, parse_data(event, access.CasesListed))
+        builds = {e.case_id: (e.event_id, lambda last, e=e: domain.chain_entry(e, last, now)) for e in entries}
+        appended = await store.append_batch(builds, now)
+        log.info("listing_recorded", cases=len(entries), appended=appended)
+
     async def record(event: Envelope) -> None:
+        if event.type == "cases.listed":
+            await record_listing(event)
+            return
+        if event.type == "case.erased":
+            # Idempotent: finishes an erasure whose key was not destroyed yet when its record was written.
+            await keys.erase(event.case_id, domain.timestamp(event.occurred_at))
         now = runtime.clock.now()
         if domain.is_directory_event(event):
             entry, appended = await store.append_to_directory(
@@ -251,21 +298,53 @@ def subscribers(runtime: Runtime, store: AuditStore) -> None:
                                                partition=raw.partition, offset=raw.offset)
         doc = domain.dead_letter(topic=raw.topic, partition=raw.partition, offset=raw.offset,
                                  key=raw.key, headers=headers, body=message.body, now=runtime.clock.now())
-        failures, wait = 0, settings.consumer_backoff_s
+        await keep_dead_letter(store.record_dead_letter, doc, attempts=settings.consumer_attempts,
+                               backoff_s=settings.consumer_backoff_s, waiting=waiting)
+
+    waiting = DeadLettersWaiting()
+    runtime.details.append(waiting.details)
+
+
+class DeadLettersWaiting:
+    """Dead letters that could not be stored yet (shown on /readyz)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def details(self) -> dict[str, Any]:
+        return {"deadletters_not_recorded": self.count}
+
+
+async def keep_dead_letter(record: Callable[[dict[str, Any]], Awaitable[bool]], doc: dict[str, Any], *,
+                           attempts: int, backoff_s: float, waiting: DeadLettersWaiting) -> str:
+    """Store a dead letter, and never drop one: as it is; if the database refuses it (not merely unreachable)
+    `attempts` times, as a raw copy (the message in base64, with why it could not be stored); if even that is
+    refused, keep trying with backoff, the message unacknowledged and counted on /readyz. Returns how it was stored."""
+    failures, wait, counted = 0, backoff_s, False
+    current, how = doc, "recorded"
+    try:
         while True:
             try:
-                first = await store.record_dead_letter(doc)
+                first = await record(current)
                 log.info("dead_letter_recorded", first=first, source_topic=doc["source_topic"],
-                         consumer=doc["consumer"])
-                return
+                         consumer=doc["consumer"], raw=how == "recorded_raw")
+                return how
             except asyncio.CancelledError:
                 raise
             except TRANSIENT_ERRORS as exc:  # the database is away: wait, never skip a dead letter for that
                 log.warning("dead_letter_record_waiting", error_type=type(exc).__name__, retry_in_s=wait)
-            except Exception as exc:  # noqa: BLE001 - give up on this one; it stays on the dead-letter topic
+            except Exception as exc:  # noqa: BLE001 - refused: store a raw copy, and never drop it
                 failures += 1
-                if failures >= settings.consumer_attempts:
-                    log.error("dead_letter_not_recorded", error_type=type(exc).__name__, error=str(exc)[:300])
-                    return
+                if failures == attempts and how == "recorded":
+                    log.error("dead_letter_stored_raw", error_type=type(exc).__name__, error=describe(exc))
+                    current, how = domain.raw_dead_letter(doc, describe(exc)), "recorded_raw"
+                elif failures >= attempts:
+                    if not counted:
+                        waiting.count, counted = waiting.count + 1, True
+                    log.error("dead_letter_not_recorded", error_type=type(exc).__name__, error=describe(exc),
+                              retry_in_s=wait)
             await asyncio.sleep(wait)
             wait = min(wait * 2 or 0.1, MAX_BACKOFF_S)
+    finally:
+        if counted:
+            waiting.count -= 1

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.audit import domain
+from services.audit import domain, records
 from shared.clock import Clock
-from shared.outbox import document_writes
+from shared.versions import VersionedCollection, set_path
 
 BuildEntry = Callable[[Mapping[str, Any] | None], dict[str, Any]]
 
@@ -26,9 +27,12 @@ class AuditStore:
         self.cases = db["cases"]
         self.dead_letters = db["deadletters"]
         self.checkpoints = db["checkpoints"]
+        self.checkpoint_pages = db["checkpoint_pages"]
         self.directory = db["directory_trail"]
         self.directory_head = db["directory_head"]
+        self.directory_heads = VersionedCollection(self.directory_head, clock)
         self._clock = clock
+        self.case_versions = VersionedCollection(self.cases, clock)
 
     async def ensure_indexes(self) -> None:
         # The two unique indexes make appending safe without transactions: one entry per seq, one per event.
@@ -51,17 +55,53 @@ class AuditStore:
         return await _append(self.trail, "case_id", case_id, event_id, build, attempts,
                              lambda: self.cases.find_one({"_id": case_id}, {"trail_seq": 1, "trail_hash": 1}))
 
+    async def append_batch(self, builds: Mapping[str, tuple[str, BuildEntry]], now: datetime) -> int:
+        """Append one entry to each of many cases' trails (case id -> (event id, build)): one insert for all the
+        entries, then each head moves through its version claim. A case the read model does not hold yet, and an
+        entry that collides (a redelivery, another writer), goes through `append` alone. Returns how many entries
+        are new."""
+        batch: dict[str, dict[str, Any]] = {}
+        single: list[str] = []
+        for case_id in sorted(builds):
+            case = await self.cases.find_one({"_id": case_id}, {"trail_seq": 1, "trail_hash": 1})
+            if case is None or not case.get("trail_seq"):
+                single.append(case_id)
+            else:
+                batch[case_id] = builds[case_id][1]({"seq": case["trail_seq"], "hash": case["trail_hash"]})
+        failed: set[int] = set()
+        if batch:
+            try:  # the unique (case_id, seq) and (case_id, event_id) indexes refuse a collision, entry by entry
+                await self.trail.insert_many([dict(e) for e in batch.values()], ordered=False)
+            except BulkWriteError as exc:
+                failed = {err["index"] for err in exc.details.get("writeErrors", [])}
+        inserted = [(case_id, entry) for i, (case_id, entry) in enumerate(batch.items()) if i not in failed]
+        single += [case_id for i, case_id in enumerate(batch) if i in failed]
+        for case_id, entry in inserted:  # each head moves through its version claim (safe with several copies)
+            await self.project(case_id, entry, [])
+        new = len(inserted)
+        for case_id in single:
+            event_id, build = builds[case_id]
+            entry, appended = await self.append(case_id, event_id, build)
+            await self.project(case_id, entry, [])
+            new += appended
+        return new
+
     async def append_to_directory(self, event_id: str, build: BuildEntry, attempts: int = 20
                                   ) -> tuple[dict[str, Any], bool]:
         """The directory trail: one chain for every account, appended like a case's trail, its head kept apart."""
         entry, new = await _append(self.directory, "trail", domain.DIRECTORY, event_id, build, attempts,
                                    lambda: self.directory_head.find_one({"_id": domain.DIRECTORY}))
-        async with document_writes.hold((self.directory_head.full_name, domain.DIRECTORY)):
-            head = await self.directory_head.find_one({"_id": domain.DIRECTORY})
-            if head is None or int(head.get("trail_seq") or 0) < entry["seq"]:
-                await self.directory_head.replace_one(
-                    {"_id": domain.DIRECTORY}, {"_id": domain.DIRECTORY, "trail_seq": entry["seq"],
-                                                "trail_hash": entry["hash"]}, upsert=True)
+        for _ in range(20):  # the head moves forward only, through version claims (safe with several copies)
+            head = await self.directory_heads.load(domain.DIRECTORY)
+            if head is not None and int(head.get("trail_seq") or 0) >= entry["seq"]:
+                break
+            moved = {**(head or {"_id": domain.DIRECTORY, "version": 0}), "trail_seq": entry["seq"],
+                     "trail_hash": entry["hash"], "version": int((head or {}).get("version") or 0) + 1}
+            try:
+                await self.directory_heads.write(domain.DIRECTORY, moved, base=head)
+                break
+            except DuplicateKeyError:
+                continue
         return entry, new
 
     async def directory_trail(self, region: str, account_id: str | None, after_seq: int, limit: int
@@ -85,18 +125,15 @@ class AuditStore:
     async def project(self, case_id: str, entry: Mapping[str, Any], updates: list[domain.CaseUpdate]) -> None:
         """Bring the case document up to date with an entry; idempotent and tolerant of reordering.
 
-        One read and one write by _id, under the document's lock: conditions are checked here rather than in
-        the filter, which FerretDB would answer by scanning the whole collection."""
+        One read by _id and one version claim: of two processes projecting into one case at once, one writes and
+        the other reads again and adds its entry to what the first wrote."""
         now = self._clock.now()
         stamp = domain.timestamp(now)
-        async with document_writes.hold((self.cases.full_name, case_id)):
-            case = await self.cases.find_one({"_id": case_id})
+        for _ in range(20):
+            case = await self.case_versions.load(case_id)
+            new = case is None
             if case is None:
-                try:
-                    await self.cases.insert_one({"_id": case_id, **domain.new_case(now)})
-                except DuplicateKeyError:
-                    pass  # another process created it
-                case = await self.cases.find_one({"_id": case_id}) or {}
+                case = {"_id": case_id, **domain.new_case(now), "version": 0}
             fields: dict[str, Any] = {}
             for update in updates:
                 if update.earliest:
@@ -111,8 +148,18 @@ class AuditStore:
             # The head moves with them: a case document at trail_seq n has taken in every entry up to n.
             if int(case.get("trail_seq") or 0) < entry["seq"]:
                 fields.update({"trail_seq": entry["seq"], "trail_hash": entry["hash"]})
-            if fields:
-                await self.cases.update_one({"_id": case_id}, {"$set": {**fields, "updated_at": stamp}})
+            if not fields and not new:
+                return
+            changed = dict(case)
+            for path, value in {**fields, "updated_at": stamp}.items():
+                set_path(changed, path, value)
+            try:
+                await self.case_versions.write(case_id, {**changed, "version": int(case["version"]) + 1},
+                                               base=None if new else case)
+                return
+            except DuplicateKeyError:
+                continue  # another process projected first: take in its write and try again
+        raise TrailContention(f"could not project {entry.get('event_id')} into case {case_id}")
 
     async def case(self, case_id: str) -> dict[str, Any] | None:
         return await self.cases.find_one({"_id": case_id})
@@ -149,14 +196,43 @@ class AuditStore:
 
     # --- checkpoints ----------------------------------------------------------------------------------------
 
-    async def heads(self) -> list[dict[str, Any]]:
-        """The head of every case's trail, as the case documents hold it."""
-        docs = await self.cases.find({"trail_seq": {"$gt": 0}}, {"trail_seq": 1, "trail_hash": 1}).to_list()
-        return [{"case_id": d["_id"], "seq": d["trail_seq"], "hash": d["trail_hash"]} for d in docs]
+    async def heads(self) -> AsyncIterator[dict[str, Any]]:
+        """The head of every case's trail, as the case documents hold it, ordered by case id (streamed)."""
+        cursor = self.cases.find({"trail_seq": {"$gt": 0}}, {"trail_seq": 1, "trail_hash": 1}).sort([("_id", ASCENDING)])
+        async for d in cursor:
+            yield {"case_id": d["_id"], "seq": d["trail_seq"], "hash": d["trail_hash"]}
+        # The directory trail's head last (its id "directory" is no case id), so deleting it whole shows too.
+        directory = await self.directory_head.find_one({"_id": domain.DIRECTORY})
+        if directory:
+            yield {"case_id": domain.DIRECTORY, "seq": directory["trail_seq"], "hash": directory["trail_hash"]}
 
-    async def trail_hashes(self) -> dict[tuple[str, int], str]:
-        docs = await self.trail.find({}, {"case_id": 1, "seq": 1, "hash": 1}).to_list()
-        return {(d["case_id"], int(d["seq"])): d["hash"] for d in docs}
+    async def add_page(self, pages_id: str, page: dict[str, Any]) -> None:
+        await self.checkpoint_pages.insert_one({"_id": f"{pages_id}:{page['page']:06d}", "pages_id": pages_id, **page})
+
+    async def drop_pages(self, pages_id: str) -> None:
+        await self.checkpoint_pages.delete_many({"pages_id": pages_id})
+
+    async def page_hashes(self) -> dict[str, list[str]]:
+        """For every stored set of pages, the hashes recomputed from the pages' heads, in page order (streamed)."""
+        found: dict[str, list[tuple[int, str]]] = {}
+        async for p in self.checkpoint_pages.find({}, {"pages_id": 1, "page": 1, "heads": 1}):
+            found.setdefault(p["pages_id"], []).append((int(p["page"]), records.page_hash(p.get("heads") or [])))
+        return {k: [h for _, h in sorted(v)] for k, v in found.items()}
+
+    async def heads_in(self, pages_id: str) -> list[dict[str, Any]]:
+        docs = await self.checkpoint_pages.find({"pages_id": pages_id}, {"heads": 1}).to_list()
+        return [h for d in docs for h in d.get("heads") or []]
+
+    async def trail_hashes(self, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """The hashes stored in the trail now at the wanted (case_id, seq) places (one streamed pass)."""
+        found = {}
+        async for d in self.trail.find({}, {"case_id": 1, "seq": 1, "hash": 1}):
+            if (key := (d["case_id"], int(d["seq"]))) in wanted:
+                found[key] = d["hash"]
+        async for d in self.directory.find({"trail": domain.DIRECTORY}, {"seq": 1, "hash": 1}):
+            if (key := (domain.DIRECTORY, int(d["seq"]))) in wanted:
+                found[key] = d["hash"]
+        return found
 
     async def last_checkpoint(self) -> dict[str, Any] | None:
         return await self.checkpoints.find_one({}, sort=[("_id", DESCENDING)])
@@ -172,6 +248,8 @@ class AuditStore:
     async def checkpoint_chain(self) -> list[dict[str, Any]]:
         return await self.checkpoints.find({}).sort([("_id", ASCENDING)]).to_list()
 
+    async def checkpoints_page(self, offset: int, limit: int) -> list[dict[str, Any]]:
+        return await self.checkpoints.find({}).sort([("_id", DESCENDING)]).skip(offset).limit(limit).to_list()
 
 async def _append(collection: Any, key_field: str, key: str, event_id: str, build: BuildEntry, attempts: int,
                   read_head: Callable[[], Awaitable[Mapping[str, Any] | None]]) -> tuple[dict[str, Any], bool]:

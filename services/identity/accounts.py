@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from services.identity import credentials, domain
+from services.identity import credentials, domain, signin
 from services.identity.credentials import PasswordHasher, TotpVault
 from services.identity.store import AccountStore
 from shared.auth import ACCESS_TTL, Principal, issue_token
@@ -55,7 +55,7 @@ class Tokens:
 
 @dataclass(frozen=True)
 class Policy:
-    lockout: domain.LockoutPolicy
+    lockout: signin.LockoutPolicy
     refresh_ttl_s: float
     session_max_s: float
     totp_issuer: str
@@ -76,7 +76,7 @@ class Directory:
         now = self.clock.now()
         counters = await self.store.failures(key)
         account = await self.store.by_username(username) if domain.USERNAME.match(username) else None
-        if (wait := domain.wait_seconds(counters, now)) > 0:
+        if (wait := signin.wait_seconds(counters, now)) > 0:
             await self._failed(key, account, "locked", count=False)
             raise Locked(wait)
         password_ok = await self.hasher.verify(account["password_hash"] if account else None,
@@ -85,7 +85,7 @@ class Directory:
         if account and password_ok and domain.totp_enabled(account):
             secret = self.vault.open(account["_id"], account["totp"]["secret"])
             step = credentials.matching_step(secret, code, now)
-        reason = domain.refusal(account, password_ok and len(password) <= domain.MAX_PASSWORD, code, step)
+        reason = signin.refusal(account, password_ok and len(password) <= domain.MAX_PASSWORD, code, step)
         if reason or account is None:
             await self._failed(key, account, reason or "unknown_account", count=True)
             raise InvalidCredentials()
@@ -116,12 +116,12 @@ class Directory:
         counters = await self.store.failures(key)
 
         def recount(current: Mapping[str, Any] | None) -> dict[str, Any]:
-            return domain.after_failure(current, now, self.policy.lockout) if count else {}
+            return signin.after_failure(current, now, self.policy.lockout) if count else {}
 
         fields = recount(counters)
-        shown = fields or {"failures": domain.failures_of(counters, now, self.policy.lockout),
+        shown = fields or {"failures": signin.failures_of(counters, now, self.policy.lockout),
                            "locked_until": (counters or {}).get("locked_until")}
-        await self.store.record_failure(key, fields, domain.login_failed(account, key, reason, shown, now), recount)
+        await self.store.record_failure(key, fields, signin.login_failed(account, key, reason, shown, now), recount)
         log.info("login_failed", account_id=account["_id"] if account else None, reason=reason)
 
     async def _rehash(self, account: Mapping[str, Any], password: str) -> None:
@@ -135,7 +135,7 @@ class Directory:
         now = self.clock.now()
         session_id = str(uuid.uuid4())
         refresh = credentials.new_refresh_token(session_id)
-        doc, events = domain.new_session(session_id=session_id, account=account,
+        doc, events = signin.new_session(session_id=session_id, account=account,
                                          refresh_hash=credentials.token_hash(refresh), second_factor=second_factor,
                                          now=now, refresh_ttl_s=self.policy.refresh_ttl_s,
                                          max_s=self.policy.session_max_s)
@@ -155,7 +155,7 @@ class Directory:
         presented = credentials.token_hash(refresh_token)
         for _ in range(3):
             session = await self.store.session(session_id) if session_id else None
-            verdict = domain.refresh_verdict(session, presented, self.clock.now())
+            verdict = signin.refresh_verdict(session, presented, self.clock.now())
             if verdict == "reuse":
                 await self._revoke(session, "refresh_reuse", None)
                 log.warning("refresh_token_reused", session_id=session_id)
@@ -167,7 +167,7 @@ class Directory:
                 raise InvalidCredentials()
             new_refresh = credentials.new_refresh_token(session_id)
             try:
-                await self.store.change_session(session, domain.rotated(
+                await self.store.change_session(session, signin.rotated(
                     session, presented, credentials.token_hash(new_refresh), self.clock.now(),
                     self.policy.refresh_ttl_s))
             except ConcurrentUpdate:
@@ -182,7 +182,7 @@ class Directory:
 
     async def _revoke(self, session: Mapping[str, Any] | None, reason: str, by: Any) -> None:
         for _ in range(5):
-            if session is None or (change := domain.revoked(session, reason, by, self.clock.now())) is None:
+            if session is None or (change := signin.revoked(session, reason, by, self.clock.now())) is None:
                 return
             try:
                 await self.store.change_session(dict(session), change)
@@ -207,13 +207,13 @@ class Directory:
     async def change_password(self, principal: Principal, current: str, new: str) -> None:
         account = await self.account_of(principal)
         key = credentials.username_key(self._identifier_key, account["username"])
-        if (wait := domain.wait_seconds(await self.store.failures(key), self.clock.now())) > 0:
+        if (wait := signin.wait_seconds(await self.store.failures(key), self.clock.now())) > 0:
             raise Locked(wait)
         if not await self.hasher.verify(account["password_hash"], current[: domain.MAX_PASSWORD]):
             now = self.clock.now()
 
             def recount(current: Mapping[str, Any] | None) -> dict[str, Any]:
-                return domain.after_failure(current, now, self.policy.lockout)
+                return signin.after_failure(current, now, self.policy.lockout)
 
             await self.store.record_failure(key, recount(await self.store.failures(key)), None, recount)
             raise InvalidCredentials()

@@ -8,7 +8,7 @@ from pydantic import Field, SecretStr, model_validator
 from services.identity import handlers
 from services.identity.accounts import Directory, Policy
 from services.identity.credentials import HashProfile, PasswordHasher, TotpVault
-from services.identity.domain import LockoutPolicy
+from services.identity.signin import LockoutPolicy
 from services.identity.store import AccountStore
 from shared.auth import key_id, load_private_key, load_public_keys
 from shared.clock import Clock

@@ -21,7 +21,6 @@ from services.identity import credentials, domain
 from services.identity.accounts import Directory
 from services.identity.app import IdentitySettings, build_directory
 from services.identity.store import UsernameTaken
-from shared.outbox import ServerTraits
 from shared.service import build_runtime
 
 DEMO_PASSWORD = "waspada-demo-2026"
@@ -39,7 +38,6 @@ async def with_directory(settings: IdentitySettings, work: Callable[[Directory],
     runtime = build_runtime(settings.model_copy(update={"log_level": "WARNING"}))
     directory = build_directory(runtime, settings)
     try:
-        await ServerTraits.detect(runtime.client)
         await directory.store.ensure_indexes()
         await runtime.relay.ensure_indexes()
         try:

@@ -49,7 +49,8 @@ class AccountStore(AggregateStore):
 
     async def by_username(self, username: str) -> dict[str, Any] | None:
         claim = await self.usernames.find_one({"_id": username})
-        return await self.load(claim["account_id"]) if claim else None
+        # An account is read either way, so an unknown username costs the same reads as a known one.
+        return await self.load(claim["account_id"] if claim else "~no-account")
 
     async def in_region(self, region: str, filters: dict[str, Any], offset: int, limit: int) -> list[dict[str, Any]]:
         cursor = (self.collection.find({"region_path": region, **filters}, {"outbox": 0, "applied": 0})

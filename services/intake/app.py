@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from pydantic import Field
 
 from services.intake import handlers
 from services.intake.store import ReportStore
@@ -16,6 +17,9 @@ from shared.settings import ServiceSettings
 class IntakeSettings(ServiceSettings):
     service: str = "intake"
     port: int = 8001
+    # A retry with the same Idempotency-Key within this time gets the first answer; after it, a new report.
+    idempotency_key_ttl_s: float = Field(24 * 3600.0, gt=0)
+    idempotency_key_check_interval_s: float = Field(3600.0, gt=0)
 
 
 def create_app(settings: IntakeSettings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -23,10 +27,13 @@ def create_app(settings: IntakeSettings | None = None, clock: Clock | None = Non
     runtime = build_runtime(settings, clock)
     store = ReportStore(runtime.db, runtime.relay, runtime.clock)
     runtime.startup.append(store.ensure_indexes)
+    expire_once = handlers.idempotency_key_expiry(runtime, store)
+    runtime.background.append(handlers.run_every(settings.idempotency_key_check_interval_s, expire_once))
     handlers.subscribers(runtime, store)
     app = create_service_api(runtime, title="waspada-intake",
                              description="Reporters file what they saw in their village.")
     access_log = AccessLog(runtime.db, runtime.relay, runtime.clock, settings.service)
     keys = keystore_for(runtime.client, settings)
     app.include_router(handlers.routes(runtime, store, access_log, keys))
+    app.state.expire_idempotency_keys_once = expire_once  # tests move a ManualClock and call it directly
     return app

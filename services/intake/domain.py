@@ -8,15 +8,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from shared import crypto, reference, regions, topics
-from shared.identity import normalise_phone
+from shared import reference, regions, topics
 from shared.auth import Principal
+from shared.crypto import CaseErased, Sealer, open_values
+from shared.identity import normalise_nik, normalise_passport, normalise_phone
 from shared.contracts import intake as contract
 from shared.contracts.envelope import Actor, Envelope, new_event
 from shared.outbox import Change, Outgoing
@@ -26,7 +28,6 @@ MAX_NARRATIVE = 5000
 MAX_PERSONS = 30
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 
 class Strict(BaseModel):
     # Unknown fields are refused (and so keys like "$where" or "a.b" never reach the database).
@@ -36,9 +37,9 @@ class Strict(BaseModel):
 class PersonIn(Strict):
     role: contract.PersonRole
     name: Name | None = None
-    nik: str | None = Field(None, description="16-digit NIK")
-    passport_number: str | None = Field(None, pattern=r"^[A-Z0-9]{6,12}$")
-    phone: str | None = None
+    nik: str | None = Field(None, description="16-digit NIK (full-width and other Unicode digits are accepted)")
+    passport_number: str | None = Field(None, description="6-12 letters A-Z and digits")
+    phone: str | None = Field(None, description="a valid number: 08… or +62… in Indonesia, else +<country code>")
     age: int | None = Field(None, ge=0, le=120)
     birth_date: date | None = None
     sex: contract.Sex | None = None
@@ -47,9 +48,12 @@ class PersonIn(Strict):
     @field_validator("nik")
     @classmethod
     def _nik(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"\d{16}", v):
-            raise ValueError("NIK must be exactly 16 digits")
-        return v
+        return normalise_nik(v) if v is not None else None
+
+    @field_validator("passport_number")
+    @classmethod
+    def _passport(cls, v: str | None) -> str | None:
+        return normalise_passport(v) if v is not None else None
 
     @field_validator("phone")
     @classmethod
@@ -70,11 +74,27 @@ class PersonIn(Strict):
         return self
 
 
+PORT_CODE = re.compile(r"[A-Z]{3}|[A-Z]{2}[A-Z2-9]{3}")
+
+
 class DepartureIn(Strict):
     planned_date: date | None = None
-    port: ShortText | None = None
+    port: str | None = Field(None, description="the airport's IATA code (CGK) or a seaport's or border post's "
+                                               "UN/LOCODE (IDTPP)", examples=["CGK"])
     destination_country: str | None = Field(None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
-    route: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
+    route: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = Field(
+        None, description="free text, sealed like the narrative")
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, v: str | None) -> str | None:
+        # A code, not a place described in words: free text here would be personal data left unsealed.
+        if v is None:
+            return None
+        code = unicodedata.normalize("NFKC", v).strip().upper()
+        if not PORT_CODE.fullmatch(code):
+            raise ValueError("port must be an IATA airport code (CGK) or a UN/LOCODE (IDTPP)")
+        return code
 
 
 class LocationIn(Strict):
@@ -146,7 +166,7 @@ def actor_of(principal: Principal) -> Actor:
 
 
 def file_report(report: ReportIn, reporter: Principal, *, case_id: str, number: str, idempotency_id: str,
-                fingerprint: str, now: datetime, key: bytes) -> tuple[dict[str, Any], list[Outgoing]]:
+                fingerprint: str, now: datetime, seal: Sealer) -> tuple[dict[str, Any], list[Outgoing]]:
     """A new case: its intake document and the `case.reported` event, personal data sealed with the case's key."""
     payload = contract.CaseReported(
         case_number=number,
@@ -163,7 +183,7 @@ def file_report(report: ReportIn, reporter: Principal, *, case_id: str, number: 
         location=contract.Location(**report.location.model_dump()) if report.location else None,
         documents=report.documents,
     )
-    payload = contract.CaseReported.model_validate(crypto.seal_report(payload.model_dump(mode="json"), key, case_id))
+    payload = contract.CaseReported.model_validate(seal.report(payload.model_dump(mode="json")))
     event = new_event(payload, case_id=case_id, producer=SERVICE, actor=actor_of(reporter),
                       correlation_id=case_id, causation_id=None, occurred_at=now)
     doc = {
@@ -246,11 +266,13 @@ def check_amendment(amendment: AmendmentIn) -> None:
         raise FieldProblem(problems)
 
 
-def amend(doc: dict[str, Any], amendment: AmendmentIn, reporter: Principal, now: datetime, key: bytes) -> Change:
+def amend(doc: dict[str, Any], amendment: AmendmentIn, reporter: Principal, now: datetime, seal: Sealer) -> Change:
     """Answering an information request re-enters screening with the amended report as a new submission."""
     if doc["status"] != "info_requested":
         raise InvalidTransition(f"a {doc['status']} report has no open question to answer")
-    before = contract.CaseReported.model_validate(crypto.open_values(doc["report"], key, doc["_id"]))
+    if seal.erased:
+        raise CaseErased(doc["_id"])
+    before = contract.CaseReported.model_validate(seal.open(doc["report"]))
     persons = list(before.persons) + [contract.Person(person_id=str(uuid.uuid4()), **p.model_dump())
                                       for p in amendment.add_persons]
     if len(persons) > MAX_PERSONS:
@@ -265,8 +287,8 @@ def amend(doc: dict[str, Any], amendment: AmendmentIn, reporter: Principal, now:
         else before.departure,
         "submission": before.submission + 1,
     })
-    report = contract.CaseReported.model_validate(crypto.seal_report(report.model_dump(mode="json"), key, doc["_id"]))
-    answer = crypto.seal(key, doc["_id"], amendment.answer)
+    report = contract.CaseReported.model_validate(seal.report(report.model_dump(mode="json")))
+    answer = seal(amendment.answer)
     event = new_event(contract.CaseAmended(answer=answer, report=report), case_id=doc["_id"],
                       producer=SERVICE, actor=actor_of(reporter), correlation_id=doc["_id"], causation_id=None,
                       occurred_at=now)
@@ -279,10 +301,11 @@ def amend(doc: dict[str, Any], amendment: AmendmentIn, reporter: Principal, now:
     )
 
 
-def withdraw(doc: dict[str, Any], reporter: Principal, reason: str, now: datetime) -> Change:
+def withdraw(doc: dict[str, Any], reporter: Principal, reason: str, now: datetime, seal: Sealer) -> Change:
+    """The reporter takes the report back; the reason (free text, it may name people) is sealed."""
     if doc["status"] not in ("reported", "screened", "info_requested"):
         raise InvalidTransition(f"a {doc['status']} report can no longer be withdrawn")
-    event = new_event(contract.CaseWithdrawn(reason=reason), case_id=doc["_id"], producer=SERVICE,
+    event = new_event(contract.CaseWithdrawn(reason=seal(reason)), case_id=doc["_id"], producer=SERVICE,
                       actor=actor_of(reporter), correlation_id=doc["_id"], causation_id=None, occurred_at=now)
     return Change(set={"status": "withdrawn", "updated_at": now.isoformat()},
                   events=[Outgoing(topics.INTAKE, event)],
@@ -293,8 +316,7 @@ def withdraw(doc: dict[str, Any], reporter: Principal, reason: str, now: datetim
 
 def reporter_view(doc: dict[str, Any], key: bytes | None) -> dict[str, Any]:
     """The reporter's own report, opened with the case's key ([erased] once the key is destroyed)."""
-    doc = {**doc, **crypto.open_values({k: doc.get(k) for k in ("report", "question", "decision_reason")},
-                                       key, doc["_id"])}
+    doc = {**doc, **open_values({k: doc.get(k) for k in ("report", "question", "decision_reason")}, key, doc["_id"])}
     return {
         "case_id": doc["_id"],
         "case_number": doc["case_number"],

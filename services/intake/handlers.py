@@ -1,8 +1,13 @@
 """Intake's HTTP routes and Kafka subscribers: parse, load, call the domain, save."""
 
 
+import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Annotated, Any
+
+import structlog
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
@@ -13,13 +18,15 @@ from services.intake import domain
 from services.intake.store import ReportStore
 from shared import regions, topics
 from shared.access import AccessLog
-from shared.crypto import KeyStore
+from shared.crypto import CaseErased, KeyStore, Sealer
 from shared.api_models import MAX_LIMIT, decode_cursor, page
 from shared.auth import Principal
 from shared.contracts.envelope import Envelope
-from shared.http import ApiError, not_found
+from shared.http import ApiError, case_erased, not_found
 from shared.outbox import ConcurrentUpdate
 from shared.service import Runtime
+
+log = structlog.get_logger()
 
 
 class ReportAccepted(BaseModel):
@@ -69,21 +76,25 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
             case_id = claim["case_id"]
             if first := await store.load(case_id):
                 return _replay(first)
-        key = await keys.key_for_new_case(case_id)
+        try:
+            seal = Sealer(await keys.key_for_new_case(case_id), case_id)
+        except CaseErased as exc:
+            raise case_erased() from exc
         regency = regions.regency_of(report.village_code)
         for _ in range(10):
             seq = await store.next_case_seq(regency, now.year)
-            doc, events = domain.file_report(report, principal, case_id=case_id,
-                                             number=domain.case_number(regency, now.year, seq),
+            number = domain.case_number(regency, now.year, seq)
+            if not await store.claim_case_number(number, case_id):
+                continue  # another process's counter handed this number out too: take the next one
+            doc, events = domain.file_report(report, principal, case_id=case_id, number=number,
                                              idempotency_id=idempotency_id, fingerprint=fingerprint, now=now,
-                                             key=key)
+                                             seal=seal)
             try:
                 await store.create(doc, events)
                 return JSONResponse(_accepted(doc), status_code=201)
             except DuplicateKeyError:
                 if first := await store.load(case_id):
                     return _replay(first)  # a concurrent submission with the same key created it
-                # else the case number was taken (another process's counter): take the next one
         raise ApiError(409, "conflict", "could not allocate a case number; retry with the same Idempotency-Key")
 
     @router.get("/reports", summary="Your own reports, newest first, each with its status and what happens next")
@@ -94,10 +105,9 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
     ) -> dict[str, Any]:
         offset = decode_cursor(cursor)
         docs = await store.of_reporter(principal.sub, offset, limit + 1)
-        views = []
-        for doc in docs[:limit]:
-            await access_log.viewed(principal, doc["_id"], "report")
-            views.append(domain.reporter_view(doc, await keys.key(doc["_id"])))
+        await access_log.listed(principal, [doc["_id"] for doc in docs[:limit]], "reports",
+                                {"cursor": cursor, "limit": limit})
+        views = [domain.reporter_view(doc, await keys.key(doc["_id"])) for doc in docs[:limit]]
         return page(views + docs[limit:], offset, limit)
 
     @router.get("/reports/{case_id}", summary="One of your reports")
@@ -109,7 +119,10 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
     @router.post("/reports/{case_id}/withdraw", summary="Withdraw your report before a decision")
     async def withdraw(case_id: str, body: WithdrawIn,
                        principal: Annotated[Principal, Depends(reporter)]) -> dict[str, Any]:
-        return await _move(case_id, principal, lambda doc: domain.withdraw(doc, principal, body.reason, clock.now()))
+        await _own(case_id, principal)
+        seal = await keys.sealer(case_id)
+        return await _move(case_id, principal,
+                           lambda doc: domain.withdraw(doc, principal, body.reason, clock.now(), seal))
 
     @router.post("/reports/{case_id}/amendments", summary="Answer the verifier's question; the report is screened again")
     async def amend(case_id: str, amendment: domain.AmendmentIn,
@@ -118,10 +131,9 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
             domain.check_amendment(amendment)
         except domain.FieldProblem as exc:
             raise ApiError(422, "invalid_request", str(exc), exc.problems) from exc
-        key = await keys.key(case_id)
-        if key is None:
-            raise ApiError(409, "conflict", "this report's personal data was erased; it can no longer be amended")
-        return await _move(case_id, principal, lambda doc: domain.amend(doc, amendment, principal, clock.now(), key))
+        await _own(case_id, principal)
+        seal = await keys.sealer(case_id)
+        return await _move(case_id, principal, lambda doc: domain.amend(doc, amendment, principal, clock.now(), seal))
 
     async def _move(case_id: str, principal: Principal, decide) -> dict[str, Any]:
         for _ in range(5):
@@ -132,6 +144,8 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
                 raise ApiError(409, "conflict", str(exc), {"status": doc["status"]}) from exc
             except domain.FieldProblem as exc:
                 raise ApiError(422, "invalid_request", str(exc), exc.problems) from exc
+            except CaseErased as exc:
+                raise case_erased() from exc
             except ConcurrentUpdate:
                 continue
             return domain.reporter_view(await _own(case_id, principal), await keys.key(case_id))
@@ -148,6 +162,32 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
 
 def _replay(first: dict[str, Any]) -> JSONResponse:
     return JSONResponse(_accepted(first), status_code=201, headers={"Idempotent-Replayed": "true"})
+
+
+def idempotency_key_expiry(runtime: Runtime, store: ReportStore) -> Callable[[], Awaitable[int]]:
+    """`expire_idempotency_keys_once()`: delete Idempotency-Key claims older than `idempotency_key_ttl_s` (24 h);
+    a key used again after that files a new report."""
+    async def expire_once() -> int:
+        before = runtime.clock.now() - timedelta(seconds=runtime.settings.idempotency_key_ttl_s)
+        if expired := await store.expire_keys(before.isoformat()):
+            log.info("idempotency_keys_expired", count=expired)
+        return expired
+
+    return expire_once
+
+
+def run_every(interval_s: float, step: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[None]]:
+    async def loop() -> None:
+        while True:
+            try:
+                await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - tried again at the next round
+                log.warning("idempotency_key_expiry_failed", error_type=type(exc).__name__)
+            await asyncio.sleep(interval_s)
+
+    return loop
 
 
 def subscribers(runtime: Runtime, store: ReportStore) -> None:

@@ -16,16 +16,18 @@ class ReportStore(AggregateStore):
     def __init__(self, db: AsyncDatabase, relay: OutboxRelay, clock: Clock) -> None:
         super().__init__(db["reports"], relay, clock)
         self._counters = db["case_numbers"]
+        self._numbers = db["case_number_claims"]  # _id: a case number -> the case that holds it
         self._keys = db["idempotency_keys"]
 
     async def ensure_indexes(self) -> None:
-        await self.collection.create_index([("idempotency_id", ASCENDING)], unique=True)
-        await self.collection.create_index([("case_number", ASCENDING)], unique=True)
+        # Uniqueness lives in claims inserted by _id (case numbers, idempotency keys), not in unique indexes of
+        # `reports`: a report is written through its version claim, which must not fail after it was inserted.
         await self.collection.create_index([("reporter_id", ASCENDING), ("received_at", DESCENDING)])
+        await self._keys.create_index([("at", ASCENDING)])
 
     async def next_case_seq(self, regency_code: str, year: int) -> int:
-        """The next number in a regency's yearly sequence. The unique index on case_number is the real guard:
-        a number taken twice (FerretDB's $inc is not atomic across processes) fails the insert and is retried."""
+        """The next number in a regency's yearly sequence. The number's claim is the real guard: a number
+        handed out twice (FerretDB's $inc is not atomic across processes) is claimed once; the other takes the next."""
         key = f"{regency_code}:{year}"
         for _ in range(3):
             try:
@@ -37,6 +39,19 @@ class ReportStore(AggregateStore):
             except DuplicateKeyError:
                 continue  # two first upserts raced; the counter exists now
         raise RuntimeError(f"could not allocate a case number for {key}")
+
+    async def claim_case_number(self, number: str, case_id: str) -> bool:
+        """Whether `number` is this case's (claimed now, or by an earlier attempt for the same case)."""
+        try:
+            await self._numbers.insert_one({"_id": number, "case_id": case_id})
+            return True
+        except DuplicateKeyError:
+            holder = await self._numbers.find_one({"_id": number})
+            return holder is not None and holder["case_id"] == case_id
+
+    async def expire_keys(self, before: str) -> int:
+        """Delete Idempotency-Key claims made before `before` (FerretDB has no TTL index: run periodically)."""
+        return (await self._keys.delete_many({"at": {"$lt": before}})).deleted_count
 
     async def claim_key(self, idempotency_id: str, case_id: str, request_hash: str, now: Any) -> dict[str, Any]:
         """The claim on an Idempotency-Key: this request's if it is the first, else the first request's."""

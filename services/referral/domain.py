@@ -53,11 +53,8 @@ def referral_id_for(case_id: str, agency_id: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{case_id}:{agency_id}"))
 
 
+# Seals a note or reason with the case's key (shared.crypto.Sealer); raises CaseErased once the case is erased.
 Seal = Callable[[str | None], str | None]
-
-
-def _as_is(text: str | None) -> str | None:
-    return text
 
 
 def rerouted_id_for(declined_referral_id: str, agency_id: str) -> str:
@@ -164,7 +161,7 @@ def open_referrals(event: Envelope, now: datetime) -> list[tuple[dict[str, Any],
     """The referral documents a `case.verified` opens, each with its own `referral.created`."""
     verified = parse_data(event, verification.CaseVerified)
     if not regions.VILLAGE_CODE.match(verified.village_code):
-        raise ContractError(f"case.verified has no village code: {verified.village_code!r}")
+        raise ContractError("case.verified has no valid village code (dd.dd.dd.dddd)")
     decisions = routing.route(verified.case_types, verified.situation, verified.village_code)
     case = {"case_id": event.case_id, "case_number": verified.case_number, "correlation_id": event.correlation_id,
             "priority": verified.priority, "village_code": verified.village_code,
@@ -357,7 +354,7 @@ def accept(doc: dict[str, Any], by: Principal, now: datetime) -> Change:
     return _scheduled(doc, _move(doc, "accept", payload, by, now))
 
 
-def decline(doc: dict[str, Any], by: Principal, body: Decline, now: datetime, seal: Seal = _as_is) -> Change:
+def decline(doc: dict[str, Any], by: Principal, body: Decline, now: datetime, seal: Seal) -> Change:
     """Declined, and never lost: re-routed to the next wider unit for the function, or flagged for a supervisor."""
     nxt = routing.next_unit(doc["function"], doc["village_code"], _declined_chain(doc))
     rerouted = None if nxt is None else {"referral_id": rerouted_id_for(doc["_id"], nxt.agency_id),
@@ -370,7 +367,7 @@ def decline(doc: dict[str, Any], by: Principal, body: Decline, now: datetime, se
         "decline_reason": payload.reason, "rerouted_to": rerouted, "needs_supervisor": rerouted is None}))
 
 
-def record_update(doc: dict[str, Any], by: Principal, body: Update, now: datetime, seal: Seal = _as_is) -> Change:
+def record_update(doc: dict[str, Any], by: Principal, body: Update, now: datetime, seal: Seal) -> Change:
     milestone = body.milestone.model_dump(mode="json", exclude_none=True) if body.milestone else None
     payload = contract.ReferralUpdated(referral_id=doc["_id"], agency_id=doc["agency_id"], note=seal(body.note),
                                        milestone=milestone)
@@ -383,7 +380,7 @@ def record_update(doc: dict[str, Any], by: Principal, body: Update, now: datetim
     return _scheduled(doc, change)
 
 
-def close(doc: dict[str, Any], by: Principal, body: Close, now: datetime, seal: Seal = _as_is) -> Change:
+def close(doc: dict[str, Any], by: Principal, body: Close, now: datetime, seal: Seal) -> Change:
     payload = contract.ReferralClosed(referral_id=doc["_id"], agency_id=doc["agency_id"], outcome=body.outcome)
     return _scheduled(doc, _move(doc, "close", payload, by, now,
                                  {"outcome": body.outcome, "closing_note": seal(body.note)}))

@@ -16,7 +16,8 @@ from shared.api_models import MAX_LIMIT, decode_cursor, page
 from shared.auth import Principal
 from shared.crypto import KeyStore
 from shared.contracts.envelope import Envelope
-from shared.http import ApiError, not_found
+from shared.http import ApiError, case_erased, not_found
+from shared.logging import describe
 from shared.outbox import Change, ConcurrentUpdate
 from shared.service import Runtime
 
@@ -74,8 +75,8 @@ def routes(runtime: Runtime, store: ReferralStore, access_log: AccessLog, keys: 
                       limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> dict[str, Any]:
         offset = decode_cursor(cursor)
         now = clock.now()
-        docs = await store.needing_attention(principal.region, now.timestamp(), offset + limit + 1)
-        return page([domain.attention_view(d, now) for d in docs[offset:]], offset, limit)
+        docs = await store.needing_attention(principal.region, now.timestamp(), offset, limit + 1)
+        return page([domain.attention_view(d, now) for d in docs], offset, limit)
 
     @router.get("/referrals/{referral_id}", summary="One referral with its deadlines, milestones and history")
     async def get_referral(referral_id: str, principal: Annotated[Principal, Depends(reader)]) -> dict[str, Any]:
@@ -91,11 +92,13 @@ def routes(runtime: Runtime, store: ReferralStore, access_log: AccessLog, keys: 
             doc = await store.load(referral_id)
             if doc is None or doc["agency_id"] != principal.unit:
                 raise not_found("referral")
-            key = await keys.key(doc["case_id"])
+            seal = await keys.sealer(doc["case_id"])
             try:
-                await store.change(referral_id, doc["version"], decide(doc, clock.now(), crypto.sealer(key, doc["case_id"])))
+                await store.change(referral_id, doc["version"], decide(doc, clock.now(), seal))
             except domain.InvalidTransition as exc:
                 raise ApiError(409, "conflict", str(exc), {"status": doc["status"]}) from exc
+            except crypto.CaseErased as exc:
+                raise case_erased() from exc
             except ConcurrentUpdate:
                 continue
             return domain.referral_view(await store.load(referral_id))  # masked: the answer to an action
@@ -210,7 +213,7 @@ def run_every(interval_s: float, step: Callable[[], Awaitable[int]]) -> Callable
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the checker outlives a database or broker outage
-                log.warning("deadline_check_failed", error_type=type(exc).__name__, error=str(exc)[:200])
+                log.warning("deadline_check_failed", error=describe(exc))
             await asyncio.sleep(interval_s)
 
     return loop

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -48,16 +48,14 @@ class ReferralStore(AggregateStore):
                                       {"_id": 1}).limit(limit)
         return await cursor.to_list()
 
-    async def needing_attention(self, region: str, now_ts: float, limit: int) -> list[dict[str, Any]]:
-        """Referrals in a region that are past a deadline or declined with nobody left to take them."""
-        late = await (self.collection.find({"region_path": region, "next_due_ts": {"$lt": now_ts}}, _HIDDEN)
-                      .limit(limit).to_list())
-        stuck = await (self.collection.find({"region_path": region, "needs_supervisor": True}, _HIDDEN)
-                       .limit(limit).to_list())
-        merged = {d["_id"]: d for d in [*late, *stuck]}
-        # Unassigned first, then the longest overdue.
-        return sorted(merged.values(), key=lambda d: (not d.get("needs_supervisor"), d.get("next_due_ts") or 0,
-                                                      d["_id"]))[:limit]
+    async def needing_attention(self, region: str, now_ts: float, offset: int, limit: int) -> list[dict[str, Any]]:
+        """Referrals in a region that are past a deadline or declined with nobody left to take them: unassigned
+        first, then the longest overdue. One sorted query, so every page continues where the previous one ended."""
+        query = {"region_path": region, "$or": [{"next_due_ts": {"$lt": now_ts}}, {"needs_supervisor": True}]}
+        cursor = (self.collection.find(query, _HIDDEN)
+                  .sort([("needs_supervisor", DESCENDING), ("next_due_ts", ASCENDING), ("_id", ASCENDING)])
+                  .skip(offset).limit(limit))
+        return await cursor.to_list()
 
 
 class CaseStore(AggregateStore):

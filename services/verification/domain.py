@@ -75,10 +75,12 @@ def report_of(event: Envelope) -> intake.CaseReported | None:
 
 def on_reported(doc: dict[str, Any] | None, event: Envelope, now: datetime, *, key: bytes | None,
                 links: list[dict[str, Any]] = (), watch_hits: list[dict[str, Any]] = (),  # type: ignore[assignment]
-                more_links: int = 0) -> Change | None:
+                more_links: int = 0, indexed: dict[str, list[str]] | None = None) -> Change | None:
     """A new report (or an amended one) is screened, linked and enters the queue.
 
-    Screening reads the report opened with the case's key; the case keeps it sealed, as it arrived."""
+    Screening reads the report opened with the case's key; the case keeps it sealed, as it arrived. `indexed`
+    names the link-index entries (identifier digests, village-days) the report was filed under, so that its
+    erasure can take them out again."""
     if event.type == "case.reported":
         report = parse_data(event, intake.CaseReported)
         if doc is not None:
@@ -112,6 +114,7 @@ def on_reported(doc: dict[str, Any] | None, event: Envelope, now: datetime, *, k
         "links": linking.merge_links((doc or {}).get("links", []), list(links)),
         "watchlist_hits": list(watch_hits),
         "more_links": more_links,  # linked cases beyond linking.MAX_LINKS, not listed
+        "index": _merged_index((doc or {}).get("index"), indexed or {}),
         "updated_at": now.isoformat(),
     }
     if doc is None:
@@ -127,6 +130,31 @@ def answered(exchanges: list[dict[str, Any]], event: Envelope, now: datetime) ->
         return exchanges
     answer = parse_data(event, intake.CaseAmended).answer
     return [*exchanges[:-1], {**exchanges[-1], "answer": answer, "answered_at": now.isoformat()}]
+
+
+def _merged_index(before: dict[str, list[str]] | None, added: dict[str, list[str]]) -> dict[str, list[str]]:
+    before = before or {}
+    return {part: list(dict.fromkeys([*before.get(part, []), *added.get(part, [])]))
+            for part in ("identities", "buckets")}
+
+
+def on_erased(doc: dict[str, Any] | None, now: datetime) -> Change | None:
+    """After erasure the case can no longer be found by its identifiers: its link-index entries are gone (the
+    store removes them), and it keeps no links and no watch-list hits."""
+    if doc is None:
+        return None
+    screening_fields = {**doc.get("screening", {}), "watchlist_hits": []}
+    return Change(set={"links": [], "more_links": 0, "watchlist_hits": [], "screening": screening_fields,
+                       "index": {"identities": [], "buckets": []}, "erased_at": now.isoformat(),
+                       "updated_at": now.isoformat()})
+
+
+def unlink(doc: dict[str, Any] | None, erased_case_id: str, now: datetime) -> Change | None:
+    """A case linked to an erased one forgets the link (it says which identifier the two shared)."""
+    if doc is None or not any(link["case_id"] == erased_case_id for link in doc.get("links", [])):
+        return None
+    return Change(set={"links": [link for link in doc["links"] if link["case_id"] != erased_case_id],
+                       "updated_at": now.isoformat()})
 
 
 def opened(report: intake.CaseReported, key: bytes | None, case_id: str) -> intake.CaseReported:
@@ -150,12 +178,12 @@ def on_withdrawn(doc: dict[str, Any] | None, event: Envelope, now: datetime) -> 
 
 
 def decide(doc: dict[str, Any], decision: Verify | Reject | RequestInfo, principal: Principal,
-           now: datetime, key: bytes | None, erased: bool = False) -> Change:
+           now: datetime, seal: crypto.Sealer) -> Change:
+    """Notes, reasons and questions may name people: they are sealed with the case's key (`seal`)."""
     if doc["status"] != "awaiting_decision":
         raise InvalidTransition(f"the case is {doc['status']}, not awaiting a decision")
-    if erased:
-        raise InvalidTransition("the case's personal data was erased")
-    seal = crypto.sealer(key, doc["_id"])  # notes, reasons and questions may name people
+    if seal.erased:
+        raise crypto.CaseErased(doc["_id"])
     actor = _actor(principal)
     record = {"decision": decision.decision, "by": principal.sub, "name": principal.name, "role": principal.role,
               "at": now.isoformat()}
@@ -232,12 +260,11 @@ WATCHLIST = "watchlist"  # the associated data of sealed watch-list labels and n
 
 
 def watch_entry(entry: WatchEntryIn, principal: Principal, now: datetime, *, id_key: bytes,
-                label_key: bytes) -> dict[str, Any]:
+                seal: crypto.Sealer) -> dict[str, Any]:
     """Matched by keyed hash; label and note sealed (a recruiter's name is personal data too)."""
     match = linking.watch_value(entry.kind, entry.value)  # raises ValueError for an impossible phone
     if not match:
         raise ValueError("value has nothing to match on")
-    seal = crypto.sealer(label_key, WATCHLIST)
     return {"_id": str(uuid.uuid4()), "kind": entry.kind, "label": seal(entry.value),
             "digest": linking.watch_digest(id_key, entry.kind, match), "note": seal(entry.note),
             "region": principal.region, "region_path": regions.path(principal.region),

@@ -13,7 +13,7 @@ from shared.crypto import KeyStore
 from shared.api_models import MAX_LIMIT, decode_cursor, page
 from shared.auth import Principal
 from shared.contracts.envelope import Envelope
-from shared.http import ApiError, not_found
+from shared.http import ApiError, case_erased, not_found
 from shared.outbox import ConcurrentUpdate
 from shared.service import Runtime
 
@@ -82,10 +82,10 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
             raise ApiError(409, "version_conflict", "the case changed since you loaded it",
                            {"current": domain.queue_item(doc) | {"status": doc["status"]}})
         try:
-            key = await keys.key(case_id)
-            erased = key is None and await keys.is_erased(case_id)
-            change = domain.decide(doc, decision, principal, runtime.clock.now(), key, erased)
+            change = domain.decide(doc, decision, principal, runtime.clock.now(), await keys.sealer(case_id))
             new_version = await store.change(case_id, expected, change)
+        except crypto.CaseErased as exc:
+            raise case_erased() from exc
         except domain.InvalidTransition as exc:
             raise ApiError(409, "conflict", str(exc),
                            {"current": domain.queue_item(doc) | {"status": doc["status"]}}) from exc
@@ -107,7 +107,8 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
     async def add_watch(entry: domain.WatchEntryIn,
                         principal: Annotated[Principal, Depends(supervisor)]) -> dict[str, Any]:
         try:
-            doc = domain.watch_entry(entry, principal, runtime.clock.now(), id_key=id_key, label_key=label_key)
+            doc = domain.watch_entry(entry, principal, runtime.clock.now(), id_key=id_key,
+                                     seal=crypto.Sealer(label_key, domain.WATCHLIST))
         except ValueError as exc:
             raise ApiError(422, "invalid_request", str(exc), [{"field": "value", "problem": str(exc)}]) from exc
         await store.add_watch_entry(doc)
@@ -132,15 +133,22 @@ def subscribers(runtime: Runtime, store: CaseStore, keys: KeyStore) -> None:
         now = runtime.clock.now()
         case_key = await keys.key(event.case_id)
         report = domain.opened(sealed, case_key, event.case_id)
+        if case_key is None and await keys.is_erased(event.case_id):
+            # An erased case (a redelivered report) is filed under nothing and links to nothing.
+            await store.apply_once(event.case_id, event.event_id,
+                                   lambda doc: domain.on_reported(doc, event, now, key=None))
+            return
         mine = linking.identities(report, key)
-        matches = await store.identity_matches(mine, event.case_id)
+        matches, beyond = await store.identity_matches(mine, event.case_id)
         nearby = await store.reported_near(linking.bucket_ids(report), event.case_id)
         links = linking.shared_identity_links(matches)
         shared = {link["case_id"] for link in links}
         links += [linking.link_of(o, ["two reporters of the village within a day"], "corroborates")
                   for o in nearby if linking.corroborates(report, o, o["case_id"] in shared)]
         links, more = linking.most_recent(linking.merge_links([], links))
+        more += beyond
         hits = linking.watchlist_hits(report, await store.watch_entries(regions.path(report.village_code)), key)
+        indexed = {"identities": [identity.digest for identity in mine], "buckets": [linking.own_bucket(report)]}
         # Earlier cases first, each at most once per new event: a crash here repeats only what is missing.
         this_case = linking.case_ref(report, event.case_id)
         for link in links:
@@ -151,14 +159,32 @@ def subscribers(runtime: Runtime, store: CaseStore, keys: KeyStore) -> None:
         await store.index_report(linking.own_bucket(report), this_case)
         await store.apply_once(event.case_id, event.event_id,
                                lambda doc: domain.on_reported(doc, event, now, key=case_key, links=links,
-                                                               watch_hits=hits, more_links=more))
+                                                               watch_hits=hits, more_links=more, indexed=indexed))
 
-    async def on_intake_event(event: Envelope) -> None:
+    async def unfind(event: Envelope) -> None:
+        """An erased case leaves the link index, the links of the cases it was linked to and its watch-list hits.
+        Each step is idempotent, the case's own change last: a redelivery finishes what a crash left."""
+        keys.forget(event.case_id)
+        now = runtime.clock.now()
+        doc = await store.load(event.case_id)
+        if doc is None or event.event_id in doc.get("applied", ()):
+            return
+        index = doc.get("index") or {}
+        await store.unindex(event.case_id, index.get("identities", []), index.get("buckets", []))
+        for link in doc.get("links", []):
+            await store.apply_once(link["case_id"], f"unlink:{event.event_id}",
+                                   lambda other: domain.unlink(other, event.case_id, now))
+        await store.apply_once(event.case_id, event.event_id, lambda current: domain.on_erased(current, now))
+
+    async def on_event(event: Envelope) -> None:
         if event.type in ("case.reported", "case.amended"):
             await screen_and_link(event)
         elif event.type == "case.withdrawn":
             now = runtime.clock.now()
             await store.apply_once(event.case_id, event.event_id, lambda doc: domain.on_withdrawn(doc, event, now))
+        elif event.type == "case.erased":
+            await unfind(event)
 
-    runtime.consume(topics.INTAKE, apply=on_intake_event,
-                    description="New and amended reports are screened, linked and enter the verifier's queue")
+    runtime.consume(topics.INTAKE, topics.ACCESS, apply=on_event,
+                    description="New and amended reports are screened, linked and enter the verifier's queue; "
+                                "an erased case leaves the link index")

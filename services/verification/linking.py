@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 from shared import crypto
 from shared.contracts import intake
-from shared.identity import normalise_name, normalise_phone
+from shared.identity import normalise_name, normalise_nik, normalise_passport, normalise_phone
 
 RECRUITING_ROLES = ("recruiter", "facilitator")
 CORROBORATION_WINDOW = timedelta(hours=24)
@@ -45,6 +46,16 @@ def keyed(key: bytes, kind: str, value: str) -> str:
     return hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
 
 
+def _normalised(normalise: Callable[[str], str], value: str | None) -> str | None:
+    """Intake normalises identifiers as they arrive; an event from elsewhere is normalised here the same way."""
+    if not value:
+        return None
+    try:
+        return normalise(value)
+    except ValueError:
+        return value
+
+
 def identities(report: intake.CaseReported, key: bytes) -> list[Identity]:
     out: dict[tuple[str, str], Identity] = {}
 
@@ -58,13 +69,14 @@ def identities(report: intake.CaseReported, key: bytes) -> list[Identity]:
         p = p.model_copy(update={f: None for f in ("name", "nik", "passport_number", "phone", "birth_date")
                                  if getattr(p, f) in (crypto.ERASED, crypto.UNREADABLE)})
         recruiting = p.role in RECRUITING_ROLES
-        add("nik", p.nik, p)
-        add("passport", p.passport_number.upper() if p.passport_number else None, p)
+        phone = _normalised(normalise_phone, p.phone)
+        add("nik", _normalised(normalise_nik, p.nik), p)
+        add("passport", _normalised(normalise_passport, p.passport_number), p)
         if recruiting:
-            add("recruiter_phone", p.phone, p)
+            add("recruiter_phone", phone, p)
             add("recruiter_name", normalise_name(p.name) if p.name else None, p)
         else:
-            add("phone", p.phone, p)
+            add("phone", phone, p)
             if p.name and isinstance(p.birth_date, date):
                 add("name_birth_date", f"{normalise_name(p.name)}|{p.birth_date.isoformat()}", p)
     return list(out.values())

@@ -10,7 +10,13 @@ from pymongo.errors import DuplicateKeyError
 
 from shared import keyset
 from shared.clock import Clock
-from shared.outbox import AggregateStore, OutboxRelay, document_writes
+from shared.outbox import AggregateStore, ConcurrentUpdate, OutboxRelay
+from shared.versions import VersionedCollection
+
+# An identifier's entry keeps the references of this many most recently received cases (a report links to at most
+# as many, `linking.MAX_LINKS`) and counts the rest, so a common name never grows one document without bound.
+INDEX_KEEP = 25
+BUCKET_KEEP = 200  # reports of one village on one day that corroboration compares
 
 
 QUEUE_ORDER = ("priority_rank", "received_at", "_id")
@@ -19,8 +25,12 @@ QUEUE_ORDER = ("priority_rank", "received_at", "_id")
 class CaseStore(AggregateStore):
     def __init__(self, db: AsyncDatabase, relay: OutboxRelay, clock: Clock) -> None:
         super().__init__(db["cases"], relay, clock)
-        self.identities = db["identities"]  # _id: keyed hash of an identifier -> the cases that name it
-        self.buckets = db["village_days"]  # _id: "<village>:<day>" -> the cases observed there that day
+        # _id: keyed hash of an identifier -> the most recent cases that name it, and how many there are
+        self.identities = VersionedCollection(db["identities"], clock)
+        # _id: "<village>:<day>" -> the cases observed there that day
+        self.buckets = VersionedCollection(db["village_days"], clock)
+        relay.watch(self.identities)  # the sweeper repairs and prunes their version claims
+        relay.watch(self.buckets)
         self.watchlist = db["watchlist"]
 
     async def ensure_indexes(self) -> None:
@@ -31,42 +41,73 @@ class CaseStore(AggregateStore):
 
     # The link index is keyed by _id (a digest, a village-day), so a lookup is a primary-key read on any server.
 
-    async def identity_matches(self, identities: list[Any], case_id: str) -> list[dict[str, Any]]:
-        """References to OTHER cases sharing one of `identities`, each with the `kind` of identifier shared."""
-        matches = []
+    async def identity_matches(self, identities: list[Any], case_id: str) -> tuple[list[dict[str, Any]], int]:
+        """References to OTHER cases sharing one of `identities`, each with the `kind` of identifier shared, and
+        how many more cases the entries counted beyond the ones they keep."""
+        matches, beyond = [], 0
         for identity in identities:
-            doc = await self.identities.find_one({"_id": identity.digest})
-            matches += [{**ref, "kind": identity.kind} for ref in (doc or {}).get("cases", [])
-                        if ref["case_id"] != case_id]
-        return matches
+            doc = await self.identities.load(identity.digest) or {}
+            kept = doc.get("cases", [])
+            matches += [{**ref, "kind": identity.kind} for ref in kept if ref["case_id"] != case_id]
+            beyond += max(0, int(doc.get("total", len(kept))) - len(kept))
+        return matches, beyond
 
     async def index_identities(self, ref: dict[str, Any], identities: list[Any]) -> None:
         for identity in identities:
-            await self._add_ref(self.identities, identity.digest, ref, {"kind": identity.kind})
+            await self._add_ref(self.identities, identity.digest, ref, {"kind": identity.kind}, INDEX_KEEP)
+
+    async def unindex(self, case_id: str, identity_ids: list[str], bucket_ids: list[str]) -> None:
+        """Take a case out of the link index: it can no longer be found by its identifiers."""
+        for collection, doc_ids in ((self.identities, identity_ids), (self.buckets, bucket_ids)):
+            for doc_id in doc_ids:
+                await self._remove_ref(collection, doc_id, case_id)
+
+    async def _remove_ref(self, index: VersionedCollection, doc_id: str, case_id: str) -> None:
+        for _ in range(20):
+            doc = await index.load(doc_id)
+            if doc is None or not any(r["case_id"] == case_id for r in doc.get("cases", [])):
+                return
+            rest = [r for r in doc["cases"] if r["case_id"] != case_id]
+            try:  # the entry keeps no reference to the case (an empty entry names no case)
+                await index.write(doc_id, {**doc, "cases": rest, "total": max(0, int(doc.get("total", 1)) - 1),
+                                           "version": int(doc["version"]) + 1}, base=doc)
+                return
+            except DuplicateKeyError:
+                continue  # another writer moved the entry: remove from what it wrote
+        raise ConcurrentUpdate(f"could not remove {case_id} from {doc_id}")
 
     async def reported_near(self, bucket_ids: list[str], case_id: str) -> list[dict[str, Any]]:
         """References to other cases of the same village observed around the same days."""
         refs = []
         for bucket_id in bucket_ids:
-            doc = await self.buckets.find_one({"_id": bucket_id})
+            doc = await self.buckets.load(bucket_id)
             refs += [r for r in (doc or {}).get("cases", []) if r["case_id"] != case_id]
         return refs
 
     async def index_report(self, bucket_id: str, ref: dict[str, Any]) -> None:
-        await self._add_ref(self.buckets, bucket_id, ref, {})
+        await self._add_ref(self.buckets, bucket_id, ref, {}, BUCKET_KEEP)
 
-    async def _add_ref(self, collection: Any, doc_id: str, ref: dict[str, Any], fields: dict[str, Any]) -> None:
-        async with document_writes.hold((collection.full_name, doc_id)):  # one writer per index document
-            doc = await collection.find_one({"_id": doc_id})
+    @staticmethod
+    async def _add_ref(index: VersionedCollection, doc_id: str, ref: dict[str, Any], fields: dict[str, Any],
+                       keep: int) -> None:
+        """Add a case to an index entry: the `keep` most recently received stay, the rest are counted."""
+        for _ in range(20):
+            base = doc = await index.load(doc_id)
             if doc is None:
-                try:
-                    await collection.insert_one({"_id": doc_id, **fields, "cases": [ref]})
-                    return
-                except DuplicateKeyError:
-                    doc = await collection.find_one({"_id": doc_id})
+                doc = {"_id": doc_id, **fields, "version": 0, "cases": [], "total": 0}
             if any(r["case_id"] == ref["case_id"] for r in doc["cases"]):
                 return  # already indexed (redelivery or amendment)
-            await collection.update_one({"_id": doc_id}, {"$push": {"cases": ref}})
+            cases = sorted([*doc["cases"], ref], key=lambda r: (r.get("received_at") or "", r["case_id"]),
+                           reverse=True)[:keep]
+            if ref not in cases:
+                return  # older than every case kept (a new report is always the newest): indexed before
+            try:
+                await index.write(doc_id, {**doc, "cases": cases, "total": int(doc["total"]) + 1,
+                                           "version": int(doc["version"]) + 1}, base=base)
+                return
+            except DuplicateKeyError:
+                continue  # another report indexed first: add to what it wrote
+        raise ConcurrentUpdate(f"could not index {ref['case_id']} under {doc_id}")
 
     async def watch_entries(self, region_path: list[str]) -> list[dict[str, Any]]:
         """Watch-list entries that apply to a case in `region_path` (entries of its village or any wider region)."""

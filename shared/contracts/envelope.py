@@ -62,6 +62,8 @@ class Envelope(Contract):
 class ContractError(Exception):
     """A message that can never be processed as it is: it goes to the dead-letter topic without retries."""
 
+    loggable = True  # its text names fields and rules (`_short`), never the values a message carried
+
 
 T = TypeVar("T", bound="Contract")
 

@@ -1,4 +1,5 @@
-"""The five services as real processes, started once for the e2e tier on their own ports, databases and groups."""
+"""The services as real processes, two copies of each (as production may run them), started once for the e2e tier
+on their own ports, databases and groups. Copy 0 of a service listens on PORTS[service], copy 1 ten ports above."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from infra.local.supervise import SERVICES
+
 ROOT = Path(__file__).resolve().parents[2]
 # WASPADA_E2E_PORT_BASE moves the copies so two checkouts can run their suites side by side.
 _BASE = int(os.environ.get("WASPADA_E2E_PORT_BASE", "18000"))
-PORTS = {"intake": _BASE + 1, "verification": _BASE + 2, "referral": _BASE + 3, "audit": _BASE + 4,
-         "identity": _BASE + 5}
-PORTS["web"] = _BASE  # a client of the others' HTTP APIs, started last
-WEB_UPSTREAMS = {f"WASPADA_{name.upper()}_URL": f"http://127.0.0.1:{_BASE + n}"
-                 for n, name in enumerate(("intake", "verification", "referral", "audit", "identity"), start=1)}
+# The same services as `make run` (infra/local/supervise.py's table), each at base + (its port - 8000).
+PORTS = {name: _BASE + port - 8000 for name, port in SERVICES.items()}
+COPIES = 2  # copy n of a service listens on PORTS[service] + 10 * n (all within base+0..base+19)
+# The web service calls the others' HTTP APIs: each of its copies those of the same copy number.
+WEB_UPSTREAMS = [{f"WASPADA_{name.upper()}_URL": f"http://127.0.0.1:{PORTS[name] + 10 * copy}"
+                  for name in ("intake", "verification", "referral", "audit", "identity")} for copy in range(COPIES)]
 
 
 class System:
@@ -32,40 +36,50 @@ class System:
                     "WASPADA_PASSWORD_HASH_PROFILE": "cheapest_for_tests"}
         self.db_prefix = self.env["WASPADA_DB_PREFIX"]
         self.logs = logs
-        self.procs: dict[str, subprocess.Popen] = {}
+        self.procs: dict[tuple[str, int], subprocess.Popen] = {}
 
-    def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{PORTS[service]}"
+    def url(self, service: str, copy: int = 0) -> str:
+        return f"http://127.0.0.1:{PORTS[service] + 10 * copy}"
 
     def start(self, service: str) -> None:
-        log = open(self.logs / f"{service}.log", "ab")  # noqa: SIM115 - owned by the child process
-        self.procs[service] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{service}"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            env={**self.env, **(WEB_UPSTREAMS if service == "web" else {}), "WASPADA_PORT": str(PORTS[service])},
-        )
+        """Start every copy of `service`: the same database and consumer group, each on its own port."""
+        for copy in range(COPIES):
+            log = open(self.logs / f"{service}-{copy}.log", "ab")  # noqa: SIM115 - owned by the child process
+            self.procs[(service, copy)] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{service}"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                env={**self.env, "WASPADA_PORT": str(PORTS[service] + 10 * copy)},
+            )
+# The web service calls the others' HTTP APIs: each of its copies those of the same copy number.
+WEB_UPSTREAMS = [{f"WASPADA_{name.upper()}_URL": f"http://127.0.0.1:{PORTS[name] + 10 * copy}"
+                  for name in ("intake", "verification", "referral", "audit", "identity")} for copy in range(COPIES)]
 
-    def wait_ready(self, services: list[str], timeout: float = 60) -> None:
+    def wait_ready(self, services: list[str], timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         for service in services:
-            while True:
-                proc = self.procs[service]
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{service} exited with {proc.returncode}: "
-                                       + (self.logs / f"{service}.log").read_text()[-2000:])
-                try:
-                    if httpx.get(self.url(service) + "/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{service} not ready after {timeout}s")
-                time.sleep(0.2)
+            for copy in range(COPIES):
+                while True:
+                    proc = self.procs[(service, copy)]
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"{service} (copy {copy}) exited with {proc.returncode}: "
+                                           + (self.logs / f"{service}-{copy}.log").read_text()[-2000:])
+                    try:
+                        if httpx.get(self.url(service, copy) + "/readyz", timeout=2).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{service} (copy {copy}) not ready after {timeout}s")
+                    time.sleep(0.2)
+
+    def running(self, service: str) -> bool:
+        return any(s == service for s, _ in self.procs)
 
     def kill(self, service: str) -> None:
-        """SIGKILL: no graceful shutdown, no offset commit, nothing flushed."""
-        proc = self.procs.pop(service)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        """SIGKILL every copy: no graceful shutdown, no offset commit, nothing flushed."""
+        for copy in range(COPIES):
+            proc = self.procs.pop((service, copy))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
 
     def stop_all(self) -> None:
         for proc in self.procs.values():

@@ -87,7 +87,7 @@ async def test_an_admin_made_verifier_signs_in_decides_is_disabled_and_the_direc
             r = await http.get(verification + f"/v1/cases/{case_id}", headers=verifier)
             return r.json() if r.status_code == 200 else None
 
-        case = await eventually(screened)
+        case = await eventually(screened, timeout=60)
         decided = await http.post(verification + f"/v1/cases/{case_id}/decision",
                                   json={"decision": "verify", "case_types": ["np_pmi"]},
                                   headers={**verifier, "If-Match": f'"{case["version"]}"'})

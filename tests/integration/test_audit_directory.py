@@ -89,3 +89,23 @@ async def test_a_changed_directory_entry_is_reported_at_its_seq(infra, isolation
             await client.close()
         verdict = (await http.get("/v1/directory/trail/verify", headers=admin)).json()
     assert verdict == {"valid": False, "entries": 3, "first_broken_seq": 2}
+
+
+async def test_a_checkpoint_holds_the_directory_head_so_a_deleted_directory_trail_shows(infra, isolation):
+    from pymongo import AsyncMongoClient
+
+    admin = auth("admin", "36.03")
+    async with serving(_app(infra, isolation)) as http:
+        for reason in ("bad_password", "bad_code"):
+            await publish(infra["kafka"], topics.IDENTITY, _event(
+                events.LoginFailed(username="u1", region="36.03", reason=reason, failures=1), str(uuid.uuid4())))
+        await _entries(http, admin, 2)
+        assert (await http.post("/v1/checkpoints", headers=admin)).status_code == 201
+        assert (await http.get("/v1/checkpoints/verify", headers=admin)).json()["valid"] is True
+        client = AsyncMongoClient(infra["mongo"])
+        try:
+            await client[f"{isolation['db_prefix']}_audit"]["directory_trail"].delete_many({})
+        finally:
+            await client.close()
+        verdict = (await http.get("/v1/checkpoints/verify", headers=admin)).json()
+    assert verdict["valid"] is False and verdict["trails_not_matching"] == ["directory"]

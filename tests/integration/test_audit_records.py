@@ -1,19 +1,23 @@
 """Reads of personal data land in the trail; exports and checkpoints on the real broker and database."""
 
+import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from pymongo import AsyncMongoClient
 
+from services.audit import records
 from services.audit.app import AuditSettings, create_app
 from shared import topics
 from shared.clock import ManualClock
-from shared.contracts.envelope import new_event
+from shared.contracts.access import CasesListed
+from shared.contracts.envelope import Actor, new_event
 from shared.contracts.referral import ReferralAcknowledged, ReferralEscalated
 from shared.contracts.verification import CaseVerified, Situation
 from tests.builders import case_reported
 from tests.conftest import auth, eventually, serving
-from tests.kafka_helpers import publish
+from tests.kafka_helpers import TopicReader, publish
 
 pytestmark = pytest.mark.integration
 SUPERVISOR = auth("supervisor", "36.03", sub="supervisor-reader")
@@ -39,10 +43,65 @@ async def test_a_supervisors_own_reads_exports_and_searches_are_in_the_trail(inf
         assert event.case_id in [c["case_id"] for c in listed.json()["items"]]
         await eventually(lambda: _count(http, event.case_id, 4), timeout=30)
         trail = (await http.get(f"/v1/cases/{event.case_id}/trail", headers=SUPERVISOR)).json()["entries"]
-    reads = [e for e in trail if e["type"] in ("case.viewed", "case.exported", "case.searched")]
-    assert [e["type"] for e in reads[:3]] == ["case.viewed", "case.exported", "case.searched"]
-    assert all(e["actor"]["id"] == "supervisor-reader" and e["producer"] == "audit" for e in reads)
-    assert reads[1]["data"] == {"service": "audit", "format": "html", "purpose": "permintaan penyidik"}
+    # a listing travels under its own key, so it may reach the trail before or after the case's own reads
+    reads = {e["type"]: e for e in trail if e["type"] in ("case.viewed", "case.exported", "cases.listed")}
+    assert set(reads) == {"case.viewed", "case.exported", "cases.listed"}
+    assert all(e["actor"]["id"] == "supervisor-reader" and e["producer"] == "audit" for e in reads.values())
+    assert reads["case.exported"]["data"] == {"service": "audit", "format": "html", "purpose": "permintaan penyidik"}
+    assert reads["cases.listed"]["data"] == {"service": "audit", "resource": "cases", "case_ids": [event.case_id],
+                                             "query": {"village_code": "36.03.11.2009"}}
+
+
+async def test_one_search_is_one_access_record_and_one_event_and_is_in_every_listed_cases_trail(infra, isolation):
+    events = [case_reported() for _ in range(12)]
+    client = AsyncMongoClient(infra["mongo"])
+    access_log = client[f"{isolation['db_prefix']}_audit"]["access_log"]
+    try:
+        async with serving(_app(infra, isolation)) as http, TopicReader(infra["kafka"], topics.ACCESS) as access:
+            for event in events:
+                await publish(infra["kafka"], topics.INTAKE, event)
+            for event in events:
+                await eventually(lambda event=event: _count(http, event.case_id, 1))
+            listed = await http.get("/v1/cases", headers=SUPERVISOR, params={"village_code": "36.03.11.2009"})
+            shown = {c["case_id"] for c in listed.json()["items"]}
+            assert {e.case_id for e in events} <= shown
+            for event in events:
+                await eventually(lambda event=event: _count(http, event.case_id, 2), timeout=30)
+            published = await access.drain(lambda r: True, 1.0)
+            records = await access_log.find({}).to_list()
+            trails = [(await http.get(f"/v1/cases/{e.case_id}/trail", headers=SUPERVISOR)).json()["entries"]
+                      for e in events]
+    finally:
+        await client.close()
+    assert [r["type"] for r in records] == ["cases.listed"]  # one record for the whole answer
+    [listing] = [json.loads(r.value) for r in published]  # and one event
+    assert set(listing["data"]["case_ids"]) == shown and listing["case_id"].startswith("listing:")
+    for event, trail in zip(events, trails, strict=True):
+        [entry] = [e for e in trail if e["type"] == "cases.listed"]
+        assert entry["causation_id"] == listing["event_id"] and entry["actor"]["id"] == "supervisor-reader"
+        assert entry["data"]["case_ids"] == [event.case_id]  # each trail names its own case, not the others
+
+
+async def test_a_listing_delivered_twice_is_recorded_once_in_each_trail(infra, isolation):
+    events = [case_reported() for _ in range(3)]
+    listing_id = f"listing:{uuid.uuid4()}"
+    actor = Actor(id="supervisor-reader", role="supervisor", region="36.03")
+
+    def listing(case_ids):
+        return new_event(CasesListed(service="audit", resource="cases", case_ids=case_ids), case_id=listing_id,
+                         producer="audit", actor=actor, correlation_id=listing_id, causation_id=None)
+
+    twice, later = listing([e.case_id for e in events]), listing([events[0].case_id])
+    async with serving(_app(infra, isolation)) as http:
+        for event in events:
+            await publish(infra["kafka"], topics.INTAKE, event)
+            await eventually(lambda event=event: _count(http, event.case_id, 1))
+        for message in (twice, twice, later):  # one key, one partition: `later` is read after the duplicate
+            await publish(infra["kafka"], topics.ACCESS, message)
+        await eventually(lambda: _count(http, events[0].case_id, 3), timeout=30)
+        trails = [(await http.get(f"/v1/cases/{e.case_id}/trail/verify", headers=SUPERVISOR)).json()
+                  for e in events]
+    assert [t["entries"] for t in trails] == [3, 2, 2] and all(t["valid"] for t in trails)
 
 
 async def _count(http, case_id, n):
@@ -86,6 +145,35 @@ async def test_checkpoints_detect_a_trail_deleted_whole(infra, isolation):
         await client.close()
     assert broken["valid"] is False and broken["trails_not_matching"] == [second.case_id]
     assert [c["seq"] for c in listed] == list(range(len(listed), 0, -1))
+
+
+async def test_a_checkpoint_keeps_heads_in_pages_and_the_list_pages(infra, isolation, monkeypatch):
+    monkeypatch.setattr(records, "PAGE_SIZE", 2)
+    events = [case_reported() for _ in range(3)]
+    client = AsyncMongoClient(infra["mongo"])
+    db = client[f"{isolation['db_prefix']}_audit"]
+    try:
+        async with serving(_app(infra, isolation)) as http:
+            for event in events:
+                await publish(infra["kafka"], topics.INTAKE, event)
+                await eventually(lambda event=event: _count(http, event.case_id, 1))
+            taken = [(await http.post("/v1/checkpoints", headers=ADMIN)).json() for _ in range(2)]
+            stored = await db["checkpoints"].find_one({"seq": taken[-1]["seq"]})
+            pages = await db["checkpoint_pages"].find({"pages_id": stored["pages_id"]}).to_list()
+            assert "heads" not in stored and stored["cases"] == 3 and stored["pages"] == 2
+            assert sorted(len(p["heads"]) for p in pages) == [1, 2]
+            first = (await http.get("/v1/checkpoints", headers=SUPERVISOR, params={"limit": 1})).json()
+            second = (await http.get("/v1/checkpoints", headers=SUPERVISOR,
+                                     params={"limit": 1, "cursor": first["next"]})).json()
+            assert [c["seq"] for c in first["items"] + second["items"]] == [taken[1]["seq"], taken[0]["seq"]]
+            ok = (await http.get("/v1/checkpoints/verify", headers=SUPERVISOR)).json()
+            assert ok["valid"] is True and ok["first_broken_seq"] is None
+            page = next(p for p in pages if len(p["heads"]) == 2)
+            await db["checkpoint_pages"].update_one({"_id": page["_id"]}, {"$set": {"heads": page["heads"][:1]}})
+            broken = (await http.get("/v1/checkpoints/verify", headers=SUPERVISOR)).json()
+    finally:
+        await client.close()
+    assert broken["valid"] is False and broken["first_broken_seq"] == taken[-1]["seq"]
 
 
 async def test_stats_give_median_times_and_overdue_referrals(infra, isolation):

@@ -1,6 +1,7 @@
 """The audit service on the real broker and database: trail, redelivery, tampering, scope and dead letters."""
 
 import asyncio
+import json
 import os
 import random
 import uuid
@@ -51,7 +52,7 @@ def _follow_up(reported: Envelope, payload) -> Envelope:
                      correlation_id=reported.case_id, causation_id=reported.event_id)
 
 
-READS = ("case.viewed", "case.exported", "case.searched")
+READS = ("case.viewed", "case.exported", "case.searched", "cases.listed")
 
 
 async def _trail(http, case_id: str, at_least: int, *, prefix: str, headers=SUPERVISOR) -> dict:
@@ -280,8 +281,27 @@ async def test_a_message_that_is_not_json_is_dead_lettered_and_listed_while_the_
         [dead] = await eventually(listed, timeout=40)
         newest_first = (await http.get("/v1/deadletters", headers=auth("admin", "36"), params={"limit": 200})).json()
     assert dead["source_topic"] == topics.INTAKE and dead["consumer"] == "audit" and dead["key"] == garbage_key
-    assert dead["body"] == "\ufffdthis is not json" and "not a valid event envelope" in dead["error"]
+    assert dead["body"] == "[masked: 17 characters, not JSON]" and "not a valid event envelope" in dead["error"]
     assert dead["headers"][topics.DLQ_SOURCE_TOPIC] == topics.INTAKE and dead["topic"] == topics.DEADLETTER
     assert dead["headers"][topics.DLQ_SOURCE_OFFSET].isdigit()
     stamps = [item["recorded_at"] for item in newest_first["items"]]
     assert stamps == sorted(stamps, reverse=True) and dead["id"] in [item["id"] for item in newest_first["items"]]
+
+
+async def test_a_dead_letter_is_listed_with_its_data_masked(infra, isolation):
+    nik, name = f"3603{uuid.uuid4().int % 10**12:012d}", f"Rohani{uuid.uuid4().int % 10**6}"
+    case_id = str(uuid.uuid4())
+    unsealed = (f'{{"event_id": "e-1", "type": "case.reported", "case_id": "{case_id}", "data": {{"persons": '
+                f'[{{"role": "potential_victim", "name": "{name}", "nik": "{nik}", "age": 19}}]}}}}').encode()
+    async with serving(_app(infra, isolation)) as http:
+        await publish(infra["kafka"], topics.INTAKE, unsealed, key=case_id)  # no occurred_at: not an envelope
+
+        async def listed():
+            r = await http.get("/v1/deadletters", headers=SUPERVISOR, params={"case_id": case_id})
+            return r.json()["items"] if r.status_code == 200 and r.json()["items"] else None
+
+        [dead] = await eventually(listed, timeout=40)
+    assert nik not in repr(dead) and name not in repr(dead)
+    shown = json.loads(dead["body"])
+    assert shown["type"] == "case.reported" and shown["case_id"] == case_id
+    assert shown["data"] == {"persons": [{"role": "[masked]", "name": "[masked]", "nik": "[masked]", "age": "[masked]"}]}

@@ -38,17 +38,31 @@ def _of_case(case_id):
     return lambda r: header(r, topics.HEADER_CASE_ID) == case_id
 
 
+async def _outbox(collection, doc_id):
+    """The outbox entries of a document's retained version claims, by event id."""
+    entries = {}
+    async for claim in collection.database[collection.name + "_versions"].find({"doc_id": doc_id}):
+        entries |= claim.get("outbox") or {}
+    return entries
+
+
 async def test_a_reported_case_is_screened_and_stored(infra, isolation, cases):
     event = case_reported()
     async with serving(create_app(_settings(infra, isolation))), TopicReader(infra["kafka"], topics.VERIFICATION) as out:
         await publish(infra["kafka"], topics.INTAKE, event)
         [screened] = await out.collect(_of_case(event.case_id))
-        doc = await eventually(lambda: cases.find_one({"_id": event.case_id, "outbox_pending": 0}))
+        outbox = await eventually(lambda: _published(cases, event.case_id))
+        doc = await cases.find_one({"_id": event.case_id})
     body = Envelope.from_bytes(screened.value)
     assert body.type == "case.screened" and body.causation_id == event.event_id
     assert body.correlation_id == event.correlation_id and screened.key == event.case_id.encode()
     assert doc["status"] == "awaiting_decision" and doc["applied"] == [event.event_id]
-    assert doc["outbox_pending"] == 0 and list(doc["outbox"].values())[0]["status"] == "published"
+    assert [e["type"] for e in outbox.values()] == ["case.screened"]
+
+
+async def _published(collection, doc_id):
+    outbox = await _outbox(collection, doc_id)
+    return outbox if outbox and all(e["status"] == "published" for e in outbox.values()) else None
 
 
 async def test_the_same_event_delivered_twice_changes_nothing_the_second_time(infra, isolation, cases):
@@ -111,16 +125,14 @@ async def test_the_sweeper_publishes_an_entry_whose_first_publish_failed(infra, 
     try:
         async with TopicReader(infra["kafka"], topics.INTAKE) as out:
             await store.create({"_id": event.case_id}, [Outgoing(topics.INTAKE, event)])
-            doc = await store.load(event.case_id)
-            entry = doc["outbox"][event.event_id]
-            assert (doc["outbox_pending"], entry["status"], entry["attempts"]) == (1, "pending", 1)
+            entry = (await store.outbox(event.case_id))[event.event_id]
+            assert (entry["status"], entry["attempts"]) == ("pending", 1)
             assert "simulated" in entry["last_error"]
             assert await relay.sweep_once(full=False) == 1  # the document this process failed to publish
             [record] = await out.collect(_of_case(event.case_id))
             assert json.loads(record.value)["event_id"] == event.event_id
             assert await relay.sweep_once(full=True) == 0  # nothing left
-        doc = await store.load(event.case_id)
-        assert (doc["outbox_pending"], doc["outbox"][event.event_id]["status"]) == (0, "published")
+        assert (await store.outbox(event.case_id))[event.event_id]["status"] == "published"
     finally:
         await broker.stop()
         await client.close()
@@ -162,4 +174,56 @@ async def test_a_full_sweep_publishes_what_a_crashed_process_left_pending(infra,
             await out.collect(_of_case(event.case_id))
     finally:
         await broker.stop()
+        await client.close()
+
+
+async def test_an_entry_the_broker_refuses_is_marked_failed_stops_blocking_and_is_resent_once_fixed(infra, isolation):
+    from aiokafka import AIOKafkaProducer
+
+    from shared.outbox import resend_failed
+
+    # This producer refuses records over 4 KB (as a broker refuses those over its message.max.bytes).
+    strict = AIOKafkaProducer(bootstrap_servers=infra["kafka"], max_request_size=4096, acks="all")
+    normal = AIOKafkaProducer(bootstrap_servers=infra["kafka"], acks="all")
+    await strict.start()
+    await normal.start()
+
+    def via(producer):
+        async def publish(topic, key, value, headers):
+            await producer.send_and_wait(topic, value, key=key, headers=[(k, v.encode()) for k, v in headers.items()])
+        return publish
+
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    db_name = f"{isolation['db_prefix']}_failing"
+    relay = OutboxRelay(via(strict), SystemClock(), grace_s=0, max_attempts=2)
+    store = AggregateStore(client[db_name]["things"], relay)
+    case_id = str(uuid.uuid4())
+
+    def event(reason):
+        return new_event(CaseWithdrawn(reason=reason), case_id=case_id, producer="test", actor=None,
+                         correlation_id=case_id, causation_id=None)
+
+    big, small, later = event("x" * 10_000), event("small"), event("later")
+    try:
+        async with TopicReader(infra["kafka"], topics.INTAKE) as out:
+            await store.create({"_id": case_id}, [Outgoing(topics.INTAKE, big), Outgoing(topics.INTAKE, small)])
+            assert (await store.outbox(case_id))[big.event_id]["status"] == "pending"  # one refusal: tried again
+            await relay.sweep_once(full=False)  # refused a second time: failed, and the next entry goes out
+            entries = await store.outbox(case_id)
+            assert entries[big.event_id]["status"] == "failed" and entries[small.event_id]["status"] == "published"
+            assert "MessageSizeTooLargeError" in entries[big.event_id]["last_error"]
+            assert await relay.failed_entries() == 1
+            await store.change(case_id, 1, Change(set={"n": 1}, events=[Outgoing(topics.INTAKE, later)]))
+            assert await relay.sweep_once(full=True) == 0  # the failed entry is not retried by itself
+            sent = [json.loads(r.value)["event_id"] for r in await out.collect(_of_case(case_id), count=2)]
+            assert sent == [small.event_id, later.event_id]
+
+            assert await resend_failed(client, [db_name], via(normal)) == (1, 0)  # the cause fixed: sent again
+            [resent] = await out.collect(_of_case(case_id), count=1)
+            assert json.loads(resent.value)["event_id"] == big.event_id
+        assert (await store.outbox(case_id))[big.event_id]["status"] == "published"
+        assert await relay.failed_entries() == 0
+    finally:
+        await strict.stop()
+        await normal.stop()
         await client.close()

@@ -1,8 +1,10 @@
 """Intake on the real database and broker: idempotent retries, case numbers under concurrency, own reports only."""
 
 import asyncio
+import json
 
 import pytest
+from pymongo import AsyncMongoClient
 
 from services.intake.app import IntakeSettings, create_app
 from shared import topics
@@ -70,3 +72,41 @@ async def test_a_reporter_sees_only_their_own_reports(infra, isolation):
         no_question = await http.post(f"/v1/reports/{filed['case_id']}/amendments", headers=alice,
                                       json={"answer": "x"})
         assert no_question.status_code == 409
+
+
+async def test_an_idempotency_key_expires_after_a_day(infra, isolation):
+    from datetime import UTC, datetime, timedelta
+
+    from shared.clock import ManualClock
+
+    clock = ManualClock(datetime.now(UTC))
+    app = create_app(IntakeSettings(env="dev", kafka_bootstrap_servers=infra["kafka"], mongodb_uri=infra["mongo"],
+                                    **isolation), clock=clock)
+    reporter = auth("reporter", PILOT_VILLAGE)
+    headers, body = {**reporter, "Idempotency-Key": "k-day"}, report_body()
+    async with serving(app) as http:
+        first = (await http.post("/v1/reports", json=body, headers=headers)).json()
+        clock.advance(timedelta(hours=23))
+        assert await app.state.expire_idempotency_keys_once() == 0
+        assert (await http.post("/v1/reports", json=body, headers=headers)).json() == first
+        clock.advance(timedelta(hours=2))
+        assert await app.state.expire_idempotency_keys_once() == 1
+        later = await http.post("/v1/reports", json=body, headers=headers)
+    assert later.status_code == 201 and later.json()["case_id"] != first["case_id"]
+
+
+async def test_a_reporters_list_is_one_access_record_naming_every_report_it_showed(infra, isolation):
+    reporter = auth("reporter", PILOT_VILLAGE)
+    client = AsyncMongoClient(infra["mongo"])
+    try:
+        async with serving(_app(infra, isolation)) as http, TopicReader(infra["kafka"], topics.ACCESS) as access:
+            ids = [(await http.post("/v1/reports", json=report_body(), headers=reporter)).json()["case_id"]
+                   for _ in range(3)]
+            assert len((await http.get("/v1/reports", headers=reporter)).json()["items"]) == 3
+            [event] = await access.collect(lambda r: header(r, topics.HEADER_EVENT_TYPE) == "cases.listed")
+            more = await access.drain(lambda r: True, 1.0)
+            records = await client[f"{isolation['db_prefix']}_intake"]["access_log"].find({}).to_list()
+    finally:
+        await client.close()
+    assert more == [] and [(r["type"], sorted(r["case_ids"])) for r in records] == [("cases.listed", sorted(ids))]
+    assert sorted(json.loads(event.value)["data"]["case_ids"]) == sorted(ids)

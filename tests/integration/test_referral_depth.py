@@ -231,3 +231,24 @@ async def test_the_service_checks_deadlines_on_its_own_while_it_runs(infra, isol
         [escalated] = await out.collect(_of(case_id, "referral.escalated"), count=1)
         event = Envelope.from_bytes(escalated.value)
         assert event.data["referral_id"] == referral["referral_id"] and event.data["overdue_seconds"] >= 60
+
+
+async def test_the_overdue_list_pages_in_order_beyond_the_first_page(infra, isolation):
+    clock = ManualClock(START)
+    supervisor = auth("supervisor", "36.03")
+    # Filed least urgent first, so the order they were stored in is the reverse of the order they are due in.
+    priorities = ["low", "medium", "high", "critical"]
+    case_ids = {p: str(uuid.uuid4()) for p in priorities}
+    async with serving(_app(infra, isolation, clock)) as http:
+        for priority in priorities:
+            await publish(infra["kafka"], topics.VERIFICATION, _verified(case_ids[priority], ["np_pmi"], priority))
+            await _referrals(http, case_ids[priority], supervisor, 1)
+        clock.advance(timedelta(hours=200))  # past every acknowledge deadline (4 h to 168 h)
+        seen, cursor = [], None
+        for _ in range(len(priorities)):
+            body = (await http.get("/v1/referrals/overdue", headers=supervisor,
+                                   params={"limit": 1, **({"cursor": cursor} if cursor else {})})).json()
+            seen += [r["case_id"] for r in body["items"]]
+            cursor = body["next"]
+    assert seen == [case_ids[p] for p in reversed(priorities)]  # longest overdue first, page after page
+    assert cursor is None

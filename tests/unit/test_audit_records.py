@@ -1,3 +1,5 @@
+import hashlib
+import json
 from datetime import UTC, datetime
 
 from services.audit import records
@@ -5,12 +7,22 @@ from services.audit import records
 T = datetime(2026, 11, 29, tzinfo=UTC)
 
 
-def _chain(*head_sets):
-    chain, previous = [], None
-    for heads in head_sets:
-        previous = records.checkpoint(previous, heads, T)
+def _chain(*head_sets, page_size=2):
+    """Checkpoints over `head_sets`, with their pages (by pages_id) as the store would keep them."""
+    chain, stored, previous = [], {}, None
+    for n, heads in enumerate(head_sets):
+        ordered = sorted(heads, key=lambda h: h["case_id"])
+        pages = [records.page(i, ordered[at:at + page_size]) for i, at in enumerate(range(0, len(ordered), page_size))]
+        stored[f"p{n}"] = pages
+        previous = records.checkpoint(previous, [p["hash"] for p in pages], len(ordered), T, f"p{n}")
         chain.append(previous)
-    return chain
+    return chain, stored
+
+
+def _verify(chain, stored, trails):
+    hashes = {k: [records.page_hash(p["heads"]) for p in pages] for k, pages in stored.items()}
+    last = [h for p in stored[chain[-1]["pages_id"]] for h in p["heads"]] if chain else []
+    return records.verify_checkpoints(chain, hashes, last, trails)
 
 
 HEADS_1 = [{"case_id": "b", "seq": 2, "hash": "hb2"}, {"case_id": "a", "seq": 5, "hash": "ha5"}]
@@ -19,27 +31,42 @@ TRAILS = {("a", 5): "ha5", ("b", 2): "hb2", ("c", 1): "hc1", ("a", 4): "ha4"}
 
 
 def test_an_intact_checkpoint_chain_over_intact_trails_is_valid():
-    chain = _chain(HEADS_1, HEADS_2)
+    chain, stored = _chain(HEADS_1, HEADS_2)
     assert [c["seq"] for c in chain] == [1, 2] and chain[1]["prev_hash"] == chain[0]["hash"]
-    assert chain[1]["heads"][0]["case_id"] == "a"  # ordered, so the hash does not depend on read order
-    assert records.verify_checkpoints(chain, TRAILS) == {"valid": True, "checkpoints": 2, "first_broken_seq": None,
-                                                         "trails_not_matching": []}
+    assert stored["p1"][0]["heads"][0]["case_id"] == "a"  # ordered, so the hash does not depend on read order
+    assert _verify(chain, stored, TRAILS) == {"valid": True, "checkpoints": 2, "first_broken_seq": None,
+                                              "trails_not_matching": []}
+
+
+def test_a_checkpoint_document_holds_a_root_over_pages_not_every_head():
+    heads = [{"case_id": f"case-{i:03d}", "seq": 1, "hash": f"h{i}"} for i in range(5)]
+    [cp], stored = _chain(heads)
+    assert "heads" not in cp and (cp["cases"], cp["pages"]) == (5, 3)
+    assert [len(p["heads"]) for p in stored["p0"]] == [2, 2, 1]
+    leaves = [hashlib.sha256(json.dumps(p["heads"], sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+              for p in stored["p0"]]
+    pair = hashlib.sha256((leaves[0] + leaves[1]).encode()).hexdigest()
+    assert cp["root"] == hashlib.sha256((pair + leaves[2]).encode()).hexdigest()  # computed independently here
 
 
 def test_a_trail_deleted_whole_or_cut_back_no_longer_matches_the_last_checkpoint():
-    chain = _chain(HEADS_1, HEADS_2)
+    chain, stored = _chain(HEADS_1, HEADS_2)
     without_c = {k: v for k, v in TRAILS.items() if k[0] != "c"}
     cut_back_a = {k: v for k, v in TRAILS.items() if k != ("a", 5)}
-    assert records.verify_checkpoints(chain, without_c)["trails_not_matching"] == ["c"]
-    assert records.verify_checkpoints(chain, cut_back_a)["trails_not_matching"] == ["a"]
+    assert _verify(chain, stored, without_c)["trails_not_matching"] == ["c"]
+    assert _verify(chain, stored, cut_back_a)["trails_not_matching"] == ["a"]
 
 
-def test_a_changed_or_deleted_checkpoint_breaks_the_chain():
-    chain = _chain(HEADS_1, HEADS_2, HEADS_2)
+def test_a_changed_or_deleted_checkpoint_or_page_breaks_the_chain():
+    chain, stored = _chain(HEADS_1, HEADS_2, HEADS_2)
     changed = [dict(c) for c in chain]
-    changed[1]["heads"] = HEADS_1
-    assert records.verify_checkpoints(changed, TRAILS)["first_broken_seq"] == 2
-    assert records.verify_checkpoints([chain[0], chain[2]], TRAILS)["first_broken_seq"] == 2
+    changed[1]["cases"] = 2
+    assert _verify(changed, stored, TRAILS)["first_broken_seq"] == 2
+    assert _verify([chain[0], chain[2]], stored, TRAILS)["first_broken_seq"] == 2
+    edited = {**stored, "p1": [{**stored["p1"][0], "heads": HEADS_1[:1]}, *stored["p1"][1:]]}
+    assert _verify(chain, edited, TRAILS)["first_broken_seq"] == 2
+    dropped = {**stored, "p2": stored["p2"][:1]}
+    assert _verify(chain, dropped, TRAILS)["first_broken_seq"] == 3
 
 
 def test_exports_carry_every_entry_and_the_verdict():

@@ -1,10 +1,17 @@
 """The consumer's retry and dead-letter policy, with fakes for the apply step and the dead-letter publisher."""
 
+import logging
+
 import pytest
 from pymongo.errors import AutoReconnect
 
+import structlog
+
 from shared import topics
 from shared.consumer import EventConsumer
+from shared.contracts import intake
+from shared.contracts.envelope import ContractError
+from shared.logging import configure_logging, describe
 from tests.builders import case_reported
 
 
@@ -36,7 +43,54 @@ async def test_a_processing_failure_is_retried_then_dead_lettered_with_its_sourc
     assert headers[topics.DLQ_SOURCE_TOPIC] == "waspada.intake.v1"
     assert (headers[topics.DLQ_SOURCE_PARTITION], headers[topics.DLQ_SOURCE_OFFSET]) == ("3", "42")
     assert headers[topics.DLQ_CONSUMER] == "verification" and headers[topics.DLQ_ATTEMPTS] == "3"
-    assert headers[topics.DLQ_ERROR] == "RuntimeError: bug" and headers["event-type"] == "case.reported"
+    assert headers[topics.DLQ_ERROR].startswith("RuntimeError at tests/unit/test_consumer.py:")
+    assert headers["event-type"] == "case.reported"
+
+
+NIK, NAME = "3603115507050001", "Siti Aminah"
+
+
+@pytest.fixture
+def service_logging():
+    configure_logging("verification")  # JSON lines on the stdout pytest captures now
+    yield
+    structlog.reset_defaults()  # that stdout closes with the test
+
+
+async def test_an_exception_quoting_opened_personal_data_reaches_neither_logs_nor_dead_letter_headers(
+        service_logging, capsys):
+    dlq = Recorder()
+
+    async def failing(event):
+        if event.data["narrative"] == "validation":  # a validation error quotes its input
+            intake.Person.model_validate({"person_id": "p", "role": "stranger", "name": NAME, "nik": NIK})
+        raise ValueError(f"no case for NIK {NIK} ({NAME})")
+
+    consumer = EventConsumer(name="verification", apply=failing, dead_letter=dlq, attempts=2, backoff_s=0)
+    for narrative in ("validation", "plain"):
+        assert await _consume(consumer, case_reported(narrative=narrative).to_json().encode()) == "dead_lettered"
+    structlog.get_logger().warning("lookup_failed", exc_info=ValueError(f"NIK {NIK}"))
+    logged = capsys.readouterr().out
+    headers = repr([headers for *_, headers in dlq.sent])
+    for secret in (NIK, NAME):
+        assert secret not in logged and secret not in headers
+    assert "ValidationError at " in headers and "ValueError at tests/unit/test_consumer.py:" in headers
+    assert '"exception": "ValueError"' in logged
+
+
+def test_a_library_logging_a_traceback_logs_no_exception_text(capsys, service_logging):
+    try:
+        intake.Person.model_validate({"person_id": "p", "role": "stranger", "name": NAME, "nik": NIK})
+    except ValueError:
+        logging.getLogger("uvicorn.error").error("Exception in ASGI application", exc_info=True)
+    logged = capsys.readouterr().err
+    assert "Exception in ASGI application (ValidationError at " in logged
+    assert NIK not in logged and NAME not in logged and "Traceback" not in logged
+
+
+def test_contract_errors_keep_their_text_which_names_fields_not_values():
+    error = ContractError("case.reported payload invalid: persons.0.role: Input should be 'witness'")
+    assert describe(error) == f"ContractError: {error}"
 
 
 async def test_an_unreachable_database_is_waited_for_not_dead_lettered(monkeypatch):

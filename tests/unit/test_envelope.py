@@ -58,7 +58,7 @@ def test_every_event_type_of_the_design_has_a_contract():
         "case.screened", "case.linked", "case.info_requested", "case.verified", "case.rejected",
         "referral.created", "referral.acknowledged", "referral.accepted", "referral.declined", "referral.updated",
         "referral.escalated", "referral.closed", "case.closed",
-        "case.viewed", "case.exported", "case.searched", "case.erased",
+        "case.viewed", "case.exported", "case.searched", "case.erased", "cases.listed",
         "account.created", "account.changed", "account.disabled", "account.password_reset", "login.succeeded",
         "login.failed", "session.revoked",
     }

@@ -5,12 +5,12 @@ from datetime import UTC, datetime, timedelta
 import pyotp
 import pytest
 
-from services.identity import credentials, domain
+from services.identity import credentials, domain, signin
 from shared.auth import Principal
 
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 ADMIN = Principal(sub="admin-1", name="Admin", role="admin", region="36.03")
-POLICY = domain.LockoutPolicy(backoff_after=3, backoff_max_s=60, lock_after=5, lock_s=900)
+POLICY = signin.LockoutPolicy(backoff_after=3, backoff_max_s=60, lock_after=5, lock_s=900)
 
 
 def _account(**over):
@@ -90,31 +90,31 @@ def test_failures_back_off_then_lock_and_a_quiet_spell_forgets_them():
     counters = None
     waits = []
     for n in range(1, 6):
-        counters = domain.after_failure(counters, NOW, POLICY)
-        waits.append(domain.wait_seconds(counters, NOW))
+        counters = signin.after_failure(counters, NOW, POLICY)
+        waits.append(signin.wait_seconds(counters, NOW))
     assert waits == [0, 0, 1, 2, 900]  # back off from the 3rd, lock at the 5th
     assert counters["locked_until"] == (NOW + timedelta(seconds=900)).isoformat() and counters["failures"] == 0
-    after = domain.after_failure({"failures": 4, "last_failure_at": NOW.isoformat()}, NOW + timedelta(hours=1),
+    after = signin.after_failure({"failures": 4, "last_failure_at": NOW.isoformat()}, NOW + timedelta(hours=1),
                                  POLICY)
     assert after["failures"] == 1 and after["not_before"] is None
 
 
 def test_the_backoff_is_capped():
-    counters = domain.after_failure({"failures": 30, "last_failure_at": NOW.isoformat()}, NOW,
-                                    domain.LockoutPolicy(backoff_after=1, backoff_max_s=60, lock_after=100))
-    assert domain.wait_seconds(counters, NOW) == 60
+    counters = signin.after_failure({"failures": 30, "last_failure_at": NOW.isoformat()}, NOW,
+                                    signin.LockoutPolicy(backoff_after=1, backoff_max_s=60, lock_after=100))
+    assert signin.wait_seconds(counters, NOW) == 60
 
 
 def test_refusal_reasons_in_order():
     active = _account(totp={"enabled": True, "secret": "s", "last_step": 100})
-    assert domain.refusal(None, False, None, None) == "unknown_account"
-    assert domain.refusal(active, False, "123456", 101) == "bad_password"
-    assert domain.refusal({**active, "status": "disabled"}, True, "123456", 101) == "disabled"
-    assert domain.refusal(active, True, None, None) == "missing_code"
-    assert domain.refusal(active, True, "123456", None) == "bad_code"
-    assert domain.refusal(active, True, "123456", 100) == "code_reused"
-    assert domain.refusal(active, True, "123456", 101) is None
-    assert domain.refusal(_account(), True, None, None) is None  # no second factor yet: a setup sign-in
+    assert signin.refusal(None, False, None, None) == "unknown_account"
+    assert signin.refusal(active, False, "123456", 101) == "bad_password"
+    assert signin.refusal({**active, "status": "disabled"}, True, "123456", 101) == "disabled"
+    assert signin.refusal(active, True, None, None) == "missing_code"
+    assert signin.refusal(active, True, "123456", None) == "bad_code"
+    assert signin.refusal(active, True, "123456", 100) == "code_reused"
+    assert signin.refusal(active, True, "123456", 101) is None
+    assert signin.refusal(_account(), True, None, None) is None  # no second factor yet: a setup sign-in
 
 
 def test_staff_without_a_second_factor_and_anyone_with_a_one_time_password_are_in_setup():
@@ -124,15 +124,15 @@ def test_staff_without_a_second_factor_and_anyone_with_a_one_time_password_are_i
 
 
 def test_a_refresh_token_rotates_once_and_a_used_one_is_reuse():
-    session, _ = domain.new_session(session_id="s1", account=_account(), refresh_hash="h1", second_factor=True,
+    session, _ = signin.new_session(session_id="s1", account=_account(), refresh_hash="h1", second_factor=True,
                                     now=NOW, refresh_ttl_s=3600, max_s=86400)
-    assert domain.refresh_verdict(session, "h1", NOW) == "rotate"
-    rotated = {**session, **domain.rotated(session, "h1", "h2", NOW, 3600).set, "used": ["h1"]}
-    assert domain.refresh_verdict(rotated, "h2", NOW) == "rotate"
-    assert domain.refresh_verdict(rotated, "h1", NOW) == "reuse"
-    assert domain.refresh_verdict(rotated, "other", NOW) == "refuse"
-    assert domain.refresh_verdict(rotated, "h2", NOW + timedelta(hours=2)) == "refuse"  # expired
-    assert domain.refresh_verdict({**rotated, "revoked_at": NOW.isoformat()}, "h2", NOW) == "refuse"
+    assert signin.refresh_verdict(session, "h1", NOW) == "rotate"
+    rotated = {**session, **signin.rotated(session, "h1", "h2", NOW, 3600).set, "used": ["h1"]}
+    assert signin.refresh_verdict(rotated, "h2", NOW) == "rotate"
+    assert signin.refresh_verdict(rotated, "h1", NOW) == "reuse"
+    assert signin.refresh_verdict(rotated, "other", NOW) == "refuse"
+    assert signin.refresh_verdict(rotated, "h2", NOW + timedelta(hours=2)) == "refuse"  # expired
+    assert signin.refresh_verdict({**rotated, "revoked_at": NOW.isoformat()}, "h2", NOW) == "refuse"
 
 
 def test_a_totp_code_matches_its_step_and_the_neighbours_only():

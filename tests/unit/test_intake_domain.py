@@ -4,8 +4,9 @@ import pytest
 from pydantic import ValidationError
 
 from services.intake import domain
-from shared.identity import normalise_phone
 from shared.auth import Principal
+from shared.crypto import CaseErased, Sealer
+from shared.identity import normalise_phone
 from shared.contracts import verification
 from shared.contracts.envelope import new_event
 from tests.builders import PILOT_VILLAGE, report_body
@@ -18,16 +19,46 @@ REPORTER = Principal(sub="r1", name="Babinsa", role="reporter", region=PILOT_VIL
     ("0812-3456-7890", "+6281234567890"),
     ("62 812 3456 7890", "+6281234567890"),
     ("+62 (812) 3456.7890", "+6281234567890"),
+    ("+62 0812 3456 7890", "+6281234567890"),  # the national 0 written after the country code
     ("+60123456789", "+60123456789"),
+    ("０８１２－３４５６－７８９０", "+6281234567890"),  # full-width
+    ("٠٨١٢٣٤٥٦٧٨٩٠", "+6281234567890"),  # Arabic-Indic digits
 ])
-def test_phone_numbers_are_normalised_to_plus62(raw, expected):
+def test_phone_numbers_are_normalised_to_e164(raw, expected):
     assert normalise_phone(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["12345", "812345678", "+62abc4567890", "+6208123456789", "0812"])
-def test_impossible_phone_numbers_are_refused(raw):
+@pytest.mark.parametrize("raw", ["12345", "+62abc4567890", "0812", "+62 812", "0812-CALL-ME", "+1 555 0100",
+                                 "+99 812 3456 7890"])
+def test_numbers_that_are_not_real_phone_numbers_are_refused(raw):
     with pytest.raises(ValueError):
         normalise_phone(raw)
+
+
+def test_unicode_digits_and_letters_in_identifiers_are_written_in_ascii():
+    person = domain.PersonIn.model_validate({"role": "potential_victim", "nik": "３６０３１１５５０７０５０００１",
+                                             "passport_number": "ｃ１２３４５６７", "phone": "０８１２３４５６７８９０"})
+    assert (person.nik, person.passport_number, person.phone) == ("3603115507050001", "C1234567", "+6281234567890")
+    arabic_indic = domain.PersonIn.model_validate({"role": "witness", "nik": "٣٦٠٣١١٥٥٠٧٠٥٠٠٠١"})
+    assert arabic_indic.nik == "3603115507050001"
+
+
+@pytest.mark.parametrize(("field", "value"), [("nik", "36031155070500０"), ("nik", "3603-1155-0705-0001"),
+                                              ("passport_number", "C 123456"), ("passport_number", "Ç1234567")])
+def test_identifiers_that_are_not_of_their_format_are_refused(field, value):
+    with pytest.raises(ValidationError):
+        domain.PersonIn.model_validate({"role": "witness", field: value})
+
+
+@pytest.mark.parametrize(("port", "expected"), [("CGK", "CGK"), ("cgk", "CGK"), ("IDTPP", "IDTPP")])
+def test_a_departure_port_is_an_airport_or_port_code(port, expected):
+    assert domain.DepartureIn(port=port).port == expected
+
+
+@pytest.mark.parametrize("port", ["Bandara Soekarno-Hatta, dijemput Pak Joko", "CG", "C1K", "ID TPP"])
+def test_a_departure_port_that_is_not_a_code_is_refused(port):
+    with pytest.raises(ValidationError, match="IATA"):
+        domain.DepartureIn(port=port)
 
 
 def test_the_design_example_report_is_valid():
@@ -98,12 +129,13 @@ def test_case_numbers_are_per_regency_and_year():
 
 
 KEY = bytes(range(32))
+SEAL = Sealer(KEY, "c1")
 
 
-def _filed():
-    report = domain.ReportIn.model_validate(report_body())
+def _filed(**over):
+    report = domain.ReportIn.model_validate(report_body(**over))
     doc, events = domain.file_report(report, REPORTER, case_id="c1", number="3603-2026-000001",
-                                     idempotency_id="r1:k", fingerprint="h", now=datetime.now(UTC), key=KEY)
+                                     idempotency_id="r1:k", fingerprint="h", now=datetime.now(UTC), seal=SEAL)
     doc["version"] = 1
     return doc, events
 
@@ -138,11 +170,26 @@ def test_verification_outcomes_move_the_reporters_status_forward_only():
 
 def test_withdrawal_only_before_a_decision():
     doc, _ = _filed()
-    change = domain.withdraw(doc, REPORTER, "keliru", datetime.now(UTC))
+    change = domain.withdraw(doc, REPORTER, "keliru", datetime.now(UTC), SEAL)
     assert change.set["status"] == "withdrawn" and change.events[0].event.type == "case.withdrawn"
     doc["status"] = "verified"
     with pytest.raises(domain.InvalidTransition):
-        domain.withdraw(doc, REPORTER, "keliru", datetime.now(UTC))
+        domain.withdraw(doc, REPORTER, "keliru", datetime.now(UTC), SEAL)
+
+
+def test_the_withdrawal_reason_is_sealed_and_refused_once_the_case_is_erased():
+    doc, _ = _filed()
+    event = domain.withdraw(doc, REPORTER, "Bu Ani sudah pulang", datetime.now(UTC), SEAL).events[0].event
+    assert "Bu Ani" not in event.to_json() and SEAL.open(event.data["reason"]) == "Bu Ani sudah pulang"
+    with pytest.raises(CaseErased):
+        domain.withdraw(doc, REPORTER, "Bu Ani sudah pulang", datetime.now(UTC), Sealer(None, "c1"))
+
+
+def test_the_departure_route_is_sealed_like_the_narrative():
+    doc, [out] = _filed(departure={"port": "CGK", "route": "lewat rumah Pak Joko di Rajeg"})
+    assert "Pak Joko" not in out.event.to_json() + repr(doc)
+    assert out.event.data["departure"]["port"] == "CGK"
+    assert domain.reporter_view(doc, KEY)["report"]["departure"]["route"] == "lewat rumah Pak Joko di Rajeg"
 
 
 def test_personal_data_leaves_intake_sealed_and_reads_back_only_with_the_key():
@@ -164,7 +211,7 @@ def test_an_amendment_reseals_the_amended_report():
     doc["status"] = "info_requested"
     amendment = domain.AmendmentIn(answer="Paspor dipegang Pak Joko", add_persons=[
         {"role": "witness", "name": "Bu Ani", "phone": "081300001111"}])
-    change = domain.amend(doc, amendment, REPORTER, datetime.now(UTC), KEY)
+    change = domain.amend(doc, amendment, REPORTER, datetime.now(UTC), SEAL)
     event = change.events[0].event
     assert "Bu Ani" not in event.to_json() and "Paspor dipegang" not in event.to_json()
     opened = domain.reporter_view({**doc, **change.set}, KEY)["report"]

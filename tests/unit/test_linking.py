@@ -6,6 +6,7 @@ from services.verification import domain, linking
 from shared.auth import Principal
 from shared.contracts import intake
 from shared.contracts.envelope import parse_data
+from shared.crypto import Sealer
 from tests.builders import OTHER_VILLAGE, PILOT_VILLAGE, case_reported
 
 KEY = b"k" * 32
@@ -40,6 +41,29 @@ def test_reports_sharing_a_person_or_recruiter_are_linked_across_villages(a, b, 
     links = linking.shared_identity_links(matches)
     assert [(link["case_id"], link["reasons"], link["kind"]) for link in links] == [(first_id, [reason], kind)]
     assert links[0]["case_number"] == first.case_number and links[0]["village_code"] == PILOT_VILLAGE
+
+
+@pytest.mark.parametrize(("a", "b", "reason"), [
+    (_p("recruiter", name="Pak Joko"), _p("recruiter", name="ＰＡＫ　ＪＯＫＯ"), "same recruiter name"),  # full-width
+    (_p("recruiter", name="Bu Fatimah Straße"), _p("recruiter", name="fatimah strasse"), "same recruiter name"),
+    (_p("recruiter", name="Haji Muhammad İbrahim"), _p("recruiter", name="muhammad ibrahim"), "same recruiter name"),
+    (_p("recruiter", name="ﬁtri"), _p("recruiter", name="Fitri"), "same recruiter name"),  # a ligature
+    (_p("recruiter", name="محمد علي"), _p("recruiter", name="محمد  علي"), "same recruiter name"),  # Arabic script
+    (_p(nik="３６０３１１５５０７０５０００１"), _p(nik="3603115507050001"), "same NIK"),  # an event from elsewhere
+    (_p(phone="٠٨١٢٣٤٥٦٧٨٩٠"), _p(phone="+6281234567890"), "same phone number"),
+])
+def test_look_alike_spellings_of_one_identifier_still_link(a, b, reason):
+    first, first_id = _report([a])
+    second, _ = _report([b], reporter="rep-b")
+    index = {i.digest: {**linking.case_ref(first, first_id), "kind": i.kind} for i in linking.identities(first, KEY)}
+    matches = [index[i.digest] for i in linking.identities(second, KEY) if i.digest in index]
+    assert [link["reasons"] for link in linking.shared_identity_links(matches)] == [[reason]]
+
+
+def test_names_in_other_scripts_are_kept_so_different_names_do_not_collide():
+    first, _ = _report([_p("recruiter", name="محمد")])
+    second, _ = _report([_p("recruiter", name="علي")])
+    assert not {i.digest for i in linking.identities(first, KEY)} & {i.digest for i in linking.identities(second, KEY)}
 
 
 @pytest.mark.parametrize(("a", "b"), [
@@ -98,7 +122,7 @@ def test_a_watch_list_entry_stores_no_name_or_phone():
     sup = Principal(sub="s", name="S", role="supervisor", region="36.03")
     label_key = bytes(32)
     doc = domain.watch_entry(domain.WatchEntryIn(kind="phone", value="0813-5555-6666", note="calo Pak Darto"), sup,
-                             datetime.now(UTC), id_key=KEY, label_key=label_key)
+                             datetime.now(UTC), id_key=KEY, seal=Sealer(label_key, domain.WATCHLIST))
     assert "5555" not in repr(doc) and "Darto" not in repr(doc)
     assert domain.watch_view(doc, label_key)["label"] == "0813-5555-6666"
 

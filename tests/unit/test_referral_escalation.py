@@ -7,12 +7,14 @@ import pytest
 
 from services.referral import domain, routing
 from shared.auth import Principal
+from shared.crypto import Sealer
 from shared.contracts.envelope import new_event
 from shared.contracts.referral import ReferralClosed, ReferralDeclined
 from shared.outbox import Change
 from tests.builders import case_verified
 
 NOW = datetime(2026, 11, 29, 8, tzinfo=UTC)
+SEAL = Sealer(bytes(range(32)), "case")
 HOUR = timedelta(hours=1)
 
 
@@ -47,9 +49,9 @@ def _walk(doc, *steps, at=NOW):
         change = {
             "acknowledge": lambda d: domain.acknowledge(d, by, at),
             "accept": lambda d: domain.accept(d, by, at),
-            "update": lambda d: domain.record_update(d, by, domain.Update(note="SP2HP dikirim"), at),
-            "decline": lambda d: domain.decline(d, by, domain.Decline(reason="bukan wewenang kami"), at),
-            "close": lambda d: domain.close(d, by, domain.Close(outcome="police_report_filed"), at),
+            "update": lambda d: domain.record_update(d, by, domain.Update(note="SP2HP dikirim"), at, SEAL),
+            "decline": lambda d: domain.decline(d, by, domain.Decline(reason="bukan wewenang kami"), at, SEAL),
+            "close": lambda d: domain.close(d, by, domain.Close(outcome="police_report_filed"), at, SEAL),
         }[step](doc)
         doc = _apply(doc, change)
     return doc
@@ -150,7 +152,7 @@ def test_a_decline_names_the_referral_that_replaces_it_with_an_id_derived_from_i
     doc = _doc(case_types=("tppo",))
     assert doc["agency_id"] == "polresta_tangerang"
     change = domain.decline(_walk(doc, "acknowledge"), _principal("polresta_tangerang"),
-                            domain.Decline(reason="wilayah Polda"), NOW)
+                            domain.Decline(reason="wilayah Polda"), NOW, SEAL)
     data = change.events[0].event.data
     assert data["rerouted_to_agency_id"] == "polda_banten" and data["needs_supervisor"] is False
     assert data["rerouted_to_referral_id"] == domain.rerouted_id_for(doc["_id"], "polda_banten")

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from services.referral import domain
 from shared.auth import Principal
+from shared.crypto import CaseErased, Sealer
 from shared.contracts.envelope import ContractError, new_event
 from shared.contracts.verification import CaseRejected
 from shared.outbox import Change
@@ -16,6 +17,7 @@ from tests.builders import case_verified
 
 NOW = datetime(2026, 11, 29, 8, tzinfo=UTC)
 BP3MI = Principal(sub="inv-1", name="Petugas BP3MI", role="investigator", region="36", unit="bp3mi_banten")
+SEAL = Sealer(bytes(range(32)), "case")
 
 
 _verified = case_verified
@@ -42,9 +44,9 @@ def _apply(doc, change: Change):
 ACTIONS = {
     "acknowledge": lambda doc: domain.acknowledge(doc, BP3MI, NOW),
     "accept": lambda doc: domain.accept(doc, BP3MI, NOW),
-    "decline": lambda doc: domain.decline(doc, BP3MI, domain.Decline(reason="bukan wewenang kami"), NOW),
-    "update": lambda doc: domain.record_update(doc, BP3MI, domain.Update(note="korban ditemui"), NOW),
-    "close": lambda doc: domain.close(doc, BP3MI, domain.Close(outcome="departure_deferred"), NOW),
+    "decline": lambda doc: domain.decline(doc, BP3MI, domain.Decline(reason="bukan wewenang kami"), NOW, SEAL),
+    "update": lambda doc: domain.record_update(doc, BP3MI, domain.Update(note="korban ditemui"), NOW, SEAL),
+    "close": lambda doc: domain.close(doc, BP3MI, domain.Close(outcome="departure_deferred"), NOW, SEAL),
 }
 STATUSES = ("created", "acknowledged", "accepted", "declined", "closed")
 ALLOWED = {("created", "acknowledge"): "acknowledged", ("acknowledged", "accept"): "accepted",
@@ -128,14 +130,14 @@ def test_a_full_walk_keeps_milestones_outcome_and_the_first_update_time():
         doc = _apply(doc, ACTIONS[step](doc))
     lp = domain.Update.model_validate({"note": "LP dibuat", "milestone": {"kind": "lp_filed",
                                                                           "lp_number": "LP/B/123/XI/2026"}})
-    change = domain.record_update(doc, BP3MI, lp, NOW + timedelta(hours=1))
+    change = domain.record_update(doc, BP3MI, lp, NOW + timedelta(hours=1), SEAL)
     assert change.events[0].event.data["milestone"] == {"kind": "lp_filed", "lp_number": "LP/B/123/XI/2026"}
     doc = _apply(doc, change)
     doc = _apply(doc, domain.record_update(doc, BP3MI, domain.Update.model_validate(
-        {"milestone": {"kind": "sp2hp_sent", "sent_on": "2026-12-01"}}), NOW + timedelta(hours=2)))
+        {"milestone": {"kind": "sp2hp_sent", "sent_on": "2026-12-01"}}), NOW + timedelta(hours=2), SEAL))
     assert doc["first_update_at"] == (NOW + timedelta(hours=1)).isoformat()
     assert [m["kind"] for m in doc["milestones"]] == ["lp_filed", "sp2hp_sent"]
-    doc = _apply(doc, domain.close(doc, BP3MI, domain.Close(outcome="police_report_filed"), NOW))
+    doc = _apply(doc, domain.close(doc, BP3MI, domain.Close(outcome="police_report_filed"), NOW, SEAL))
     view = domain.referral_view(doc)
     assert view["status"] == "closed" and view["outcome"] == "police_report_filed"
     assert [h["action"] for h in view["history"]] == ["create", "acknowledge", "accept", "update", "update", "close"]
@@ -144,7 +146,8 @@ def test_a_full_walk_keeps_milestones_outcome_and_the_first_update_time():
 
 def test_a_decline_keeps_its_reason():
     doc = _apply(_doc("acknowledged"), ACTIONS["decline"](_doc("acknowledged")))
-    assert doc["status"] == "declined" and doc["decline_reason"] == "bukan wewenang kami"
+    assert doc["status"] == "declined" and SEAL.open(doc["decline_reason"]) == "bukan wewenang kami"
+    assert "bukan wewenang" not in repr(doc)
 
 
 @pytest.mark.parametrize(("model", "body"), [
@@ -171,4 +174,19 @@ def test_bad_request_bodies_are_refused(model, body):
     {"outcome": "no_offence_found"}, {"outcome": "transferred"}, {"outcome": "other", "note": "pindah domisili"},
 ])
 def test_every_listed_outcome_closes(body):
-    assert domain.close(_doc("accepted"), BP3MI, domain.Close.model_validate(body), NOW).set["status"] == "closed"
+    assert domain.close(_doc("accepted"), BP3MI, domain.Close.model_validate(body), NOW,
+                        SEAL).set["status"] == "closed"
+
+
+@pytest.mark.parametrize("action", ["decline", "update", "close_with_note"])
+def test_text_written_about_an_erased_case_is_refused_never_stored_in_plaintext(action):
+    erased = Sealer(None, "case")
+    doc = _doc("acknowledged" if action == "decline" else "accepted")
+    with pytest.raises(CaseErased):
+        {"decline": lambda: domain.decline(doc, BP3MI, domain.Decline(reason="Siti pindah"), NOW, erased),
+         "update": lambda: domain.record_update(doc, BP3MI, domain.Update(note="Siti ditemui"), NOW, erased),
+         "close_with_note": lambda: domain.close(doc, BP3MI, domain.Close(outcome="other", note="Siti pulang"), NOW,
+                                                 erased)}[action]()
+    # what carries no text still moves an erased case's referral along
+    assert domain.close(doc if action != "decline" else _doc("accepted"), BP3MI,
+                        domain.Close(outcome="transferred"), NOW, erased).set["status"] == "closed"

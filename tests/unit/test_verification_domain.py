@@ -5,6 +5,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from services.verification import domain
 from shared.auth import Principal
+from shared.crypto import CaseErased, Sealer
 from shared.contracts import intake
 from tests.builders import case_reported
 
@@ -12,6 +13,10 @@ VERIFIER = Principal(sub="v1", name="Petugas", role="verifier", region="36.03")
 NOW = datetime(2026, 11, 29, 8, tzinfo=UTC)
 decision = TypeAdapter(domain.Decision)
 KEY = bytes(range(32))
+
+
+def _seal(doc):
+    return Sealer(KEY, doc["_id"])
 
 
 def _screened_doc(**report_over):
@@ -40,7 +45,7 @@ def test_a_second_case_reported_for_a_known_case_changes_nothing():
 ])
 def test_each_decision_records_its_event_with_the_verifier(body, status, event_type):
     doc, _, _ = _screened_doc()
-    change = domain.decide(doc, decision.validate_python(body), VERIFIER, NOW, KEY)
+    change = domain.decide(doc, decision.validate_python(body), VERIFIER, NOW, _seal(doc))
     assert change.set["status"] == status and change.set["decision"]["by"] == "v1"
     [out] = change.events
     assert out.event.type == event_type and out.event.actor.id == "v1" and out.event.actor.role == "verifier"
@@ -62,9 +67,10 @@ def test_incomplete_decisions_are_refused(body):
 
 def test_a_decided_case_cannot_be_decided_again():
     doc, _, _ = _screened_doc()
-    doc.update(domain.decide(doc, decision.validate_python({"decision": "reject", "reason": "x"}), VERIFIER, NOW, KEY).set)
+    doc.update(domain.decide(doc, decision.validate_python({"decision": "reject", "reason": "x"}), VERIFIER, NOW,
+                             _seal(doc)).set)
     with pytest.raises(domain.InvalidTransition):
-        domain.decide(doc, decision.validate_python({"decision": "reject", "reason": "y"}), VERIFIER, NOW, KEY)
+        domain.decide(doc, decision.validate_python({"decision": "reject", "reason": "y"}), VERIFIER, NOW, _seal(doc))
 
 
 def test_verified_case_carries_the_situation_routing_needs():
@@ -72,7 +78,7 @@ def test_verified_case_carries_the_situation_routing_needs():
     doc, _, _ = _screened_doc(departure=departure, indicators=["distress_signal_abroad"],
                               persons=[intake.Person(person_id="p", role="potential_victim", name="A", age=16)])
     change = domain.decide(doc, decision.validate_python(
-        {"decision": "verify", "case_types": ["tppo", "tppo"], "person_threatened": True}), VERIFIER, NOW, KEY)
+        {"decision": "verify", "case_types": ["tppo", "tppo"], "person_threatened": True}), VERIFIER, NOW, _seal(doc))
     data = change.events[0].event.data
     assert data["case_types"] == ["tppo"] and data["priority"] == "critical"
     assert data["situation"] == {"child_involved": True, "departure_planned": True, "departure_date": "2026-12-01",
@@ -89,13 +95,13 @@ def test_a_withdrawn_report_leaves_the_queue_but_not_after_a_decision():
 def test_questions_reasons_and_notes_leave_verification_sealed():
     doc, _, _ = _screened_doc()
     change = domain.decide(doc, decision.validate_python({"decision": "request_info", "question": "Siapa Pak Joko?"}),
-                           VERIFIER, NOW, KEY)
+                           VERIFIER, NOW, _seal(doc))
     assert "Pak Joko" not in change.events[0].event.to_json() and "Pak Joko" not in repr(change.set)
     assert domain.verifier_view({**doc, **change.set}, KEY)["question"] == "Siapa Pak Joko?"
 
 
 def test_an_erased_case_cannot_be_decided():
     doc, _, _ = _screened_doc()
-    with pytest.raises(domain.InvalidTransition, match="erased"):
-        domain.decide(doc, decision.validate_python({"decision": "reject", "reason": "x"}), VERIFIER, NOW, None,
-                      erased=True)
+    for body in ({"decision": "reject", "reason": "x"}, {"decision": "verify", "case_types": ["tppo"]}):
+        with pytest.raises(CaseErased):
+            domain.decide(doc, decision.validate_python(body), VERIFIER, NOW, Sealer(None, doc["_id"]))

@@ -1,0 +1,152 @@
+"""Versioned documents: every write of a document is first the insert of a claim on its next version.
+
+FerretDB v1 applies an update as a query followed by a replace, outside one transaction
+(`internal/handler/msg_update.go`), so two processes updating one document can lose an update, and a condition in
+the filter does not make it atomic. An insert against a unique `_id` is atomic on FerretDB and MongoDB alike. So a
+document at version n becomes version n+1 only through inserting the claim `<id>#<n+1>` into `<collection>_versions`:
+of two writers, exactly one inserts it; the other gets DuplicateKeyError, reloads and decides again.
+
+The claim is the commit record: it holds what the version changes (the top-level fields set and removed, and for
+aggregates the events the change causes). The document in the collection is written from the claim right after (a replace by `_id`); a writer that
+crashed in between, or a late replace of an older version, is repaired by whoever next meets the claim
+(`catch_up`): by the next writer, or by the outbox sweeper. Claims are deleted once they are older than the
+retention, fully published and written through, so the claims collection holds only recent changes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from shared.clock import Clock, SystemClock
+
+log = structlog.get_logger()
+
+SUFFIX = "_versions"
+
+
+class ConcurrentUpdate(Exception):
+    """The document changed since it was loaded (its version moved): reload and decide again."""
+
+
+def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
+    """`doc` with `value` at a dotted path, as `$set` would write it."""
+    *parents, last = path.split(".")
+    for part in parents:
+        doc = doc.setdefault(part, {})
+    doc[last] = value
+
+
+def claim_id(doc_id: str, version: int) -> str:
+    return f"{doc_id}#{version:010d}"
+
+
+class VersionedCollection:
+    """One collection whose documents carry `version` and `rev` and are written only through `write`."""
+
+    def __init__(self, collection: AsyncCollection, clock: Clock | None = None) -> None:
+        self.collection = collection
+        self.claims = collection.database[collection.name + SUFFIX]
+        self.clock = clock or SystemClock()
+
+    async def load(self, doc_id: str) -> dict[str, Any] | None:
+        return await self.collection.find_one({"_id": doc_id})
+
+    async def write(self, doc_id: str, new: dict[str, Any], record: dict[str, Any] | None = None,
+                    base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Make `new` the document's next version: `base` is the version it was computed from (None for a new
+        document), `new["version"]` is base's + 1 (or 1).
+
+        The claim records what changed (top-level fields set and removed) and `record`'s fields (the outbox).
+        Returns the claim. Raises DuplicateKeyError if that version is taken (a new document that exists, or another
+        writer first), after bringing the document up to date."""
+        version = int(new["version"])
+        new = {**new, "_id": doc_id, "rev": uuid.uuid4().hex}
+        changed = {k: v for k, v in new.items() if base is None or k not in base or base[k] != v}
+        removed = [k for k in (base or {}) if k not in new]
+        claim = {"_id": claim_id(doc_id, version), "doc_id": doc_id, "version": version,
+                 "base_rev": base.get("rev") if base else None, "at": self.clock.now().isoformat(),
+                 "set": changed, "unset": removed, **(record or {})}
+        try:
+            await self.claims.insert_one(claim)
+        except DuplicateKeyError:
+            await self.catch_up(doc_id)
+            raise
+        current = await self.collection.find_one({"_id": doc_id}, {"version": 1, "rev": 1})
+        if current is not None and int(current["version"]) >= version and current.get("rev") != new["rev"]:
+            following = await self.claims.find_one({"_id": claim_id(doc_id, version + 1)}, {"base_rev": 1})
+            if following is None or following.get("base_rev") != new["rev"]:
+                # The version was written long ago and its claim since deleted: this writer is stale.
+                await self.claims.delete_one({"_id": claim["_id"]})
+                raise DuplicateKeyError(f"{doc_id} is past version {version}")
+            return claim  # written through and built upon already
+        if current is None or int(current["version"]) < version:
+            await self._replace(doc_id, new)
+        await self.catch_up(doc_id, new)  # a newer version written meanwhile must not be hidden by ours
+        return claim
+
+    async def catch_up(self, doc_id: str, known: dict[str, Any] | None = None) -> int:
+        """Write through every claimed version the document does not show yet; returns its version.
+        `known`: the document as the caller just wrote it (saves a read)."""
+        doc = known
+        version = int(doc["version"]) if doc else await self._version(doc_id)
+        while (claim := await self.claims.find_one({"_id": claim_id(doc_id, version + 1)})) is not None:
+            if claim["base_rev"] is not None:
+                if doc is None or int(doc["version"]) != version:
+                    doc = await self.collection.find_one({"_id": doc_id})
+                if doc is not None and int(doc["version"]) > version:
+                    version = int(doc["version"])  # written meanwhile by its own writer
+                    continue
+                if doc is None or doc.get("rev") != claim["base_rev"]:
+                    log.error("version_claim_unusable", doc_id=doc_id, version=version + 1)
+                    break  # not built on what the collection holds (should not happen): leave it to a person
+            doc = {k: v for k, v in (doc or {}).items() if k not in claim.get("unset", ())} | claim["set"]
+            await self._replace(doc_id, doc)
+            version += 1
+        return version
+
+    async def _version(self, doc_id: str) -> int:
+        current = await self.collection.find_one({"_id": doc_id}, {"version": 1})
+        return int(current["version"]) if current else 0
+
+    async def _replace(self, doc_id: str, doc: dict[str, Any]) -> None:
+        try:
+            await self.collection.replace_one({"_id": doc_id}, doc, upsert=True)
+        except DuplicateKeyError:
+            # Two first writes raced to insert it; if it is not there even so, another unique index refused it.
+            if (await self.collection.replace_one({"_id": doc_id}, doc)).matched_count == 0:
+                raise
+
+    async def recent_claims(self, since: str | None, limit: int = 1000) -> list[dict[str, Any]]:
+        query = {"at": {"$gte": since}} if since else {}
+        return await self.claims.find(query, {"doc_id": 1, "version": 1}).limit(limit).to_list()
+
+    async def repair(self, since: str | None) -> int:
+        """Write through claims of recent changes whose writer stopped before writing the document."""
+        repaired = 0
+        for claim in await self.recent_claims(since):
+            current = await self.collection.find_one({"_id": claim["doc_id"]}, {"version": 1})
+            if current is None or int(current["version"]) < claim["version"]:
+                await self.catch_up(claim["doc_id"])
+                repaired += 1
+        return repaired
+
+    async def prune(self, retention_s: float, limit: int = 1000) -> int:
+        """Delete claims older than the retention whose events are all out and whose document shows them."""
+        cutoff = (self.clock.now() - timedelta(seconds=retention_s)).isoformat()
+        old = await self.claims.find({"at": {"$lt": cutoff}, "outbox_open": {"$ne": True},
+                                      "outbox_failed": {"$ne": True}}, {"doc_id": 1, "version": 1}).limit(limit).to_list()
+        deleted = 0
+        for claim in old:
+            current = await self.collection.find_one({"_id": claim["doc_id"]}, {"version": 1})
+            if current is not None and int(current["version"]) >= claim["version"]:
+                await self.claims.delete_one({"_id": claim["_id"]})
+                deleted += 1
+        return deleted

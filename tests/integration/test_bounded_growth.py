@@ -1,0 +1,80 @@
+"""Nothing grows without bound inside one document: an aggregate's applied ids, a link-index entry."""
+
+import uuid
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from services.verification.store import INDEX_KEEP, CaseStore
+from shared import outbox
+from shared.clock import SystemClock
+from shared.outbox import AggregateStore, Change, OutboxRelay
+
+pytestmark = pytest.mark.integration
+
+
+async def _nothing(*_):
+    return None
+
+
+@pytest.fixture
+async def db(infra, isolation):
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    yield client[f"{isolation['db_prefix']}_bounded"]
+    await client.close()
+
+
+async def test_applied_ids_keep_a_window_and_an_old_redelivery_is_still_ignored(db, monkeypatch):
+    monkeypatch.setattr(outbox, "APPLIED_WINDOW", 3)
+    store = AggregateStore(db["things"], OutboxRelay(_nothing, SystemClock()))
+    events = [f"event-{n}" for n in range(6)]
+
+    def count(doc):
+        return Change(set={"n": (doc or {}).get("n", 0) + 1})
+
+    for event_id in events:
+        assert await store.apply_once("a", event_id, count) is True
+    doc = await store.load("a")
+    assert doc["applied"] == events[-3:] and doc["n"] == 6
+    assert await store.apply_once("a", events[0], count) is False  # left the window long ago
+    assert await store.apply_once("a", events[-1], count) is False
+    assert (await store.load("a"))["n"] == 6
+
+
+async def test_a_common_name_keeps_one_bounded_entry_and_counts_the_rest(db):
+    store = CaseStore(db, OutboxRelay(_nothing, SystemClock()), SystemClock())
+    identity = type("Identity", (), {"digest": f"joko-{uuid.uuid4().hex}", "kind": "recruiter_name"})()
+    refs = [{"case_id": f"case-{n:03d}", "received_at": f"2026-11-30T10:{n:02d}:00+00:00"}  # each newer
+            for n in range(INDEX_KEEP + 15)]
+    for ref in refs:
+        await store.index_identities(ref, [identity])
+    await store.index_identities(refs[0], [identity])  # an old report indexed again (amended): counted once
+    entry = await db["identities"].find_one({"_id": identity.digest})
+    newest = sorted(refs, key=lambda r: (r["received_at"], r["case_id"]), reverse=True)[:INDEX_KEEP]
+    assert [r["case_id"] for r in entry["cases"]] == [r["case_id"] for r in newest]
+    assert entry["total"] == INDEX_KEEP + 15
+    matches, beyond = await store.identity_matches([identity], "new-case")
+    assert len(matches) == INDEX_KEEP and beyond == 15
+
+
+async def test_outbox_entries_leave_the_aggregate_once_published_and_old(db):
+    from shared import topics
+    from shared.contracts.envelope import new_event
+    from shared.contracts.intake import CaseWithdrawn
+    from shared.outbox import Outgoing
+
+    relay = OutboxRelay(_nothing, SystemClock(), retention_s=0)
+    store = AggregateStore(db["things"], relay)
+
+    def event():
+        return Outgoing(topics.INTAKE, new_event(CaseWithdrawn(reason="x"), case_id="b", producer="test", actor=None,
+                                                 correlation_id="b", causation_id=None))
+
+    await store.create({"_id": "b"}, [event()])
+    for version in range(1, 31):
+        await store.change("b", version, Change(set={"n": version}, events=[event()]))
+    doc = await store.load("b")
+    assert doc["version"] == 31 and "outbox" not in doc  # the document carries no entries at all
+    assert len(await store.outbox("b")) == 31  # each version's claim holds its own, published ones
+    await relay.sweep_once(full=True)  # older than the retention (0 s here), published and written through
+    assert await store.outbox("b") == {}

@@ -1,0 +1,75 @@
+"""Version claims on the real database: one writer per version, a write a crashed writer left half done is
+completed by the next writer (or the sweeper), and a writer whose version was claimed long ago is refused."""
+
+import asyncio
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.errors import DuplicateKeyError
+
+from shared.clock import SystemClock
+from shared.outbox import OutboxRelay
+from shared.versions import VersionedCollection
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def things(infra, isolation):
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    yield VersionedCollection(client[f"{isolation['db_prefix']}_versions"]["things"], SystemClock())
+    await client.close()
+
+
+async def _next(things, doc_id, **fields):
+    doc = await things.load(doc_id)
+    return await things.write(doc_id, {**doc, **fields, "version": doc["version"] + 1}, base=doc)
+
+
+async def test_of_many_writers_of_one_version_exactly_one_wins(things):
+    await things.write("a", {"n": 0, "version": 1})
+    doc = await things.load("a")
+    results = await asyncio.gather(*(things.write("a", {**doc, "n": i, "version": 2}, base=doc) for i in range(1, 9)),
+                                   return_exceptions=True)
+    assert sum(1 for r in results if isinstance(r, dict)) == 1
+    assert all(isinstance(r, DuplicateKeyError) for r in results if not isinstance(r, dict))
+    winner = next(r for r in results if isinstance(r, dict))
+    assert (await things.load("a"))["n"] == winner["set"]["n"]
+
+
+async def test_a_write_left_half_done_is_completed_by_the_next_writer_or_the_sweeper(things, monkeypatch):
+    await things.write("b", {"n": 0, "version": 1})
+    real = things._replace
+
+    async def crash(*_):
+        raise ConnectionError("process died between the claim and the write (simulated)")
+
+    monkeypatch.setattr(things, "_replace", crash)
+    with pytest.raises(ConnectionError):
+        await _next(things, "b", n=1)
+    monkeypatch.setattr(things, "_replace", real)
+    assert (await things.load("b"))["version"] == 1  # the claim stands, the document lags
+    with pytest.raises(DuplicateKeyError):  # a second writer of version 2 loses, and completes the first
+        await things.write("b", {**(await things.load("b")), "n": 99, "version": 2})
+    assert ((await things.load("b"))["version"], (await things.load("b"))["n"]) == (2, 1)
+
+    monkeypatch.setattr(things, "_replace", crash)
+    with pytest.raises(ConnectionError):
+        await _next(things, "b", n=2)
+    monkeypatch.setattr(things, "_replace", real)
+    relay = OutboxRelay(lambda *a: asyncio.sleep(0), SystemClock())
+    relay.watch(things)
+    await relay.sweep_once(full=True)  # the sweeper repairs what nobody else touches
+    assert ((await things.load("b"))["version"], (await things.load("b"))["n"]) == (3, 2)
+
+
+async def test_a_writer_whose_version_was_claimed_and_pruned_long_ago_is_refused(things):
+    await things.write("c", {"n": 0, "version": 1})
+    stale = await things.load("c")
+    await _next(things, "c", n=1)
+    await _next(things, "c", n=2)
+    assert await things.prune(retention_s=0) == 3  # every claim is written through and old enough
+    with pytest.raises(DuplicateKeyError):
+        await things.write("c", {**stale, "n": 42, "version": 2}, base=stale)
+    assert ((await things.load("c"))["version"], (await things.load("c"))["n"]) == (3, 2)
+    assert await things.claims.count_documents({}) == 0  # its claim withdrawn
