@@ -47,11 +47,9 @@ class System:
             log = open(self.logs / f"{service}-{copy}.log", "ab")  # noqa: SIM115 - owned by the child process
             self.procs[(service, copy)] = subprocess.Popen(
                 [sys.executable, "-m", f"services.{service}"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                env={**self.env, "WASPADA_PORT": str(PORTS[service] + 10 * copy)},
+                env={**self.env, **(WEB_UPSTREAMS[copy] if service == "web" else {}),
+                     "WASPADA_PORT": str(PORTS[service] + 10 * copy)},
             )
-# The web service calls the others' HTTP APIs: each of its copies those of the same copy number.
-WEB_UPSTREAMS = [{f"WASPADA_{name.upper()}_URL": f"http://127.0.0.1:{PORTS[name] + 10 * copy}"
-                  for name in ("intake", "verification", "referral", "audit", "identity")} for copy in range(COPIES)]
 
     def wait_ready(self, services: list[str], timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
