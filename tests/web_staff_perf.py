@@ -174,13 +174,16 @@ def server_time(client: httpx.Client, path: str) -> tuple[float, int]:
     return statistics.median(times), status
 
 
-async def weights(site: str, cookies: dict[str, httpx.Cookies], pages: list[tuple[str, str]]) -> dict[str, int]:
+async def weights(site: str, clients: dict[str, httpx.Client], pages: list[tuple[str, str]],
+                  shots: Path | None) -> dict[str, int]:
+    """Bytes over the wire per page; with `shots`, screenshots of each page in both languages at both widths."""
     out = {}
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        for role, path in pages:
+        for n, (role, path) in enumerate(pages):
             context = await browser.new_context(viewport=LAPTOP)
-            await context.add_cookies([{"name": c.name, "value": c.value, "url": site} for c in cookies[role].cookies.jar])
+            await context.add_cookies([{"name": c.name, "value": c.value, "url": site}
+                                       for c in clients[role].cookies.jar])
             page = await context.new_page()
             cdp = await context.new_cdp_session(page)
             await cdp.send("Network.enable")
@@ -189,12 +192,18 @@ async def weights(site: str, cookies: dict[str, httpx.Cookies], pages: list[tupl
             cdp.on("Network.loadingFinished", lambda e, s=sizes: s.__setitem__(e["requestId"], e["encodedDataLength"]))
             await page.goto(site + path, wait_until="networkidle", timeout=600000)
             out[path] = sum(sizes.values())
+            for lang in ("id", "en") if shots else ():
+                await context.add_cookies([{"name": "waspada_lang", "value": lang, "url": site}])
+                await page.goto(site + path, timeout=600000)
+                for width in (1280, 360):
+                    await page.set_viewport_size({"width": width, "height": 800})
+                    await page.screenshot(path=str(shots / f"{n:02d}-{role}-{lang}-{width}.png"), full_page=True)
             await context.close()
         await browser.close()
     return out
 
 
-def measure(system: System, ids: list[str], verified: list[str]) -> None:
+def measure(system: System, ids: list[str], verified: list[str], shots: Path | None) -> None:
     site, identity = system.url("web"), system.url("identity")
     accounts = {"verifier": staff_account(identity, "verifier"),
                 "investigator": staff_account(identity, "investigator", unit="polresta_tangerang"),
@@ -214,7 +223,7 @@ def measure(system: System, ids: list[str], verified: list[str]) -> None:
         seconds, status = server_time(clients[role], path)
         print(f"  {status} {role:12} {path:50} {seconds * 1000:8.0f} ms", flush=True)
     print("page weight, first load, compressed (bytes over the wire, HTML + CSS; staff pages run no script):")
-    for path, size in asyncio.run(weights(site, clients, pages)).items():
+    for path, size in asyncio.run(weights(site, clients, pages, shots)).items():
         print(f"  {path:50} {size / 1024:6.1f} KB")
 
 
@@ -226,6 +235,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", type=int, default=10000)
     parser.add_argument("--decide", type=float, default=0.15, help="share of the cases decided through the API")
+    parser.add_argument("--shots", type=Path, help="also write full-page screenshots (both languages) here")
     args = parser.parse_args()
     system = System({"kafka": KAFKA, "mongo": MONGO}, Path(tempfile.mkdtemp(prefix="web-staff-perf-")))
     names = [s for s in ("identity", "intake", "verification", "referral", "audit", "web") if s in PORTS]
@@ -246,7 +256,7 @@ def main() -> None:
         verified = decide_some(system, ids, args.decide)
         print(f"  decided {int(len(ids) * args.decide)} ({len(verified)} verified): "
               f"{time.monotonic() - started:.0f} s since the first report", flush=True)
-        measure(system, ids, verified)
+        measure(system, ids, verified, args.shots)
     finally:
         system.stop_all()
 

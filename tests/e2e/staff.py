@@ -12,13 +12,13 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 
+from services.web.staff.common import HOMES
 from tests.conftest import auth, eventually
 from tests.e2e.browser import SCREENSHOTS, sign_in, totp
 
 ROOT = Path(__file__).resolve().parents[2]
 LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 360, "height": 800}
-HOME = {"verifier": "/queue", "investigator": "/inbox", "supervisor": "/dashboard", "admin": "/accounts"}
 
 
 def staff_account(identity_url: str, role: str, *, region: str = "36.03", unit: str | None = None,
@@ -49,7 +49,7 @@ async def sign_in_with_code(page, site: str, account: dict) -> None:
     await page.fill("#password", account["password"])
     await page.fill("#totp", totp(account["totp_secret"]))
     await page.click("form[action='/login'] button[type=submit]")
-    await page.wait_for_url(f"**{HOME[account['role']]}")
+    await page.wait_for_url(f"**{HOMES[account['role']]}")
 
 
 async def sign_in_staff(page, site: str, account: dict) -> None:
@@ -60,7 +60,7 @@ async def sign_in_staff(page, site: str, account: dict) -> None:
     account["totp_secret"] = (await page.text_content(".secret")).strip()
     await page.fill("#code", totp(account["totp_secret"]))
     await page.click("form[action='/totp'] button")
-    await page.wait_for_url(f"**{HOME[account['role']]}")
+    await page.wait_for_url(f"**{HOMES[account['role']]}")
 
 
 async def shoot(page, name: str) -> None:

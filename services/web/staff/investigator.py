@@ -149,7 +149,9 @@ def routes(staff: StaffPages) -> APIRouter:
         if answer.status_code == 404:
             return staff.not_found(request, session, WHAT)
         current = await load(session, referral_id) or referral
-        if answer.status_code == 409:
+        if answer.status_code == 409 and error_code(answer) == "case_erased":
+            message = _("This case's personal data was erased: a note or reason can no longer be added.")
+        elif answer.status_code == 409:
             message = _("Someone in your unit moved this referral meanwhile; it is now: %(status)s.") % {
                 "status": _(words.REFERRAL_STATUSES.get(current["status"], current["status"]))}
         elif answer.status_code == 422:

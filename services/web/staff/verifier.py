@@ -12,6 +12,7 @@ from fastapi.responses import Response
 
 from services.web import vocabulary
 from services.web.staff.common import StaffPages, villages_in
+from services.web.upstream import error_code
 from services.web.vocabulary import N_
 from shared import reference
 
@@ -152,6 +153,9 @@ def routes(staff: StaffPages) -> APIRouter:
         if answer.status_code == 404:
             return staff.not_found(request, session, WHAT)
         current = await load(session, case_id) or case
+        if answer.status_code == 409 and error_code(answer) == "case_erased":
+            return show(request, session, current, status=409,
+                        errors={"form": _("This case's personal data was erased; it can no longer be decided.")})
         if answer.status_code == 409:
             # Someone else decided first, or the case changed (an answer arrived) while this page was open.
             return show(request, session, current, status=409, conflict=True, mine=decision)
