@@ -10,7 +10,7 @@ export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 export MONGODB_URI ?= mongodb://127.0.0.1:27017/?directConnection=true
 
 
-.PHONY: lock install web-assets web-catalogs web-perf infra-up infra-down topics run up down status token admin resend-failed test test-some test-unit test-integration test-e2e bench bench-sign-in lint clean
+.PHONY: lock install web-assets web-catalogs web-perf web-staff-perf infra-up infra-down topics run up down status token admin resend-failed test test-some test-unit test-integration test-e2e bench bench-sign-in lint clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ web-perf: install ## page weights and time to interactive of the report form on 
 	$(TEST_INFRA) $(INFRA) fresh
 	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:$(T_KAFKA)
 	$(TEST_INFRA) $(PY) -m tests.web_perf; rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
+
+web-staff-perf: install ## staff pages' weight and server time with 10 000 cases stored (fresh test instance; long: CASES=500 for a quick look)
+	$(TEST_INFRA) $(INFRA) fresh
+	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:$(T_KAFKA)
+	$(TEST_INFRA) $(PY) -m tests.web_staff_perf --cases $(or $(CASES),10000) $(if $(SHOTS),--shots $(SHOTS)); rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
 
 infra-up: install ## start Kafka and FerretDB on loopback and create the topics
 	$(INFRA) start

@@ -12,7 +12,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from shared import crypto, regions, topics
@@ -238,7 +238,11 @@ def case_updates(event: Envelope) -> list[CaseUpdate]:
     if isinstance(source, Mapping) and (place := _place(source)):
         updates.append(CaseUpdate("place", place, at))
     if event.type == "case.reported":
-        updates.append(CaseUpdate("reported", {"reported_at": _timestamp_or(data.get("received_at"), at)}, at))
+        suspected = data.get("suspected_types")
+        updates.append(CaseUpdate("reported", {
+            "reported_at": _timestamp_or(data.get("received_at"), at),
+            "suspected_types": sorted({t for t in suspected if isinstance(t, str)}) if isinstance(suspected, list)
+            else []}, at))
     if status := STATUS_OF.get(event.type):
         updates.append(CaseUpdate("status", {"status": status}, at))
     if event.type == "case.verified" and isinstance(types := data.get("case_types"), list):
@@ -283,6 +287,37 @@ def timings_view(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "cases_with_overdue_referrals": len(escalated),
         "overdue_referrals": sum(len(c["escalated"]) for c in escalated),
     }
+
+
+def week_of(stamp: str) -> str:
+    """The Monday (UTC) of the week an instant falls in."""
+    day = datetime.fromisoformat(stamp).astimezone(UTC).date()
+    return (day - timedelta(days=day.weekday())).isoformat()
+
+
+def weekly_view(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Reports per week by village and by kind (the verified types, else the reporter's suspicion), and the
+    escalations per week, for charts over time."""
+    weeks: dict[str, dict[str, Any]] = {}
+
+    def week(stamp: str) -> dict[str, Any]:
+        start = week_of(stamp)
+        return weeks.setdefault(start, {"week": start, "reports": 0, "by_village": {}, "by_type": {},
+                                        "escalations": 0})
+
+    for case in cases:
+        if isinstance(case.get("reported_at"), str):
+            row = week(case["reported_at"])
+            row["reports"] += 1
+            if village := case.get("village_code"):
+                row["by_village"][village] = row["by_village"].get(village, 0) + 1
+            for kind in case.get("types") or case.get("suspected_types") or ["unknown"]:
+                row["by_type"][kind] = row["by_type"].get(kind, 0) + 1
+        escalated = case.get("escalated")
+        for at in escalated.values() if isinstance(escalated, Mapping) else ():
+            if isinstance(at, str):
+                week(at)["escalations"] += 1
+    return {"weeks": [weeks[start] for start in sorted(weeks)]}
 
 
 def _place(source: Mapping[str, Any]) -> dict[str, Any]:

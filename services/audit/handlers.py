@@ -165,7 +165,8 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
         return domain.verify_chain(entries, head)
 
     @router.get("/stats", response_model=Stats, responses=errors(401, 403, 422),
-                summary="Cases in your region by status, type, district and village; median times; overdue referrals")
+                summary="Cases in your region by status, type, district and village; median times; overdue referrals; "
+                        "reports and escalations per week")
     async def stats(
         principal: Annotated[Principal, Depends(supervisor)],
         reported_from: Annotated[Instant | None, Query(description="inclusive")] = None,
@@ -175,9 +176,10 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
         by_status, by_types, by_village, attention = await asyncio.gather(
             *(store.counts(principal.region, filters, field)
               for field in ("status", "types", "village_code", "needs_attention")))
+        cases = await store.timings(principal.region, filters)
         return {**domain.stats_view(principal.region, by_status, by_types, by_village),
                 "needing_attention": sum(int(row["n"]) for row in attention if row["_id"] is True),
-                **domain.timings_view(await store.timings(principal.region, filters))}
+                **domain.timings_view(cases), **domain.weekly_view(cases)}
 
     @router.get("/deadletters", response_model=Page[DeadLetter], responses=errors(401, 403, 422),
                 summary="Messages a consumer gave up on about cases of your region, newest first, with the error and "

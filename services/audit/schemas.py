@@ -64,6 +64,14 @@ class ChainVerdict(BaseModel):
     first_broken_seq: int | None
 
 
+class Week(BaseModel):
+    week: str
+    reports: int
+    by_village: dict[str, int]
+    by_type: dict[str, int]
+    escalations: int
+
+
 class Stats(BaseModel):
     region: str
     total: int
@@ -78,6 +86,7 @@ class Stats(BaseModel):
     acknowledged_cases: int
     cases_with_overdue_referrals: int
     overdue_referrals: int
+    weeks: list[Week] = Field(description="reports by village and kind, and escalations, per week (Monday, UTC)")
 
 
 class DeadLetter(BaseModel):

@@ -177,7 +177,8 @@ class AuditStore:
 
     async def timings(self, region: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
         return await self.cases.find({"region_path": region, **filters},
-                                     {"reported_at": 1, "decided_at": 1, "first_ack_at": 1, "escalated": 1}).to_list()
+                                     {"reported_at": 1, "decided_at": 1, "first_ack_at": 1, "escalated": 1,
+                                      "village_code": 1, "types": 1, "suspected_types": 1}).to_list()
 
     async def counts(self, region: str, filters: dict[str, Any], field: str) -> list[dict[str, Any]]:
         """`{"_id": value of field, "n": cases}` for the region's cases (an array field groups by whole array)."""

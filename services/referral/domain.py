@@ -165,7 +165,9 @@ def open_referrals(event: Envelope, now: datetime) -> list[tuple[dict[str, Any],
     decisions = routing.route(verified.case_types, verified.situation, verified.village_code)
     case = {"case_id": event.case_id, "case_number": verified.case_number, "correlation_id": event.correlation_id,
             "priority": verified.priority, "village_code": verified.village_code,
-            "persons": [p.model_dump(mode="json") for p in verified.persons], "narrative": verified.narrative}
+            "persons": [p.model_dump(mode="json") for p in verified.persons], "narrative": verified.narrative,
+            "case_types": list(verified.case_types),
+            "linked_cases": [link.model_dump(mode="json") for link in verified.linked_cases]}
     return [_new_referral(referral_id_for(event.case_id, d.agency_id), case, d, d.trigger, event.event_id, now)
             for d in decisions]
 
@@ -201,6 +203,8 @@ def _new_referral(referral_id: str, case: dict[str, Any], decision: routing.Rout
         "region_path": regions.path(case["village_code"]),
         "persons": case.get("persons", []),  # sealed; opened only for the unit's investigators
         "narrative": case.get("narrative"),
+        "case_types": list(case.get("case_types") or []),
+        "linked_cases": list(case.get("linked_cases") or []),  # numbers of cases sharing a person or recruiter
         "status": "created",
         "deadlines": {k: _iso(v) for k, v in due.items()},
         "update_every_hours": plan.update_every / timedelta(hours=1),
@@ -465,6 +469,9 @@ def referral_view(doc: dict[str, Any], key: bytes | None = None, *, opened: bool
         "village_code": doc["village_code"],
         "status": doc["status"],
         "priority": doc["priority"],
+        "case_types": doc.get("case_types") or [],
+        "linked_cases": [{k: link.get(k) for k in ("case_id", "case_number", "reasons")}
+                         for link in doc.get("linked_cases") or []],
         "deadlines": doc["deadlines"],
         "milestones": doc.get("milestones", []),
         "decline_reason": doc.get("decline_reason"),
@@ -472,6 +479,7 @@ def referral_view(doc: dict[str, Any], key: bytes | None = None, *, opened: bool
         "rerouted_to": doc.get("rerouted_to"),
         "needs_supervisor": doc.get("needs_supervisor", False),
         "next_deadline": doc.get("next_deadline"),
+        "next_due_at": _iso(due[1]) if (due := next_deadline(doc)) else None,  # what the unit's countdown shows
         "escalations": [{k: e.get(k) for k in ("deadline", "due_at", "overdue_seconds", "at")}
                         for e in doc.get("escalations", [])],
         "outcome": doc.get("outcome"),

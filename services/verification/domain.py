@@ -119,7 +119,17 @@ def on_reported(doc: dict[str, Any] | None, event: Envelope, now: datetime, *, k
     }
     if doc is None:
         fields.update({"received_at": report.received_at.isoformat(), "question": None, "decision": None})
+    else:
+        fields["exchanges"] = answered(doc.get("exchanges", []), event, now)
     return Change(set=fields, events=[screened, *linked])
+
+
+def answered(exchanges: list[dict[str, Any]], event: Envelope, now: datetime) -> list[dict[str, Any]]:
+    """The questions so far, the last one with the reporter's (sealed) answer from a `case.amended`."""
+    if event.type != "case.amended" or not exchanges or exchanges[-1].get("answer") is not None:
+        return exchanges
+    answer = parse_data(event, intake.CaseAmended).answer
+    return [*exchanges[:-1], {**exchanges[-1], "answer": answer, "answered_at": now.isoformat()}]
 
 
 def _merged_index(before: dict[str, list[str]] | None, added: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -175,7 +185,8 @@ def decide(doc: dict[str, Any], decision: Verify | Reject | RequestInfo, princip
     if seal.erased:
         raise crypto.CaseErased(doc["_id"])
     actor = _actor(principal)
-    record = {"decision": decision.decision, "by": principal.sub, "role": principal.role, "at": now.isoformat()}
+    record = {"decision": decision.decision, "by": principal.sub, "name": principal.name, "role": principal.role,
+              "at": now.isoformat()}
     common = {"correlation_id": doc["correlation_id"], "causation_id": None, "actor": actor, "now": now}
     if isinstance(decision, Verify):
         report = intake.CaseReported.model_validate(doc["report"])
@@ -189,6 +200,8 @@ def decide(doc: dict[str, Any], decision: Verify | Reject | RequestInfo, princip
             note=seal(decision.note),
             persons=report.persons,  # still sealed, as stored
             narrative=report.narrative,
+            linked_cases=[verification.LinkedCase(case_id=link["case_id"], case_number=link.get("case_number"),
+                                                  reasons=link.get("reasons", [])) for link in doc.get("links", [])],
         )
         status = "verified"
         record.update({"case_types": payload.case_types, "note": payload.note})
@@ -201,12 +214,16 @@ def decide(doc: dict[str, Any], decision: Verify | Reject | RequestInfo, princip
     fields: dict[str, Any] = {"status": status, "decision": record, "updated_at": now.isoformat()}
     if status == "info_requested":
         fields["question"] = record["question"]
+        fields["exchanges"] = [*doc.get("exchanges", []), {
+            "question": record["question"], "asked_at": record["at"], "asked_by": principal.sub,
+            "asked_by_name": principal.name, "answer": None, "answered_at": None}]
     return Change(set=fields, events=[_event(doc["_id"], payload, **common)])
 
 
 def verifier_view(doc: dict[str, Any], key: bytes | None) -> dict[str, Any]:
     """The case with its personal data opened for the verifier of its region ([erased] after erasure)."""
-    doc = {**doc, **crypto.open_values({k: doc.get(k) for k in ("report", "question", "decision")}, key, doc["_id"])}
+    doc = {**doc, **crypto.open_values({k: doc.get(k) for k in ("report", "question", "decision", "exchanges")},
+                                       key, doc["_id"])}
     return {
         "case_id": doc["_id"],
         "case_number": doc["case_number"],
@@ -219,6 +236,7 @@ def verifier_view(doc: dict[str, Any], key: bytes | None) -> dict[str, Any]:
         "more_links": doc.get("more_links", 0),
         "watchlist_hits": doc.get("watchlist_hits", []),
         "question": doc.get("question"),
+        "exchanges": doc.get("exchanges") or [],  # every question asked, each with the reporter's answer once given
         "decision": doc.get("decision"),
         "report": doc["report"],
     }

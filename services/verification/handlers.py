@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from services.verification import domain, linking
 from services.verification.schemas import ETAG, CaseView, QueueItem, WatchEntry
 from services.verification.store import CaseStore
-from shared import crypto, regions, topics
+from shared import crypto, keyset, regions, topics
 from shared.access import AccessLog
 from shared.api_models import MAX_LIMIT, Page, decode_cursor, page
 from shared.auth import Principal
@@ -29,25 +29,34 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
             raise not_found()
         return doc
 
-    @router.get("/queue", response_model=Page[QueueItem], responses=errors(401, 403, 422), summary="Cases awaiting a decision in your region, most urgent first, then oldest")
+    @router.get("/queue", response_model=Page[QueueItem], responses=errors(401, 403, 422),
+                summary="Cases awaiting a decision in your region, most urgent first, then oldest "
+                        "(status=info_requested: those waiting for the reporter's answer)")
     async def queue(
         principal: Annotated[Principal, Depends(verifier)],
         priority: Literal["critical", "high", "medium", "low"] | None = None,
         type: Literal["tppo", "tppm", "np_pmi", "unknown"] | None = None,
         village_code: Annotated[str | None, Query(pattern=r"^\d{2}\.\d{2}\.\d{2}\.\d{4}$")] = None,
-        cursor: str | None = None,
+        status: Literal["awaiting_decision", "info_requested"] = "awaiting_decision",
+        cursor: Annotated[str | None, Query(max_length=500, description="`next` of the previous page: the page "
+                                            "continues after its last case, whatever arrived meanwhile")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     ) -> dict[str, Any]:
-        filters: dict[str, Any] = {}
+        filters: dict[str, Any] = {"status": status}
         if priority:
             filters["screening.priority"] = priority
         if type:
             filters["suggested_types"] = type
         if village_code:
             filters["village_code"] = village_code
-        offset = decode_cursor(cursor)
-        docs = await store.queue(principal.region, filters, offset, limit + 1)
-        return page([domain.queue_item(d) for d in docs], offset, limit)
+        after = keyset.decode(cursor, (int, str, str))
+        docs = await store.queue(principal.region, filters, after, limit + 1)
+        more = len(docs) > limit
+        docs = docs[:limit]
+        last = docs[-1] if docs else None
+        return {"items": [domain.queue_item(d) for d in docs],
+                "next": keyset.encode([last["priority_rank"], last["received_at"], last["_id"]]) if more and last
+                else None}
 
     @router.get("/cases/{case_id}", response_model=CaseView,
                 responses={200: {"headers": ETAG}, **errors(401, 403, 404)}, summary="A case with its report, screening, links and watch-list hits")

@@ -8,6 +8,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from shared import keyset
 from shared.clock import Clock
 from shared.outbox import AggregateStore, ConcurrentUpdate, OutboxRelay
 from shared.versions import VersionedCollection
@@ -16,6 +17,9 @@ from shared.versions import VersionedCollection
 # as many, `linking.MAX_LINKS`) and counts the rest, so a common name never grows one document without bound.
 INDEX_KEEP = 25
 BUCKET_KEEP = 200  # reports of one village on one day that corroboration compares
+
+
+QUEUE_ORDER = ("priority_rank", "received_at", "_id")
 
 
 class CaseStore(AggregateStore):
@@ -116,10 +120,13 @@ class CaseStore(AggregateStore):
         return await (self.watchlist.find({"region_path": region}).sort([("added_at", ASCENDING), ("_id", ASCENDING)])
                       .skip(offset).limit(limit).to_list())
 
-    async def queue(self, region: str, filters: dict[str, Any], offset: int, limit: int) -> list[dict[str, Any]]:
-        """Cases awaiting a decision in `region`: most urgent first, then oldest."""
+    async def queue(self, region: str, filters: dict[str, Any], after: list[Any] | None,
+                    limit: int) -> list[dict[str, Any]]:
+        """Cases of a status (awaiting a decision by default) in `region`: most urgent first, then oldest;
+        `after` is the sort key of the last case of the previous page."""
         query = {"status": "awaiting_decision", "region_path": region, **filters}
+        if after is not None:
+            query.update(keyset.after(list(QUEUE_ORDER), after))
         cursor = (self.collection.find(query, {"outbox": 0, "applied": 0})
-                  .sort([("priority_rank", ASCENDING), ("received_at", ASCENDING), ("_id", ASCENDING)])
-                  .skip(offset).limit(limit))
+                  .sort([(f, ASCENDING) for f in QUEUE_ORDER]).limit(limit))
         return await cursor.to_list()

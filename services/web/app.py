@@ -16,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import Field
 from starlette.middleware.gzip import GZipMiddleware
 
-from services.web import handlers, reporter
+from services.web import handlers, reporter, staff
 from services.web.i18n import load_catalogs
 from services.web.pages import STATIC, Pages
 from services.web.security import security_headers
@@ -107,4 +107,5 @@ def create_app(settings: WebSettings | None = None, clock: Clock | None = None) 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(handlers.routes(pages))
     app.include_router(reporter.routes(pages))
+    app.include_router(staff.routes(pages))
     return app

@@ -16,17 +16,26 @@ from services.web.i18n import LANGUAGES, LOCALES
 HERE = Path(__file__).parent
 
 
+# One catalog per part of the site, each extracted with its own mapping: the reporter's app (messages) and the
+# staff pages (staff, under staff/ and templates/staff/). Pages are rendered with both merged.
+DOMAINS = {"messages": "babel.cfg", "staff": "babel-staff.cfg"}
+
+
 def main() -> int:
+    return max(update(domain, mapping) for domain, mapping in DOMAINS.items())
+
+
+def update(domain: str, mapping: str) -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        pot_path = Path(tmp) / "messages.pot"
-        subprocess.run([sys.executable, "-m", "babel.messages.frontend", "extract", "-F", "babel.cfg", "-k", "N_",
+        pot_path = Path(tmp) / f"{domain}.pot"
+        subprocess.run([sys.executable, "-m", "babel.messages.frontend", "extract", "-F", mapping, "-k", "N_",
                         "-k", "_", "--no-location", "--sort-output", "--omit-header", "-o", str(pot_path), "."],
                        cwd=HERE, check=True, capture_output=True)
         with pot_path.open("rb") as f:
             template = read_po(f)
     missing = 0
     for lang in LANGUAGES:
-        path = LOCALES / lang / "LC_MESSAGES" / "messages.po"
+        path = LOCALES / lang / "LC_MESSAGES" / f"{domain}.po"
         known: dict[str, str] = {}
         if path.exists():
             with path.open("rb") as f:
@@ -39,7 +48,7 @@ def main() -> int:
             text = known.get(message.id) or (message.id if lang == "en" else "")
             if not text:
                 missing += 1
-                print(f"{lang}: untranslated: {message.id!r}")
+                print(f"{lang} ({domain}): untranslated: {message.id!r}")
             catalog.add(message.id, text)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as f:

@@ -10,12 +10,13 @@ import segno
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from services.web import staff
 from services.web.pages import STATIC, Pages, Redirect, local_path
 from services.web.security import LANG_COOKIE, LOGIN_CSRF_COOKIE, SESSION_COOKIE, same
 from services.web.upstream import SessionEnded, Unavailable, error_code
 from services.web.i18n import LANGUAGES
 
-HOME = {"reporter": "/report"}
+HOME = {"reporter": "/report", **staff.HOMES}
 
 
 def home_of(session: dict[str, Any]) -> str:

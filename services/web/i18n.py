@@ -42,16 +42,21 @@ def zone_of(region: str | None) -> Zone:
 
 
 def load_catalogs(directory: Path = LOCALES) -> dict[str, Translations]:
-    """Compile each language's .po file in memory, so no compiled .mo file is kept in the repository."""
+    """Compile each language's .po files (messages.po, then the other parts' catalogs) in memory into one
+    translation table, so no compiled .mo file is kept in the repository."""
     out: dict[str, Translations] = {}
     for lang in LANGUAGES:
-        po = directory / lang / "LC_MESSAGES" / "messages.po"
-        with po.open("rb") as f:
-            catalog = read_po(f, locale=lang)
-        buf = io.BytesIO()
-        write_mo(buf, catalog)
-        buf.seek(0)
-        out[lang] = Translations(buf)
+        folder = directory / lang / "LC_MESSAGES"
+        for po in [folder / "messages.po", *sorted(p for p in folder.glob("*.po") if p.name != "messages.po")]:
+            with po.open("rb") as f:
+                catalog = read_po(f, locale=lang)
+            buf = io.BytesIO()
+            write_mo(buf, catalog)
+            buf.seek(0)
+            if lang in out:
+                out[lang].merge(Translations(buf))
+            else:
+                out[lang] = Translations(buf)
     return out
 
 

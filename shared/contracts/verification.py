@@ -64,6 +64,14 @@ class Situation(Contract):
     victim_abroad: bool = False
 
 
+class LinkedCase(Contract):
+    """An earlier case the verified one shares a person or a recruiter with: its number, never its people."""
+
+    case_id: str
+    case_number: str | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
 @register("case.verified", 1)
 class CaseVerified(Contract):
     case_number: str
@@ -75,6 +83,7 @@ class CaseVerified(Contract):
     # Sealed (shared.crypto) as the report holds them: only the units the case is referred to open them.
     persons: list[Person] = Field(default_factory=list)
     narrative: str | None = None
+    linked_cases: list[LinkedCase] = Field(default_factory=list)  # so the units see which cases belong together
 
 
 @register("case.rejected", 1)

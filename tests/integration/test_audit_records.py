@@ -211,6 +211,14 @@ async def test_stats_give_median_times_and_overdue_referrals(infra, isolation):
         (events[1][1].occurred_at - received).total_seconds(), abs=1)
     assert body["median_seconds_decision_to_first_acknowledgement"] == 60 * 60
     assert (body["cases_with_overdue_referrals"], body["overdue_referrals"]) == (1, 1)
+    # per week: the report counted by village and by its verified kind, and the escalation in its own week
+    monday = (received - timedelta(days=received.weekday())).date().isoformat()
+    escalated = events[2][1].occurred_at.astimezone(UTC).date()
+    weeks = {w["week"]: w for w in body["weeks"]}
+    assert weeks[monday]["reports"] == 1 and weeks[monday]["by_village"] == {"36.03.11.2009": 1}
+    assert weeks[monday]["by_type"] == {"tppo": 1}
+    assert sum(w["escalations"] for w in body["weeks"]) == 1
+    assert weeks[(escalated - timedelta(days=escalated.weekday())).isoformat()]["escalations"] == 1
 
 
 async def test_a_checkpoint_is_taken_by_itself_each_day(infra, isolation):

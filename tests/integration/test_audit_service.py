@@ -260,6 +260,10 @@ async def test_cases_are_searched_and_counted_within_the_supervisors_region(infr
     assert stats["by_status"] == {"rejected": 1, "reported": 1, "verified": 1}
     assert stats["by_type"] == {"np_pmi": 1, "tppo": 1}
     assert stats["by_village"] == {v1: 2, v2: 1} and stats["by_district"] == {district: 3}
+    # over time, an undecided (or rejected) report counts under the kind its reporter suspected
+    assert sum(w["by_type"].get("np_pmi", 0) for w in stats["weeks"]) == 3
+    assert sum(w["by_type"].get("tppo", 0) for w in stats["weeks"]) == 1
+    assert sum(w["reports"] for w in stats["weeks"]) == 3
 
 
 async def test_a_message_that_is_not_json_is_dead_lettered_and_listed_while_the_consumer_goes_on(infra, isolation):

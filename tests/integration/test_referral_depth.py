@@ -13,7 +13,7 @@ from services.referral.domain import rerouted_id_for
 from shared import topics
 from shared.clock import ManualClock
 from shared.contracts.envelope import Envelope, new_event
-from shared.contracts.verification import CaseVerified, Situation
+from shared.contracts.verification import CaseVerified, LinkedCase, Situation
 from tests.conftest import auth, eventually, serving, referrals_of
 from tests.kafka_helpers import TopicReader, header, publish
 
@@ -60,9 +60,12 @@ async def _processed(infra, isolation, record) -> None:
         await consumer.stop()
 
 
+LINKED = LinkedCase(case_id="c-older", case_number="3603-2026-000012", reasons=["same recruiter phone"])
+
+
 def _verified(case_id, case_types, priority="high", **situation) -> Envelope:
     payload = CaseVerified(case_number="3603-2026-000077", village_code="36.03.11.2009", case_types=case_types,
-                           priority=priority, situation=Situation(**situation))
+                           priority=priority, situation=Situation(**situation), linked_cases=[LINKED])
     return new_event(payload, case_id=case_id, producer="verification", actor=None,
                      correlation_id=f"report-{case_id}", causation_id=None)
 
@@ -141,6 +144,8 @@ async def test_a_declined_referral_moves_up_the_chain_once_and_then_to_a_supervi
         for agency, expected_next in [("polresta_tangerang", "polda_banten"), ("polda_banten", "bareskrim_ppa_ppo"),
                                       ("bareskrim_ppa_ppo", None)]:
             assert current["agency_id"] == agency
+            # the unit sees the case's kinds and the numbers of its linked cases, also after a re-route
+            assert current["case_types"] == ["tppo"] and current["linked_cases"] == [LINKED.model_dump()]
             url = f"/v1/referrals/{current['referral_id']}"
             await http.post(url + "/acknowledge", headers=units[agency])
             declined = await http.post(url + "/decline", headers=units[agency], json={"reason": "bukan wilayah"})

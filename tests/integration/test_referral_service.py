@@ -52,6 +52,8 @@ async def test_a_verified_case_is_routed_once_even_when_delivered_twice(infra, i
         assert all(r["status"] == "created" and r["priority"] == "high" and r["fallback"] is False for r in routed)
         assert routed[0]["deadlines"] == {"acknowledge_by": (START + timedelta(hours=24)).isoformat(),
                                           "first_update_by": (START + timedelta(hours=72)).isoformat()}
+        assert routed[0]["next_deadline"] == "acknowledge"
+        assert routed[0]["next_due_at"] == (START + timedelta(hours=24)).isoformat()
         created = await out.collect(_of_case(case_id), count=2)
 
         await publish(infra["kafka"], topics.VERIFICATION, first)  # redelivered: must open nothing

@@ -7,6 +7,7 @@ import pytest
 from services.verification.app import VerificationSettings, create_app
 from shared import topics
 from shared.contracts import intake
+from shared.contracts.envelope import new_event
 from tests.builders import OTHER_VILLAGE, case_reported
 from tests.conftest import auth, eventually, serving
 from tests.kafka_helpers import TopicReader, header, publish
@@ -122,3 +123,55 @@ async def test_a_supervisors_watch_list_entry_is_hit_and_raises_priority(infra, 
         case = (await _screened(http, event.case_id)).json()
     assert case["screening"]["priority"] == "high" and case["screening"]["score"] == 1
     assert [h["watch_id"] for h in case["watchlist_hits"]] == [added.json()["id"]]
+
+
+async def test_queue_pages_hold_when_an_urgent_report_arrives_between_them(infra, isolation):
+    older = [case_reported(indicators=["family_pressed_to_sign"]) for _ in range(3)]
+    async with serving(_app(infra, isolation)) as http:
+        for event in older:
+            await publish(infra["kafka"], topics.INTAKE, event)
+            await _screened(http, event.case_id)
+        first = (await http.get("/v1/queue", headers=VERIFIER, params={"limit": 2})).json()
+        urgent = case_reported(indicators=["family_pressed_to_sign"], persons=[
+            intake.Person(person_id="c", role="potential_victim", name="Anak", age=14)])
+        await publish(infra["kafka"], topics.INTAKE, urgent)
+        await _screened(http, urgent.case_id)
+        second = (await http.get("/v1/queue", headers=VERIFIER, params={"limit": 2, "cursor": first["next"]})).json()
+        again = (await http.get("/v1/queue", headers=VERIFIER)).json()["items"]
+        bad = await http.get("/v1/queue", headers=VERIFIER, params={"cursor": "bm90LWEtY3Vyc29y"})
+    assert [i["case_id"] for i in first["items"] + second["items"]] == [e.case_id for e in older]
+    assert second["next"] is None
+    assert [i["case_id"] for i in again] == [urgent.case_id, *(e.case_id for e in older)]
+    assert bad.status_code == 422 and bad.json()["error"]["details"][0]["field"] == "cursor"
+
+
+async def test_questions_and_answers_are_kept_and_cases_waiting_for_an_answer_are_listed(infra, isolation):
+    event = case_reported()
+    async with serving(_app(infra, isolation)) as http:
+        await publish(infra["kafka"], topics.INTAKE, event)
+        case = await _screened(http, event.case_id)
+        asked = await http.post(f"/v1/cases/{event.case_id}/decision",
+                                headers={**VERIFIER, "If-Match": case.headers["ETag"]},
+                                json={"decision": "request_info", "question": "Kapan berangkat?"})
+        assert asked.status_code == 200, asked.text
+        waiting = (await http.get("/v1/queue", headers=VERIFIER, params={"status": "info_requested"})).json()
+        assert event.case_id in [i["case_id"] for i in waiting["items"]]
+        assert event.case_id not in [i["case_id"] for i in (await http.get("/v1/queue", headers=VERIFIER)).json()[
+            "items"]]
+        report = intake.CaseReported.model_validate(event.data)
+        amended = new_event(intake.CaseAmended(answer="Minggu depan lewat Soetta.",
+                                               report=report.model_copy(update={"submission": 2})),
+                            case_id=event.case_id, producer="intake", actor=None, correlation_id=event.case_id,
+                            causation_id=None)
+        await publish(infra["kafka"], topics.INTAKE, amended)
+
+        async def answered():
+            body = (await http.get(f"/v1/cases/{event.case_id}", headers=VERIFIER)).json()
+            return body if body["status"] == "awaiting_decision" else None
+
+        case = await eventually(answered)
+    [exchange] = case["exchanges"]
+    assert exchange["question"] == "Kapan berangkat?" and exchange["asked_by_name"] == "Verifier"
+    assert exchange["answer"] == "Minggu depan lewat Soetta." and exchange["answered_at"]
+    assert case["decision"]["name"] == "Verifier"
+
