@@ -11,7 +11,8 @@ trail entries) and its personal data is sealed again under a new case key (share
 every copy reads like the case it was made from. Copied referrals are not escalated (their deadline timers would
 otherwise fire a storm of escalations, which is the pipeline's benchmark, not this one).
 
-Then measures p50/p99 over RUNS requests of: the verifier queue (first page, and a page after following `next`
+Measures single-document writes first (WRITES inserts, each followed by a replacement by _id, as a version step
+writes), then p50/p99 over RUNS requests of: the verifier queue (first page, and a page after following `next`
 PAGES times), the referral inbox of a unit and of a supervisor, overdue referrals, the audit search and stats,
 and one case's trail. Prints a table and writes docs/bench/history-<backend>-<date>.json (the backend is
 WASPADA_FERRETDB_BACKEND, as infra/local/infra.sh started it). Figures only; nothing here passes or fails.
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bson import json_util
+from bson import ObjectId, json_util
 from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError
 
@@ -49,6 +50,7 @@ from tests.web_staff_perf import NAMES, RECRUITERS, REGION, decide_some, wait_un
 TEMPLATES = 40
 RUNS = 20
 PAGES = 5
+WRITES = 1000  # inserts, and as many replacements by _id
 BATCH = 2000
 SERVICES = ["identity", "intake", "verification", "referral", "audit"]
 # Per service database: the collections that hold cases (copied), by the field that names the case.
@@ -112,6 +114,8 @@ class History:
         out = []
         for (service, name, _), doc in zip(template["docs"], docs, strict=True):
             doc = reseal(doc, template["key"], template["case_id"], key, new_id)
+            if isinstance(doc["_id"], ObjectId):
+                doc["_id"] = ObjectId()  # trail entries: the server's kind of id, one per copy
             if name == "referrals":
                 doc["escalation_pending"] = False
             out.append((service, name, doc))
@@ -205,6 +209,29 @@ def measure(system: System, trail_case: str, unit: str) -> dict[str, dict[str, A
     return figures
 
 
+async def writes(mongo: str, prefix: str, count: int = WRITES) -> dict[str, Any]:
+    """Single-document writes as the services make them: insert one, then replace it by _id (a version step)."""
+    client = AsyncMongoClient(mongo)
+    things = client[f"{prefix}_writes"]["things"]
+    times: dict[str, list[float]] = {"insert": [], "replace": []}
+    started = time.perf_counter()
+    try:
+        for n in range(count):
+            doc = {"_id": f"w{n}", "version": 1, "status": "awaiting_decision", "text": "x" * 2000}
+            t = time.perf_counter()
+            await things.insert_one(doc)
+            times["insert"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            await things.replace_one({"_id": doc["_id"]}, {**doc, "version": 2})
+            times["replace"].append(time.perf_counter() - t)
+    finally:
+        await client.close()
+    total = time.perf_counter() - started
+    return {"writes": 2 * count, "per_s": round(2 * count / total, 1),
+            **{f"{k}_p50_ms": round(statistics.median(v) * 1000, 2) for k, v in times.items()},
+            **{f"{k}_p99_ms": round(percentile(v, 0.99) * 1000, 2) for k, v in times.items()}}
+
+
 async def first_referral(mongo: str, prefix: str) -> dict[str, Any] | None:
     client = AsyncMongoClient(mongo)
     try:
@@ -249,6 +276,8 @@ def main() -> None:
 
         wait_until("verified cases routed", routed, timeout=1800)
         result["templates_s"] = round(time.monotonic() - started, 1)
+        result["writes"] = asyncio.run(writes(MONGO, system.db_prefix))
+        print(f"  writes: {result['writes']}", flush=True)
         referral = asyncio.run(first_referral(MONGO, system.db_prefix))
         unit, trail_case = referral["agency_id"], referral["case_id"]
 
