@@ -10,7 +10,7 @@ export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 export MONGODB_URI ?= mongodb://127.0.0.1:27017/?directConnection=true
 
 
-.PHONY: lock install web-assets web-catalogs web-perf web-staff-perf infra-up infra-down topics run up down status token admin resend-failed test test-some test-unit test-integration test-e2e bench bench-sign-in lint clean
+.PHONY: lock install web-assets web-catalogs web-perf web-staff-perf infra-up infra-down topics run up down status token admin resend-failed test test-some test-unit test-integration test-e2e bench bench-history bench-sign-in lint clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements.lock
 lock: ## re-pin every transitive dependency after changing pyproject.toml
 	$(PY) -m pip freeze --exclude-editable > requirements.lock
 
-install: $(STAMP) web-assets /usr/bin/chromium ## Python environment, Kafka jars, FerretDB runner, web assets, Chromium (all cached after the first time)
+install: $(STAMP) web-assets /usr/bin/chromium ## Python environment, Kafka jars, FerretDB runner, Debian's PostgreSQL, web assets, Chromium (all cached after the first time)
 	$(INFRA) install
 
 # The web service's front-end libraries come from npm through the committed lock file; what it serves is copied
@@ -90,9 +90,10 @@ TEST_PORT_OFFSET ?= 0
 T_KAFKA := $(shell echo $$((19092 + $(TEST_PORT_OFFSET))))
 T_CONTROLLER := $(shell echo $$((19093 + $(TEST_PORT_OFFSET))))
 T_FERRET := $(shell echo $$((27018 + $(TEST_PORT_OFFSET))))
+T_POSTGRES := $(shell echo $$((15432 + $(TEST_PORT_OFFSET))))
 T_E2E := $(shell echo $$((18000 + $(TEST_PORT_OFFSET))))
 TEST_INFRA := WASPADA_INFRA_DIR=$(CURDIR)/.local-infra/test KAFKA_PORT=$(T_KAFKA) KAFKA_CONTROLLER_PORT=$(T_CONTROLLER) \
-	FERRETDB_PORT=$(T_FERRET) KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(T_KAFKA) WASPADA_E2E_PORT_BASE=$(T_E2E) \
+	FERRETDB_PORT=$(T_FERRET) POSTGRES_PORT=$(T_POSTGRES) KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(T_KAFKA) WASPADA_E2E_PORT_BASE=$(T_E2E) \
 	MONGODB_URI=mongodb://127.0.0.1:$(T_FERRET)/?directConnection=true
 PYTEST_ARGS ?=
 
@@ -117,6 +118,11 @@ test-integration test-e2e: install
 bench: install ## throughput and latency as ratios against Kafka and database baselines, on a fresh test instance
 	$(TEST_INFRA) $(INFRA) fresh
 	$(TEST_INFRA) $(PY) -m tests.bench $(BENCH_ARGS); rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
+
+bench-history: install ## the list endpoints with 1,000 and 100,000 stored cases (CASES="1000 100000"), on a fresh test instance
+	$(TEST_INFRA) $(INFRA) fresh
+	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:$(T_KAFKA)
+	$(TEST_INFRA) $(PY) -m tests.bench_history --cases $(or $(CASES),1000 100000); rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
 
 bench-sign-in: install ## sign-in time with the production Argon2id parameters, on a fresh test instance
 	$(TEST_INFRA) $(INFRA) fresh

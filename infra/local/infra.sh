@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Local Apache Kafka (Maven Central jars) and FerretDB (embedded, Go module proxy) on loopback, without Docker.
+# FerretDB keeps its data in PostgreSQL (Debian's `postgresql`, its own cluster in this instance's state directory,
+# started and stopped here) or, with WASPADA_FERRETDB_BACKEND=sqlite, in SQLite files.
 #
 #   infra/local/infra.sh install   fetch the Kafka jars and build the FerretDB runner (cached; no-op when present)
 #   infra/local/infra.sh start     start both (no-op for one already running), wait until each answers
@@ -19,12 +21,16 @@ kafka_version="3.9.2"
 kafka_port="${KAFKA_PORT:-9092}"
 controller_port="${KAFKA_CONTROLLER_PORT:-9093}"
 ferret_port="${FERRETDB_PORT:-27017}"
+backend="${WASPADA_FERRETDB_BACKEND:-postgresql}"
+pg_port="${POSTGRES_PORT:-5432}"
+pg_bin="${POSTGRES_BIN:-/usr/lib/postgresql/15/bin}"
 
 kafka_libs="$cache/kafka-libs-$kafka_version"
 kafka_data="$state/kafka/data"
 ferret_bin="$cache/bin/ferretdb-runner"
 ferret_stamp="$cache/bin/ferretdb-runner.sum"
 ferret_data="$state/ferretdb/data"
+pg_dir="$state/postgres"  # data/ (the cluster) and the server's socket
 logs="$state/logs"
 pids="$state/pids"
 
@@ -56,6 +62,39 @@ install_ferretdb() {
   (cd "$here/ferretdb" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -trimpath -o "$ferret_bin.tmp" .)
   mv "$ferret_bin.tmp" "$ferret_bin"
   echo "$sum" >"$ferret_stamp"
+}
+
+install_postgres() {
+  if [[ "$backend" != postgresql || -x "$pg_bin/postgres" ]]; then return; fi
+  log "installing Debian's postgresql (first time only)"
+  if [[ $EUID -ne 0 ]]; then log "PostgreSQL is missing: run as root: apt-get install -y postgresql"; return 1; fi
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql
+}
+
+as_postgres=()  # PostgreSQL refuses to run as root: as root it runs as the `postgres` user (setpriv execs: its own pid)
+if [[ $EUID -eq 0 ]]; then as_postgres=(setpriv --reuid=postgres --regid=postgres --init-groups); fi
+
+pg_ready() { port_open "$pg_port" && "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port"; }
+
+start_postgres() {
+  if alive postgres; then log "postgres already running (pid $(cat "$pids/postgres.pid"))"; return; fi
+  if port_open "$pg_port"; then log "port $pg_port is taken by another process; using it as PostgreSQL"; return; fi
+  mkdir -p "$pg_dir" "$logs" "$pids"
+  [[ $EUID -eq 0 ]] && chown postgres: "$pg_dir"
+  if [[ ! -f "$pg_dir/data/PG_VERSION" ]]; then
+    "${as_postgres[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
+      >"$logs/postgres-initdb.log" 2>&1
+  fi
+  : >"$logs/postgres.log"
+  [[ $EUID -eq 0 ]] && chown postgres: "$logs/postgres.log"
+  nohup "${as_postgres[@]}" "$pg_bin/postgres" -D "$pg_dir/data" \
+    -p "$pg_port" -c listen_addresses=127.0.0.1 -c unix_socket_directories="$pg_dir" -c max_connections=200 \
+    >>"$logs/postgres.log" 2>&1 &
+  echo $! >"$pids/postgres.pid"
+  wait_for postgres 60 pg_ready
+  "$pg_bin/psql" -q -h 127.0.0.1 -p "$pg_port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'ferretdb'" \
+    | grep -q 1 || "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres ferretdb
+  log "postgres ready on 127.0.0.1:$pg_port (pid $(cat "$pids/postgres.pid"))"
 }
 
 wait_for() { # wait_for NAME SECONDS CHECK...
@@ -102,8 +141,12 @@ start_ferretdb() {
   if alive ferretdb; then log "ferretdb already running (pid $(cat "$pids/ferretdb.pid"))"; return; fi
   if port_open "$ferret_port"; then log "port $ferret_port is taken by another process; using it as the database"; return; fi
   mkdir -p "$ferret_data" "$logs" "$pids"
-  nohup "$ferret_bin" --listen-addr "127.0.0.1:$ferret_port" --handler sqlite --sqlite-url "file:$ferret_data/" \
-    --log-level warn >"$logs/ferretdb.log" 2>&1 &
+  local store=(--handler sqlite --sqlite-url "file:$ferret_data/")
+  if [[ "$backend" == postgresql ]]; then
+    start_postgres
+    store=(--handler postgresql --postgresql-url "postgres://postgres@127.0.0.1:$pg_port/ferretdb")
+  fi
+  nohup "$ferret_bin" --listen-addr "127.0.0.1:$ferret_port" "${store[@]}" --log-level warn >"$logs/ferretdb.log" 2>&1 &
   echo $! >"$pids/ferretdb.pid"
   wait_for ferretdb 30 port_open "$ferret_port"
   log "ferretdb ready on 127.0.0.1:$ferret_port (pid $(cat "$pids/ferretdb.pid"))"
@@ -124,15 +167,15 @@ stop_one() { # stop_one NAME GRACE_SECONDS
 }
 
 case "${1:-}" in
-  install) install_kafka; install_ferretdb ;;
-  start) install_kafka; install_ferretdb; start_ferretdb; start_kafka ;;
-  stop) stop_one kafka 25; stop_one ferretdb 10 ;;
+  install) install_kafka; install_ferretdb; install_postgres ;;
+  start) install_kafka; install_ferretdb; install_postgres; start_ferretdb; start_kafka ;;
+  stop) stop_one kafka 25; stop_one ferretdb 10; stop_one postgres 30 ;;
   fresh)
-    stop_one kafka 25; stop_one ferretdb 10
-    rm -rf "$kafka_data" "$ferret_data" "$state/kafka/server.properties"
-    install_kafka; install_ferretdb; start_ferretdb; start_kafka ;;
+    stop_one kafka 25; stop_one ferretdb 10; stop_one postgres 30
+    rm -rf "$kafka_data" "$ferret_data" "$pg_dir" "$state/kafka/server.properties"
+    install_kafka; install_ferretdb; install_postgres; start_ferretdb; start_kafka ;;
   status)
-    for n in kafka ferretdb; do
+    for n in kafka ferretdb postgres; do
       if alive "$n"; then echo "$n: running (pid $(cat "$pids/$n.pid"))"; else echo "$n: stopped"; fi
     done ;;
   *) echo "usage: $0 install|start|stop|status|fresh" >&2; exit 2 ;;
