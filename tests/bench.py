@@ -155,11 +155,15 @@ async def reporters(http: httpx.AsyncClient, target: Target, run: Run, bodies: l
             run.screened[case_id] = run.accepted[case_id]  # screened in the request
 
     tasks = []
-    for i, body in enumerate(bodies):
-        if (delay := start + i / rate - time.time()) > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(post(body)))
-    await asyncio.gather(*tasks)
+    try:
+        for i, body in enumerate(bodies):
+            if (delay := start + i / rate - time.time()) > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(post(body)))
+        await asyncio.gather(*tasks)
+    finally:  # the run is over (or capped): nothing more is sent
+        for task in tasks:
+            task.cancel()
 
 
 async def _pages(http: httpx.AsyncClient, url: str, headers, params: dict) -> list[dict]:
@@ -202,18 +206,24 @@ async def verifier(http: httpx.AsyncClient, target: Target, run: Run, stop: asyn
             finally:
                 busy.discard(case_id)
 
-    while not stop.is_set():
-        try:
-            queue = await _pages(http, target.verification + "/v1/queue", headers, {"limit": 200})
-        except (RuntimeError, httpx.HTTPError) as exc:
-            run.errors[f"queue {exc}"[:60]] += 1
-            queue = []
-        todo = [i["case_id"] for i in queue
-                if i["case_id"] in run.sent and i["case_id"] not in run.decided and i["case_id"] not in busy]
-        for case_id in todo:
-            busy.add(case_id)
-            asyncio.create_task(decide(case_id))
-        await asyncio.sleep(0.2 if todo else 0.5)
+    spawned: set[asyncio.Task] = set()
+    try:
+        while not stop.is_set():
+            try:
+                queue = await _pages(http, target.verification + "/v1/queue", headers, {"limit": 200})
+            except (RuntimeError, httpx.HTTPError) as exc:
+                run.errors[f"queue {exc}"[:60]] += 1
+                queue = []
+            todo = [i["case_id"] for i in queue
+                    if i["case_id"] in run.sent and i["case_id"] not in run.decided and i["case_id"] not in busy]
+            for case_id in todo:
+                busy.add(case_id)
+                spawned.add(task := asyncio.create_task(decide(case_id)))
+                task.add_done_callback(spawned.discard)
+            await asyncio.sleep(0.2 if todo else 0.5)
+    finally:
+        for task in spawned:
+            task.cancel()
 
 
 async def investigator(http: httpx.AsyncClient, target: Target, run: Run, stop: asyncio.Event,
@@ -237,18 +247,25 @@ async def investigator(http: httpx.AsyncClient, target: Target, run: Run, stop: 
             finally:
                 busy.discard(referral["referral_id"])
 
-    while not stop.is_set():
-        try:
-            inbox = await _pages(http, target.referral + "/v1/referrals", headers, {"status": "created", "limit": 200})
-        except (RuntimeError, httpx.HTTPError) as exc:
-            run.errors[f"inbox {exc}"[:60]] += 1
-            inbox = []
-        todo = [r for r in inbox if r["case_id"] in run.sent and r["case_id"] not in run.acked
-                and r["referral_id"] not in busy]
-        for referral in todo:
-            busy.add(referral["referral_id"])
-            asyncio.create_task(acknowledge(referral))
-        await asyncio.sleep(0.2 if todo else 0.5)
+    spawned: set[asyncio.Task] = set()
+    try:
+        while not stop.is_set():
+            try:
+                inbox = await _pages(http, target.referral + "/v1/referrals", headers,
+                                     {"status": "created", "limit": 200})
+            except (RuntimeError, httpx.HTTPError) as exc:
+                run.errors[f"inbox {exc}"[:60]] += 1
+                inbox = []
+            todo = [r for r in inbox if r["case_id"] in run.sent and r["case_id"] not in run.acked
+                    and r["referral_id"] not in busy]
+            for referral in todo:
+                busy.add(referral["referral_id"])
+                spawned.add(task := asyncio.create_task(acknowledge(referral)))
+                task.add_done_callback(spawned.discard)
+            await asyncio.sleep(0.2 if todo else 0.5)
+    finally:
+        for task in spawned:
+            task.cancel()
 
 
 async def kafka_watcher(run: Run, ready: asyncio.Event, stop: asyncio.Event) -> None:
@@ -530,20 +547,18 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def ratios(run: dict[str, Any], ceiling_a: dict, ceiling_b: dict, sync: dict | None) -> dict[str, Any]:
-    """Throughput as a share of each reference (higher is better); latencies as multiples (lower is better)."""
-    out: dict[str, Any] = {
-        "throughput_over_ceiling_a": _ratio(run["throughput_per_s"], ceiling_a["throughput_per_s"]),
-        "throughput_over_ceiling_b": _ratio(run["throughput_per_s"], ceiling_b["throughput_per_s"]),
-        "screened_p50_over_ceiling_a_p50": _ratio(run["report_to_screened"]["p50_ms"],
-                                                  ceiling_a["latency"]["p50_ms"]),
-        "screened_p50_over_ceiling_b_p50": _ratio(run["report_to_screened"]["p50_ms"],
-                                                  ceiling_b["latency"]["p50_ms"]),
-    }
-    if sync:
-        out["throughput_over_sync"] = _ratio(run["throughput_per_s"], sync["throughput_per_s"])
+    """Throughput as a share of each reference (higher is better); each latency's p50 and p99 as a multiple of the
+    reference's (lower is better; a ceiling's latency is three hops at its own saturation)."""
+    out: dict[str, Any] = {}
+    references = {"ceiling_a": ceiling_a, "ceiling_b": ceiling_b, **({"sync": sync} if sync else {})}
+    for name, ref in references.items():
+        out[f"throughput_over_{name}"] = _ratio(run["throughput_per_s"], ref["throughput_per_s"])
         for metric in ("accept", "report_to_screened", "decision_to_referral", "event_to_trail"):
+            if metric == "accept" and name != "sync":
+                continue
             for p in ("p50_ms", "p99_ms"):
-                out[f"{metric}_{p.removesuffix('_ms')}_over_sync"] = _ratio(run[metric][p], sync[metric][p])
+                theirs = ref[metric][p] if name == "sync" else ref["latency"][p]
+                out[f"{metric}_{p.removesuffix('_ms')}_over_{name}"] = _ratio(run[metric][p], theirs)
     return out
 
 
@@ -567,7 +582,7 @@ def table(result: dict[str, Any]) -> str:
                      f"{r.get('throughput_over_sync') or '-':>7}{ms('report_to_screened', 50, 95, 99):>24}"
                      f"{ms('decision_to_referral', 50, 99):>22}{ms('event_to_trail', 50, 99):>18}"
                      f"{ms('accept', 50):>11}{lost:>5}{doubled:>4}" + ("  (time cap)" if run["capped"] else "")
-                     + ("" if run["settled"] else "  (not settled: lost = still missing)"))
+                     + ("" if run.get("settled", True) else "  (not settled: lost = still missing)"))
     lines.append(f"load average at the end: {result['load_average']}")
     return "\n".join(lines)
 
@@ -629,7 +644,16 @@ if __name__ == "__main__":
     parser.add_argument("--ceiling-n", type=int, default=3000, help="messages through each ceiling")
     parser.add_argument("--no-sync", action="store_true", help="skip the synchronous alternative")
     parser.add_argument("--out", default=str(ROOT / ".local-infra/bench/latest.json"))
+    parser.add_argument("--show", metavar="JSON", help="print the table of a stored result (no run)")
     args = parser.parse_args()
+    if args.show:
+        result = json.loads(Path(args.show).read_text())
+        sync = next((r for r in result["runs"] if r["target"] == "synchronous"), None)
+        for run in result["runs"]:
+            if run["target"] != "synchronous":
+                run["ratios"] = ratios(run, result["ceiling_a"], result["ceiling_b"], sync)
+        print(table(result))
+        sys.exit(0)
     result = asyncio.run(main(args))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
