@@ -349,7 +349,7 @@ async def drive(target: Target, bodies: list[dict], rate: float, time_cap: float
                 break
             if missing != progress:
                 progress, moved_at = missing, time.time()
-            if time.time() - moved_at > 20 or time.time() - start - wall > settle:
+            if time.time() - moved_at > 30 or time.time() - start - wall > settle:
                 break
             await asyncio.sleep(2)
         figures["settled"] = settled
@@ -576,14 +576,17 @@ def table(result: dict[str, Any]) -> str:
             return "/".join("-" if (v := run[metric][f"p{p}_ms"]) is None else f"{v:.0f}" for p in ps)
 
         lost = sum(run["lost"].values())
+        lost = lost if run.get("settled", True) else f"({lost})"  # not settled: still missing, maybe only late
         doubled = sum(run["doubled"].values())
         lines.append(f"{run['label']:<26}{run['through']:>4}/{run['accepted']:<4}{run['throughput_per_s']:>7}"
                      f"{r.get('throughput_over_ceiling_a') or '-':>7}{r.get('throughput_over_ceiling_b') or '-':>7}"
                      f"{r.get('throughput_over_sync') or '-':>7}{ms('report_to_screened', 50, 95, 99):>24}"
                      f"{ms('decision_to_referral', 50, 99):>22}{ms('event_to_trail', 50, 99):>18}"
                      f"{ms('accept', 50):>11}{lost:>5}{doubled:>4}" + ("  (time cap)" if run["capped"] else "")
-                     + ("" if run.get("settled", True) else "  (not settled: lost = still missing)"))
-    lines.append(f"load average at the end: {result['load_average']}")
+                     + ("" if run.get("settled", True) else "  (not settled)"))
+    lines.append("lost in (): still missing when the run stopped waiting for its late work; x*: ratios; times in ms")
+    lines.append(f"load average at the start {result.get('load_average_at_start')}, "
+                 f"at the end {result['load_average']}")
     return "\n".join(lines)
 
 
