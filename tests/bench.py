@@ -546,10 +546,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
-def ratios(run: dict[str, Any], ceiling_a: dict, ceiling_b: dict, sync: dict | None) -> dict[str, Any]:
+def ratios(run: dict[str, Any], ceiling_a: dict, ceiling_b: dict, sync: dict | None, write: dict) -> dict[str, Any]:
     """Throughput as a share of each reference (higher is better); each latency's p50 and p99 as a multiple of the
     reference's (lower is better; a ceiling's latency is three hops at its own saturation)."""
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"accept_p50_over_database_write_p50": _ratio(run["accept"]["p50_ms"], write["p50_ms"])}
     references = {"ceiling_a": ceiling_a, "ceiling_b": ceiling_b, **({"sync": sync} if sync else {})}
     for name, ref in references.items():
         out[f"throughput_over_{name}"] = _ratio(run["throughput_per_s"], ref["throughput_per_s"])
@@ -622,7 +622,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 cap = args.time_cap if scenario == "distinct" else args.recruiter_time_cap
                 run = await drive(target, scenario_bodies(scenario, count), args.rate, cap, args.settle)
                 run.update(label=f"waspada x{copies}, {scenario}", copies=copies, scenario=scenario,
-                           ratios=ratios(run, result["ceiling_a"], result["ceiling_b"], sync))
+                           ratios=ratios(run, result["ceiling_a"], result["ceiling_b"], sync,
+                                         result["database_write"]))
                 result["runs"].append(run)
                 print(f"  {scenario}: {run['through']}/{run['accepted']} through, {run['throughput_per_s']}/s",
                       flush=True)
@@ -654,7 +655,7 @@ if __name__ == "__main__":
         sync = next((r for r in result["runs"] if r["target"] == "synchronous"), None)
         for run in result["runs"]:
             if run["target"] != "synchronous":
-                run["ratios"] = ratios(run, result["ceiling_a"], result["ceiling_b"], sync)
+                run["ratios"] = ratios(run, result["ceiling_a"], result["ceiling_b"], sync, result["database_write"])
         print(table(result))
         sys.exit(0)
     result = asyncio.run(main(args))

@@ -32,3 +32,17 @@ def test_latency_percentiles_are_in_milliseconds_and_empty_when_nothing_was_meas
     figures = bench.latency([i / 1000 for i in range(1, 101)])
     assert figures == {"n": 100, "p50_ms": 51.0, "p95_ms": 95.0, "p99_ms": 99.0}
     assert bench.latency([]) == {"n": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None}
+
+
+def test_every_waspada_figure_is_given_as_a_ratio_to_both_ceilings_and_the_synchronous_app():
+    def figures(per_s, ms):
+        return {"throughput_per_s": per_s, **{m: {"p50_ms": ms, "p99_ms": 2 * ms} for m in (
+            "accept", "report_to_screened", "decision_to_referral", "event_to_trail")}}
+
+    ceiling = {"throughput_per_s": 100.0, "latency": {"p50_ms": 10.0, "p99_ms": 20.0}}
+    out = bench.ratios(figures(50.0, 40.0), ceiling, {**ceiling, "throughput_per_s": 200.0}, figures(25.0, 20.0),
+                       {"p50_ms": 4.0})
+    assert out["throughput_over_ceiling_a"] == 0.5 and out["throughput_over_ceiling_b"] == 0.25
+    assert out["throughput_over_sync"] == 2.0 and out["report_to_screened_p99_over_sync"] == 2.0
+    assert out["event_to_trail_p50_over_ceiling_b"] == 4.0 and out["accept_p50_over_database_write_p50"] == 10.0
+    assert "accept_p50_over_ceiling_a" not in out
