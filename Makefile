@@ -45,10 +45,10 @@ web-perf: install ## page weights and time to interactive of the report form on 
 	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:$(T_KAFKA)
 	$(TEST_INFRA) $(PY) -m tests.web_perf; rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
 
-web-staff-perf: install ## staff pages' weight and server time with 10 000 cases stored (fresh test instance; long: CASES=500 for a quick look)
+web-staff-perf: install ## staff pages' weight and server time with 10 000 cases stored (CASES through the pipeline, copies up to GROW; fresh test instance)
 	$(TEST_INFRA) $(INFRA) fresh
 	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:$(T_KAFKA)
-	$(TEST_INFRA) $(PY) -m tests.web_staff_perf --cases $(or $(CASES),10000) $(if $(SHOTS),--shots $(SHOTS)); rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
+	$(TEST_INFRA) $(PY) -m tests.web_staff_perf --cases $(or $(CASES),300) --grow $(or $(GROW),10000) $(if $(SHOTS),--shots $(SHOTS)); rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
 
 infra-up: install ## start Kafka and FerretDB on loopback and create the topics
 	$(INFRA) start

@@ -7,6 +7,9 @@ routed by referral, some referrals acknowledged), then signs a verifier, an inve
 in through the web service and measures every staff page:
   - server time: the web service's answer to a GET on loopback (it calls the other services' APIs), median of RUNS;
   - page weight: bytes over the wire (compressed) of a first load in Chromium with an empty cache.
+With `--grow N` the history is then grown to N cases by copying the decided ones straight into the databases
+(tests/bench_history.py `History`: new ids and numbers, personal data sealed again under the copy's own key), so
+10,000 stored cases take minutes instead of the pipeline's hours on this machine.
 Figures only; nothing here passes or fails. `python -m tests.web_staff_perf --cases 500` for a quick run.
 """
 
@@ -235,6 +238,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", type=int, default=10000)
     parser.add_argument("--decide", type=float, default=0.15, help="share of the cases decided through the API")
+    parser.add_argument("--grow", type=int, default=0, help="then copy decided cases until this many are stored")
     parser.add_argument("--shots", type=Path, help="also write full-page screenshots (both languages) here")
     args = parser.parse_args()
     system = System({"kafka": KAFKA, "mongo": MONGO}, Path(tempfile.mkdtemp(prefix="web-staff-perf-")))
@@ -256,6 +260,17 @@ def main() -> None:
         verified = decide_some(system, ids, args.decide)
         print(f"  decided {int(len(ids) * args.decide)} ({len(verified)} verified): "
               f"{time.monotonic() - started:.0f} s since the first report", flush=True)
+        if args.grow > len(ids):
+            from tests.bench_history import History
+
+            async def grow() -> None:
+                history = History(MONGO, system.db_prefix)
+                await history.load_templates()
+                await history.grow_to(args.grow)
+                await history.client.close()
+
+            print(f"growing the history to {args.grow} cases:", flush=True)
+            asyncio.run(grow())
         measure(system, ids, verified, args.shots)
     finally:
         system.stop_all()
