@@ -10,7 +10,7 @@ export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 export MONGODB_URI ?= mongodb://127.0.0.1:27017/?directConnection=true
 
 
-.PHONY: lock install web-assets web-catalogs web-perf web-staff-perf infra-up infra-down topics run up down status token admin resend-failed test test-some test-unit test-integration test-e2e bench bench-sign-in lint clean
+.PHONY: lock install web-assets web-catalogs web-perf web-staff-perf infra-up infra-down topics run up down status token admin resend-failed test test-some test-unit test-integration test-e2e bench bench-recruiter bench-sign-in lint clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -117,6 +117,10 @@ test-integration test-e2e: install
 bench: install ## throughput and latency as ratios against Kafka and database baselines, on a fresh test instance
 	$(TEST_INFRA) $(INFRA) fresh
 	$(TEST_INFRA) $(PY) -m tests.bench $(BENCH_ARGS); rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
+
+bench-recruiter: install ## reports all naming one recruiter until all are screened (RECRUITER_ARGS="--reports 100"), on a fresh test instance
+	$(TEST_INFRA) $(INFRA) fresh
+	$(TEST_INFRA) $(PY) -m tests.bench_recruiter $(RECRUITER_ARGS); rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
 
 bench-sign-in: install ## sign-in time with the production Argon2id parameters, on a fresh test instance
 	$(TEST_INFRA) $(INFRA) fresh
