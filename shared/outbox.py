@@ -138,9 +138,12 @@ def outbox_record(events: list[Outgoing], now: str) -> dict[str, Any]:
 
 class OutboxRelay:
     def __init__(self, publish: Publish, clock: Clock | None = None, grace_s: float = 1.0, max_attempts: int = 5,
-                 retention_s: float = 600.0, send: Send | None = None) -> None:
+                 retention_s: float = 600.0, send: Send | None = None, background: bool = False) -> None:
         self._publish = publish
         self._send = send
+        self._background = background
+        self._in_turn = KeyedLocks()  # one aggregate's changes go out in the order they were written
+        self._publishing: set[asyncio.Task[None]] = set()
         self._clock = clock or SystemClock()
         self._grace_s = grace_s
         self._max_attempts = max_attempts
@@ -230,6 +233,31 @@ class OutboxRelay:
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result  # cancelled: the entries stay pending for the sweeper
         return [r if isinstance(r, Exception) else None for r in results]
+
+    async def after_write(self, claims: AsyncCollection, claim_id: str, aggregate_id: Any,
+                          entries: list[tuple[str, Mapping[str, Any]]]) -> None:
+        """Publish a change's events right after its write: awaited, or (`background`) in a task of its own so the
+        request or the consumer goes on. Either way one aggregate's changes go out in the order written."""
+        if not self._background:
+            await self._deliver_or_defer(claims, claim_id, aggregate_id, entries)
+            return
+        task = asyncio.create_task(self._deliver_or_defer(claims, claim_id, aggregate_id, entries))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _deliver_or_defer(self, claims: AsyncCollection, claim_id: str, aggregate_id: Any,
+                                entries: list[tuple[str, Mapping[str, Any]]]) -> None:
+        async with self._in_turn.hold((claims.full_name, aggregate_id)):
+            try:
+                await self.deliver(claims, claim_id, entries)
+            except Exception as exc:  # noqa: BLE001 - the write stands; the sweeper publishes later
+                self.remember(claims, claim_id)
+                log.warning("outbox_deliver_deferred", error_type=type(exc).__name__)
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """At shutdown: let background publishes finish; what does not is left pending for the sweeper."""
+        if self._publishing:
+            await asyncio.wait(list(self._publishing), timeout=timeout_s)
 
     async def _close_if_settled(self, claims: AsyncCollection, claim_id: str) -> None:
         claim = await claims.find_one({"_id": claim_id}, {"outbox": 1})
@@ -404,11 +432,8 @@ class AggregateStore:
         record = outbox_record(events, self._clock.now().isoformat())
         claim = await self.versions.write(new["_id"], new, record, base)
         if record["outbox"]:
-            try:
-                await self.relay.deliver(self.versions.claims, claim["_id"], list(record["outbox"].items()))
-            except Exception as exc:  # noqa: BLE001 - the write stands; the sweeper publishes later
-                self.relay.remember(self.versions.claims, claim["_id"])
-                log.warning("outbox_deliver_deferred", error_type=type(exc).__name__)
+            await self.relay.after_write(self.versions.claims, claim["_id"], new["_id"],
+                                         list(record["outbox"].items()))
         return claim
 
 

@@ -269,3 +269,29 @@ async def test_a_changes_events_go_out_in_order_and_are_marked_with_one_update(i
     assert claim["outbox_open"] is False
     assert {(e["status"], e["attempts"]) for e in claim["outbox"].values()} == {("published", 1)}
 
+
+async def test_in_the_background_a_write_returns_before_its_events_go_out_and_they_keep_their_order(infra, isolation):
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    broker_answers = asyncio.Event()
+    published = []
+
+    async def slow_broker(topic, key, value, headers):
+        await broker_answers.wait()
+        published.append(json.loads(value)["event_id"])
+
+    relay = OutboxRelay(slow_broker, SystemClock(), background=True)
+    store = AggregateStore(client[f"{isolation['db_prefix']}_later"]["things"], relay)
+    case_id = str(uuid.uuid4())
+    first, second = (new_event(CaseWithdrawn(reason=r), case_id=case_id, producer="test", actor=None,
+                               correlation_id="c", causation_id=None) for r in ("one", "two"))
+    try:
+        await store.create({"_id": case_id, "n": 0}, [Outgoing(topics.INTAKE, first)])
+        await store.change(case_id, 1, Change(set={"n": 1}, events=[Outgoing(topics.INTAKE, second)]))
+        # both writes returned although the broker has not answered yet
+        assert published == [] and {e["status"] for e in (await store.outbox(case_id)).values()} == {"pending"}
+        broker_answers.set()
+        await relay.drain()
+        assert published == [first.event_id, second.event_id]
+        assert {e["status"] for e in (await store.outbox(case_id)).values()} == {"published"}
+    finally:
+        await client.close()
