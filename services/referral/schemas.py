@@ -28,6 +28,12 @@ class ReroutedTo(BaseModel):
     agency_id: str
 
 
+class LinkedCase(BaseModel):
+    case_id: str
+    case_number: str | None
+    reasons: list[str]
+
+
 class Referral(BaseModel):
     """A referral; in lists and action answers its notes are `[masked]`."""
 
@@ -43,6 +49,8 @@ class Referral(BaseModel):
     village_code: str
     status: Status
     priority: str
+    case_types: list[str]
+    linked_cases: list[LinkedCase] = Field(description="cases sharing a person or recruiter with this one")
     deadlines: dict[str, str]
     milestones: list[dict[str, Any]]
     decline_reason: str | None
@@ -50,6 +58,7 @@ class Referral(BaseModel):
     rerouted_to: ReroutedTo | None
     needs_supervisor: bool
     next_deadline: str | None
+    next_due_at: str | None = Field(description="when the next deadline falls due (the unit's countdown)")
     escalations: list[Escalation]
     outcome: str | None
     closing_note: str | None

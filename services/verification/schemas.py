@@ -48,6 +48,8 @@ class CaseView(BaseModel):
     more_links: int
     watchlist_hits: list[dict[str, Any]]
     question: str | None
+    exchanges: list[dict[str, Any]] = Field(description="every question asked, each with the reporter's answer once "
+                                                        "given")
     decision: dict[str, Any] | None
     report: dict[str, Any]
 

@@ -112,10 +112,7 @@ def routes(staff: StaffPages) -> APIRouter:
                             **form_context(session))
 
     async def load(session: dict[str, Any], account_id: str) -> dict[str, Any] | None:
-        if not ACCOUNT_ID.match(account_id):
-            return None
-        answer = await pages.person(session).call("identity", "GET", f"/v1/accounts/{account_id}")
-        return answer.json() if answer.status_code == 200 else None
+        return await staff.fetch(session, "identity", "/v1/accounts", account_id, ACCOUNT_ID)
 
     @router.get("/accounts/{account_id}")
     async def account(account_id: str, request: Request) -> Response:

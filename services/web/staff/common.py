@@ -3,6 +3,7 @@ for the APIs' ids, names of villages and units, deadlines as countdowns, and the
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +51,15 @@ class StaffPages:
             word=lambda table, key: loc.gettext(table[key]) if key in table else key,
             deadline_word=lambda key: loc.gettext(deadline_of(key)),
             **context)
+
+    async def fetch(self, session: dict[str, Any], service: str, path: str, item_id: str,
+                    shape: re.Pattern[str]) -> dict[str, Any] | None:
+        """One item from a service's API as the signed-in person may see it, or None (malformed id, not found,
+        not theirs: the pages answer all three with the same not-found page)."""
+        if not shape.match(item_id):
+            return None
+        answer = await self.pages.person(session).call(service, "GET", f"{path}/{item_id}")
+        return answer.json() if answer.status_code == 200 else None
 
     def not_found(self, request: Request, session: dict[str, Any], what: str) -> HTMLResponse:
         return self.render(request, "staff/not_found.html", session, status=404, what=what)

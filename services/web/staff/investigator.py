@@ -82,10 +82,7 @@ def routes(staff: StaffPages) -> APIRouter:
         return staff.render(request, "staff/inbox.html", session, sections=sections, finished=finished)
 
     async def load(session: dict[str, Any], referral_id: str) -> dict[str, Any] | None:
-        if not REFERRAL_ID.match(referral_id):
-            return None
-        answer = await pages.person(session).call("referral", "GET", f"/v1/referrals/{referral_id}")
-        return answer.json() if answer.status_code == 200 else None
+        return await staff.fetch(session, "referral", "/v1/referrals", referral_id, REFERRAL_ID)
 
     def show(request: Request, session: dict[str, Any], referral: dict[str, Any], *, status: int = 200,
              **context: Any) -> Response:

@@ -88,10 +88,7 @@ def routes(staff: StaffPages) -> APIRouter:
                             priorities=PRIORITIES)
 
     async def load(session: dict[str, Any], case_id: str) -> dict[str, Any] | None:
-        if not CASE_ID.match(case_id):
-            return None
-        answer = await pages.person(session).call("verification", "GET", f"/v1/cases/{case_id}")
-        return answer.json() if answer.status_code == 200 else None
+        return await staff.fetch(session, "verification", "/v1/cases", case_id, CASE_ID)
 
     def show(request: Request, session: dict[str, Any], case: dict[str, Any], *, status: int = 200,
              **context: Any) -> Response:
