@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 
 from shared import topics
-from shared.outbox import Publish
+from shared.outbox import Publish, Send
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (KafkaError, ConnectionError, asyncio.TimeoutError)
 
@@ -27,6 +29,14 @@ def publisher_for(broker: KafkaBroker) -> Publish:
         await broker.publish(value, topic, key=key, headers=headers)
 
     return publish
+
+
+def sender_for(broker: KafkaBroker) -> Send:
+    """Queue a message on the producer and answer with its ack; the idempotent producer keeps one key's order."""
+    async def send(topic: str, key: bytes, value: bytes, headers: dict[str, str]) -> Awaitable[Any]:
+        return await broker.publish(value, topic, key=key, headers=headers, no_confirm=True)
+
+    return send
 
 
 async def ping(bootstrap_servers: str) -> None:

@@ -39,11 +39,13 @@ log = structlog.get_logger()
 
 # (topic, key, value, headers) -> awaits the broker's acknowledgement
 Publish = Callable[[str, bytes, bytes, dict[str, str]], Awaitable[None]]
+# Hands a message to the producer and answers with its ack to await (so a claim's entries need not wait in turn)
+Send = Callable[[str, bytes, bytes, dict[str, str]], Awaitable[Awaitable[Any]]]
 
 APPLIED_WINDOW = 100  # event ids kept in the aggregate document; older ones become markers
 APPLIED_SUFFIX = "_applied"
 
-__all__ = ["AggregateStore", "Change", "ConcurrentUpdate", "KeyedLocks", "OutboxRelay", "Outgoing", "Publish",
+__all__ = ["AggregateStore", "Change", "ConcurrentUpdate", "KeyedLocks", "OutboxRelay", "Outgoing", "Publish", "Send",
            "document_writes"]
 
 
@@ -102,6 +104,10 @@ def applied_to(doc: Mapping[str, Any], change: Change, applied: str | None) -> t
     return new, evicted
 
 
+async def _raise(exc: BaseException) -> None:
+    raise exc
+
+
 def is_permanent(exc: BaseException) -> bool:
     """A publish error that retrying will not cure (the broker refuses the message itself)."""
     if isinstance(exc, KafkaError):
@@ -132,8 +138,12 @@ def outbox_record(events: list[Outgoing], now: str) -> dict[str, Any]:
 
 class OutboxRelay:
     def __init__(self, publish: Publish, clock: Clock | None = None, grace_s: float = 1.0, max_attempts: int = 5,
-                 retention_s: float = 600.0) -> None:
+                 retention_s: float = 600.0, send: Send | None = None, background: bool = False) -> None:
         self._publish = publish
+        self._send = send
+        self._background = background
+        self._in_turn = KeyedLocks()  # one aggregate's changes go out in the order they were written
+        self._publishing: set[asyncio.Task[None]] = set()
         self._clock = clock or SystemClock()
         self._grace_s = grace_s
         self._max_attempts = max_attempts
@@ -158,38 +168,96 @@ class OutboxRelay:
 
     async def deliver(self, claims: AsyncCollection, claim_id: str, entries: list[tuple[str, Mapping[str, Any]]]
                       ) -> tuple[int, bool]:
-        """Publish pending entries of one claim in their order, marking each; returns how many went out and
-        whether all of them are settled (published or failed). A transient failure stops the claim there, so later
-        entries keep their order; an entry refused for good `max_attempts` times is marked failed and skipped."""
-        sent = 0
-        for event_id, entry in sorted(entries, key=lambda kv: kv[1].get("order", 0)):
+        """Publish pending entries of one claim in their order, then mark them all (and close the claim once
+        nothing is pending) in one update; returns how many went out and whether all of them are settled
+        (published or failed). With a `send` (the producer's send, answering with the broker's ack to await) the
+        entries are all handed to the producer first and their acks awaited together: the idempotent producer
+        keeps the order of one key. A transient failure stops the claim there, so later entries are sent again
+        with it; an entry refused for good `max_attempts` times is marked failed and skipped. `entries` are all
+        the claim's pending ones (the sweeper and the writer both pass them all)."""
+        ordered = sorted(entries, key=lambda kv: kv[1].get("order", 0))
+        outcomes = await (self._send_all(ordered) if self._send else self._publish_each(ordered))
+        sent, settled = 0, True
+        marks: dict[str, Any] = {}
+        counts: dict[str, int] = {}
+        for (event_id, entry), error in zip(ordered, outcomes, strict=False):
             where = f"outbox.{event_id}"
             context = {"event_id": event_id, "case_id": entry.get("key"),
                        "correlation_id": (entry.get("headers") or {}).get("correlation-id")}
+            counts[f"{where}.attempts"] = 1
+            if error is not None:
+                attempts = int(entry.get("attempts", 0)) + 1
+                marks[f"{where}.last_error"] = describe(error)
+                if is_permanent(error) and attempts >= self._max_attempts:
+                    marks |= {f"{where}.status": "failed", "outbox_failed": True}
+                    log.error("outbox_entry_failed", attempts=attempts, error_type=type(error).__name__, **context)
+                    continue  # the aggregate's later events are not held back by one the broker refuses
+                self.remember(claims, claim_id)
+                log.warning("outbox_publish_failed", error_type=type(error).__name__, attempts=attempts, **context)
+                settled = False
+                break
+            marks |= {f"{where}.status": "published", f"{where}.published_at": self._clock.now().isoformat()}
+            sent += 1
+            log.info("event_published", event_type=entry.get("type"), topic=entry["topic"], **context)
+        if settled:
+            marks["outbox_open"] = False
+        await claims.update_one({"_id": claim_id}, {"$set": marks, "$inc": counts})
+        return sent, settled
+
+    async def _publish_each(self, ordered: list[tuple[str, Mapping[str, Any]]]) -> list[BaseException | None]:
+        """One at a time, each awaited; stops at the first failure that does not mark its entry failed."""
+        outcomes: list[BaseException | None] = []
+        for _, entry in ordered:
             try:
                 await self._publish(entry["topic"], entry["key"].encode(), entry["payload"].encode(),
                                     dict(entry.get("headers") or {}))
+                outcomes.append(None)
             except Exception as exc:  # noqa: BLE001 - recorded on the entry; the sweeper retries
-                attempts = int(entry.get("attempts", 0)) + 1
-                failed = is_permanent(exc) and attempts >= self._max_attempts
-                update: dict[str, Any] = {"$inc": {f"{where}.attempts": 1},
-                                          "$set": {f"{where}.last_error": describe(exc)}}
-                if failed:
-                    update["$set"] |= {f"{where}.status": "failed", "outbox_failed": True}
-                await claims.update_one({"_id": claim_id}, update)
-                if failed:
-                    log.error("outbox_entry_failed", attempts=attempts, error_type=type(exc).__name__, **context)
-                    continue  # the aggregate's later events are not held back by one the broker refuses
+                outcomes.append(exc)
+                if not (is_permanent(exc) and int(entry.get("attempts", 0)) + 1 >= self._max_attempts):
+                    break
+        return outcomes
+
+    async def _send_all(self, ordered: list[tuple[str, Mapping[str, Any]]]) -> list[BaseException | None]:
+        """Every entry handed to the producer in order, then all acks awaited at once."""
+        assert self._send is not None
+        acks: list[Awaitable[Any]] = []
+        for _, entry in ordered:
+            try:
+                acks.append(await self._send(entry["topic"], entry["key"].encode(), entry["payload"].encode(),
+                                             dict(entry.get("headers") or {})))
+            except Exception as exc:  # noqa: BLE001 - refused before it was queued (a message over the size limit)
+                acks.append(_raise(exc))
+        results = await asyncio.gather(*acks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancelled: the entries stay pending for the sweeper
+        return [r if isinstance(r, Exception) else None for r in results]
+
+    async def after_write(self, claims: AsyncCollection, claim_id: str, aggregate_id: Any,
+                          entries: list[tuple[str, Mapping[str, Any]]]) -> None:
+        """Publish a change's events right after its write: awaited, or (`background`) in a task of its own so the
+        request or the consumer goes on. Either way one aggregate's changes go out in the order written."""
+        if not self._background:
+            await self._deliver_or_defer(claims, claim_id, aggregate_id, entries)
+            return
+        task = asyncio.create_task(self._deliver_or_defer(claims, claim_id, aggregate_id, entries))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _deliver_or_defer(self, claims: AsyncCollection, claim_id: str, aggregate_id: Any,
+                                entries: list[tuple[str, Mapping[str, Any]]]) -> None:
+        async with self._in_turn.hold((claims.full_name, aggregate_id)):
+            try:
+                await self.deliver(claims, claim_id, entries)
+            except Exception as exc:  # noqa: BLE001 - the write stands; the sweeper publishes later
                 self.remember(claims, claim_id)
-                log.warning("outbox_publish_failed", error_type=type(exc).__name__, attempts=attempts, **context)
-                return sent, False
-            await claims.update_one({"_id": claim_id}, {
-                "$set": {f"{where}.status": "published", f"{where}.published_at": self._clock.now().isoformat()},
-                "$inc": {f"{where}.attempts": 1}})
-            sent += 1
-            log.info("event_published", event_type=entry.get("type"), topic=entry["topic"], **context)
-        await self._close_if_settled(claims, claim_id)
-        return sent, True
+                log.warning("outbox_deliver_deferred", error_type=type(exc).__name__)
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """At shutdown: let background publishes finish; what does not is left pending for the sweeper."""
+        if self._publishing:
+            await asyncio.wait(list(self._publishing), timeout=timeout_s)
 
     async def _close_if_settled(self, claims: AsyncCollection, claim_id: str) -> None:
         claim = await claims.find_one({"_id": claim_id}, {"outbox": 1})
@@ -364,11 +432,8 @@ class AggregateStore:
         record = outbox_record(events, self._clock.now().isoformat())
         claim = await self.versions.write(new["_id"], new, record, base)
         if record["outbox"]:
-            try:
-                await self.relay.deliver(self.versions.claims, claim["_id"], list(record["outbox"].items()))
-            except Exception as exc:  # noqa: BLE001 - the write stands; the sweeper publishes later
-                self.relay.remember(self.versions.claims, claim["_id"])
-                log.warning("outbox_deliver_deferred", error_type=type(exc).__name__)
+            await self.relay.after_write(self.versions.claims, claim["_id"], new["_id"],
+                                         list(record["outbox"].items()))
         return claim
 
 
@@ -395,8 +460,9 @@ async def resend_failed(client: Any, databases: list[str], publish: Publish, eve
                     "outbox_open": True, "outbox_failed": False,
                     **{f"outbox.{eid}.status": "pending" for eid in failed},
                     **{f"outbox.{eid}.attempts": 0 for eid in failed}}})
-                went, _ = await relay.deliver(claims, claim["_id"],
-                                              [(eid, {**e, "attempts": 0}) for eid, e in failed.items()])
+                pending = [(eid, e) for eid, e in (claim.get("outbox") or {}).items() if e.get("status") == "pending"]
+                went, _ = await relay.deliver(claims, claim["_id"],  # all that is pending: it closes the claim
+                                              [*((eid, {**e, "attempts": 0}) for eid, e in failed.items()), *pending])
                 sent += went
                 failing += len(failed) - went
     return sent, failing

@@ -65,8 +65,10 @@ def build_runtime(settings: ServiceSettings, clock: Clock | None = None) -> Runt
     clock = clock or SystemClock()
     client = mongo.connect(settings.mongodb_uri)
     broker = kafka.create_broker(settings.kafka_bootstrap_servers, client_id=f"waspada-{settings.service}")
-    relay = OutboxRelay(kafka.publisher_for(broker), clock=clock, grace_s=settings.outbox_sweep_grace_s,
-                        max_attempts=settings.outbox_max_attempts, retention_s=settings.version_retention_s)
+    relay = OutboxRelay(kafka.publisher_for(broker), send=kafka.sender_for(broker), clock=clock,
+                        grace_s=settings.outbox_sweep_grace_s,
+                        max_attempts=settings.outbox_max_attempts, retention_s=settings.version_retention_s,
+                        background=settings.outbox_publish_in_background)
     return Runtime(settings=settings, clock=clock, client=client, db=client[settings.database_name],
                    broker=broker, relay=relay)
 
@@ -91,6 +93,7 @@ def create_service_api(runtime: Runtime, *, title: str, description: str) -> Fas
             for task in (*tasks, sweeper):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await runtime.relay.drain()
             await runtime.broker.stop()
             await runtime.client.close()
             log.info("service_stopped")

@@ -55,6 +55,9 @@ class ServiceSettings(BaseSettings):
     outbox_sweep_grace_s: float = Field(1.0, ge=0)
     # An entry the broker refuses for good (e.g. too large) this many times is marked failed (README, "Delivery").
     outbox_max_attempts: int = Field(5, ge=1)
+    # A change's events are published in a task of their own right after its write, so a request or a consumer
+    # does not wait on Kafka (one aggregate's changes still go out in order); the sweeper covers a crash.
+    outbox_publish_in_background: bool = True
     # How long version claims (and the outbox entries in them) are kept once published and written through.
     version_retention_s: float = Field(600.0, gt=0)
     # "earliest" so a new consumer group, or a partition never committed, loses nothing; tests of one-shot

@@ -96,9 +96,16 @@ def on_reported(doc: dict[str, Any] | None, event: Envelope, now: datetime, *, k
     screened = _event(event.case_id, result, correlation_id=event.correlation_id, causation_id=event.event_id,
                       actor=None, now=now)
     known = {link["case_id"] for link in (doc or {}).get("links", [])}
-    linked = [_event(event.case_id, verification.CaseLinked(linked_case_id=link["case_id"], reasons=link["reasons"]),
-                     correlation_id=event.correlation_id, causation_id=event.event_id, actor=None, now=now)
-              for link in links if link["case_id"] not in known]
+    linked = []
+    for link in links:
+        if link["case_id"] in known:
+            continue
+        # Both trails learn of the link; the earlier case's document is not rewritten: its page finds this
+        # case in the link-index entries it is filed under (`later_links`).
+        for case_id, other in ((event.case_id, link["case_id"]), (link["case_id"], event.case_id)):
+            linked.append(_event(case_id, verification.CaseLinked(linked_case_id=other, reasons=link["reasons"]),
+                                 correlation_id=event.correlation_id, causation_id=event.event_id, actor=None,
+                                 now=now))
     fields = {
         "case_number": report.case_number,
         "village_code": report.village_code,
@@ -161,14 +168,24 @@ def opened(report: intake.CaseReported, key: bytes | None, case_id: str) -> inta
     return intake.CaseReported.model_validate(crypto.open_values(report.model_dump(mode="json"), key, case_id))
 
 
-def add_link(doc: dict[str, Any], link: dict[str, Any], cause: Envelope, now: datetime) -> Change | None:
-    """An earlier case learns that a new report links to it."""
-    if any(existing["case_id"] == link["case_id"] for existing in doc.get("links", [])):
-        return None
-    event = _event(doc["_id"], verification.CaseLinked(linked_case_id=link["case_id"], reasons=link["reasons"]),
-                   correlation_id=doc["correlation_id"], causation_id=cause.event_id, actor=None, now=now)
-    return Change(set={"links": linking.merge_links(doc.get("links", []), [link]), "updated_at": now.isoformat()},
-                  events=[event])
+def later_links(doc: dict[str, Any], entries: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The case's links to cases received after it, from the link-index entries it is filed under (`entries`:
+    (identifier kind or "bucket", the entry)): a later report links to it without rewriting it."""
+    mine = (doc.get("received_at") or "", doc["_id"])
+    later = [(kind, ref) for kind, entry in entries for ref in entry.get("cases", [])
+             if (ref.get("received_at") or "", ref["case_id"]) > mine]
+    links = linking.shared_identity_links([{**ref, "kind": kind} for kind, ref in later if kind != "bucket"])
+    shared = {link["case_id"] for link in links}
+    report = intake.CaseReported.model_validate(doc["report"]) if doc.get("report") else None
+    links += [linking.link_of(ref, ["two reporters of the village within a day"], "corroborates")
+              for kind, ref in later if kind == "bucket" and report is not None
+              and linking.corroborates(report, ref, ref["case_id"] in shared)]
+    return linking.merge_links([], links)
+
+
+def with_later_links(doc: dict[str, Any], entries: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The case with its links both ways: those found when it was screened and those of later reports."""
+    return {**doc, "links": linking.merge_links(doc.get("links", []), later_links(doc, entries))}
 
 
 def on_withdrawn(doc: dict[str, Any] | None, event: Envelope, now: datetime) -> Change | None:

@@ -12,6 +12,7 @@ from shared import crypto, keyset, regions, topics
 from shared.access import AccessLog
 from shared.api_models import MAX_LIMIT, Page, decode_cursor, page
 from shared.auth import Principal
+from shared.contracts import intake
 from shared.contracts.envelope import Envelope
 from shared.crypto import KeyStore
 from shared.http import ApiError, case_erased, errors, invalid, not_found
@@ -27,7 +28,14 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
         doc = await store.load(case_id)
         if doc is None or not regions.covers(principal.region, doc["village_code"]):
             raise not_found()
-        return doc
+        return await both_ways(doc)
+
+    async def both_ways(doc: dict[str, Any]) -> dict[str, Any]:
+        """The case with the links of later reports too, read from the link-index entries it is filed under."""
+        index = doc.get("index") or {}
+        buckets = linking.bucket_ids(intake.CaseReported.model_validate(doc["report"])) \
+            if index.get("buckets") and doc.get("report") else []
+        return domain.with_later_links(doc, await store.link_entries(index.get("identities", []), buckets))
 
     @router.get("/queue", response_model=Page[QueueItem], responses=errors(401, 403, 422),
                 summary="Cases awaiting a decision in your region, most urgent first, then oldest "
@@ -98,7 +106,7 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
             raise ApiError(409, "version_conflict", "another decision was recorded first",
                            {"current": domain.queue_item(current) | {"status": current["status"]}
                             if current else None}) from exc
-        doc = await store.load(case_id)
+        doc = await both_ways(await store.load(case_id))
         return JSONResponse(domain.verifier_view(doc, await keys.key(case_id)), headers={"ETag": f'"{new_version}"'})
 
     supervisor = runtime.require("supervisor")
@@ -155,12 +163,8 @@ def subscribers(runtime: Runtime, store: CaseStore, keys: KeyStore) -> None:
         more += beyond
         hits = linking.watchlist_hits(report, await store.watch_entries(regions.path(report.village_code)), key)
         indexed = {"identities": [identity.digest for identity in mine], "buckets": [linking.own_bucket(report)]}
-        # Earlier cases first, each at most once per new event: a crash here repeats only what is missing.
+        # The earlier cases are not rewritten (their pages find this one in the index), only told by event.
         this_case = linking.case_ref(report, event.case_id)
-        for link in links:
-            back = linking.link_of(this_case, link["reasons"], link["kind"])
-            await store.apply_once(link["case_id"], f"link:{event.event_id}",
-                                   lambda doc, back=back: domain.add_link(doc, back, event, now) if doc else None)
         await store.index_identities(this_case, mine)
         await store.index_report(linking.own_bucket(report), this_case)
         await store.apply_once(event.case_id, event.event_id,
@@ -177,9 +181,9 @@ def subscribers(runtime: Runtime, store: CaseStore, keys: KeyStore) -> None:
             return
         index = doc.get("index") or {}
         await store.unindex(event.case_id, index.get("identities", []), index.get("buckets", []))
-        for link in doc.get("links", []):
-            await store.apply_once(link["case_id"], f"unlink:{event.event_id}",
-                                   lambda other: domain.unlink(other, event.case_id, now))
+        for other in await store.linking_to(event.case_id):  # the later cases that found it when screened
+            await store.apply_once(other, f"unlink:{event.event_id}",
+                                   lambda current: domain.unlink(current, event.case_id, now))
         await store.apply_once(event.case_id, event.event_id, lambda current: domain.on_erased(current, now))
 
     async def on_event(event: Envelope) -> None:

@@ -38,6 +38,7 @@ class CaseStore(AggregateStore):
             [("status", ASCENDING), ("region_path", ASCENDING), ("priority_rank", ASCENDING), ("received_at", ASCENDING)]
         )
         await self.watchlist.create_index([("region_path", ASCENDING)])
+        await self.collection.create_index([("links.case_id", ASCENDING)])
 
     # The link index is keyed by _id (a digest, a village-day), so a lookup is a primary-key read on any server.
 
@@ -75,6 +76,21 @@ class CaseStore(AggregateStore):
             except DuplicateKeyError:
                 continue  # another writer moved the entry: remove from what it wrote
         raise ConcurrentUpdate(f"could not remove {case_id} from {doc_id}")
+
+    async def link_entries(self, identity_ids: list[str], bucket_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
+        """The link-index entries of a case's identifiers (with their kind) and of the village-days around its
+        own ("bucket"), each read by _id."""
+        entries = []
+        for collection, doc_ids in ((self.identities, identity_ids), (self.buckets, bucket_ids)):
+            for doc_id in doc_ids:
+                entry = await collection.load(doc_id)
+                if entry is not None:
+                    entries.append((entry.get("kind", "") if collection is self.identities else "bucket", entry))
+        return entries
+
+    async def linking_to(self, case_id: str) -> list[str]:
+        """Ids of the cases whose links name `case_id` (an erasure's rare query; an index on MongoDB)."""
+        return [doc["_id"] async for doc in self.collection.find({"links.case_id": case_id}, {"_id": 1})]
 
     async def reported_near(self, bucket_ids: list[str], case_id: str) -> list[dict[str, Any]]:
         """References to other cases of the same village observed around the same days."""

@@ -70,7 +70,7 @@ async def seeded(system) -> dict[str, str]:
             r = await http.get(system.url("verification") + f"/v1/cases/{case_id}", headers=verifier)
             return r.json() if r.status_code == 200 else None
 
-        async def verify():  # the second report links back to the first, which moves its version meanwhile
+        async def verify():  # a 409 (another change meanwhile) is tried again with the fresh version
             case = await eventually(screened, timeout=90)
             r = await http.post(system.url("verification") + f"/v1/cases/{verified}/decision",
                                 json={"decision": "verify", "case_types": ["np_pmi"]},

@@ -5,7 +5,7 @@ import json
 import uuid
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from services.verification.app import VerificationSettings, create_app
 from shared import topics
@@ -226,4 +226,72 @@ async def test_an_entry_the_broker_refuses_is_marked_failed_stops_blocking_and_i
     finally:
         await strict.stop()
         await normal.stop()
+        await client.close()
+
+
+class _Updates(monitoring.CommandListener):
+    """Counts the update commands sent to one collection (the client's own record of its round trips)."""
+
+    def __init__(self, collection: str) -> None:
+        self.collection, self.count = collection, 0
+
+    def started(self, event):
+        if event.command_name == "update" and event.command.get("update") == self.collection:
+            self.count += 1
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+async def test_a_changes_events_go_out_in_order_and_are_marked_with_one_update(infra, isolation):
+    updates = _Updates("things_versions")
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True, event_listeners=[updates])
+    broker = create_broker(infra["kafka"], "test-relay-batch")
+    await broker.connect()
+    relay = OutboxRelay(publisher_for(broker), SystemClock())
+    store = AggregateStore(client[f"{isolation['db_prefix']}_batch"]["things"], relay)
+    case_id = str(uuid.uuid4())
+    events = [new_event(CaseWithdrawn(reason=f"r{i}"), case_id=case_id, producer="test", actor=None,
+                        correlation_id="c", causation_id=None) for i in range(3)]
+    try:
+        async with TopicReader(infra["kafka"], topics.INTAKE) as out:
+            await store.create({"_id": case_id}, [Outgoing(topics.INTAKE, e) for e in events])
+            records = await out.collect(_of_case(case_id), count=3)
+        claim = await client[f"{isolation['db_prefix']}_batch"]["things_versions"].find_one({"doc_id": case_id})
+    finally:
+        await broker.stop()
+        await client.close()
+    assert [json.loads(r.value)["event_id"] for r in records] == [e.event_id for e in events]
+    assert updates.count == 1  # all three marked published and the claim closed in one write
+    assert claim["outbox_open"] is False
+    assert {(e["status"], e["attempts"]) for e in claim["outbox"].values()} == {("published", 1)}
+
+
+async def test_in_the_background_a_write_returns_before_its_events_go_out_and_they_keep_their_order(infra, isolation):
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    broker_answers = asyncio.Event()
+    published = []
+
+    async def slow_broker(topic, key, value, headers):
+        await broker_answers.wait()
+        published.append(json.loads(value)["event_id"])
+
+    relay = OutboxRelay(slow_broker, SystemClock(), background=True)
+    store = AggregateStore(client[f"{isolation['db_prefix']}_later"]["things"], relay)
+    case_id = str(uuid.uuid4())
+    first, second = (new_event(CaseWithdrawn(reason=r), case_id=case_id, producer="test", actor=None,
+                               correlation_id="c", causation_id=None) for r in ("one", "two"))
+    try:
+        await store.create({"_id": case_id, "n": 0}, [Outgoing(topics.INTAKE, first)])
+        await store.change(case_id, 1, Change(set={"n": 1}, events=[Outgoing(topics.INTAKE, second)]))
+        # both writes returned although the broker has not answered yet
+        assert published == [] and {e["status"] for e in (await store.outbox(case_id)).values()} == {"pending"}
+        broker_answers.set()
+        await relay.drain()
+        assert published == [first.event_id, second.event_id]
+        assert {e["status"] for e in (await store.outbox(case_id)).values()} == {"published"}
+    finally:
         await client.close()

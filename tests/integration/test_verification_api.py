@@ -87,7 +87,7 @@ async def test_reports_from_two_villages_sharing_a_recruiter_are_linked_both_way
                            persons=[intake.Person(person_id="b", **{**recruiter, "name": "Darto"})])
     async with serving(_app(infra, isolation)) as http, TopicReader(infra["kafka"], topics.VERIFICATION) as out:
         await publish(infra["kafka"], topics.INTAKE, first)
-        await _screened(http, first.case_id)
+        screened_first = (await _screened(http, first.case_id)).json()
         await publish(infra["kafka"], topics.INTAKE, second)
         linked = await out.collect(lambda r: header(r, topics.HEADER_EVENT_TYPE) == "case.linked"
                                    and header(r, topics.HEADER_CASE_ID) in (first.case_id, second.case_id), count=2)
@@ -103,6 +103,9 @@ async def test_reports_from_two_villages_sharing_a_recruiter_are_linked_both_way
     assert link["case_id"] == first.case_id and link["kind"] == "shared_recruiter"
     assert link["reasons"] == ["same recruiter name", "same recruiter phone"]
     assert older["links"][0]["case_id"] == second.case_id
+    assert older["links"][0]["kind"] == "shared_recruiter"
+    # the later report did not rewrite the earlier case: its page finds the link in the index
+    assert older["version"] == screened_first["version"]
 
 
 async def test_a_supervisors_watch_list_entry_is_hit_and_raises_priority(infra, isolation):

@@ -4,7 +4,7 @@ import pytest
 
 from services.verification import domain, linking
 from shared.auth import Principal
-from shared.contracts import intake
+from shared.contracts import intake, verification
 from shared.contracts.envelope import parse_data
 from shared.crypto import Sealer
 from tests.builders import OTHER_VILLAGE, PILOT_VILLAGE, case_reported
@@ -149,3 +149,29 @@ def test_erased_identifiers_link_nothing():
     report, _ = _report([_p(nik=crypto.ERASED, name=crypto.ERASED, birth_date=None, phone=crypto.ERASED),
                          _p("recruiter", name=crypto.ERASED, phone=crypto.ERASED)])
     assert linking.identities(report, KEY) == []
+
+
+def test_a_later_report_links_back_by_event_and_the_earlier_case_finds_it_in_the_index():
+    recruiter = _p("recruiter", phone="+6281299990000")
+    first_event = case_reported(persons=[recruiter], reporter=intake.Reporter(id="rep-a", role="reporter",
+                                                                              region=PILOT_VILLAGE))
+    first = parse_data(first_event, intake.CaseReported)
+    second, second_id = _report([recruiter], reporter="rep-b", observed=first.observed_at)
+    second = second.model_copy(update={"received_at": first.received_at + timedelta(minutes=5)})
+    [identity] = linking.identities(second, KEY)
+    index = {**linking.case_ref(first, first_event.case_id), "kind": identity.kind}
+    links = linking.shared_identity_links([index])
+    event = case_reported(case_id=second_id, **second.model_dump())
+    change = domain.on_reported(None, event, T0, key=None, links=links)
+    told = {(e.event.case_id, parse_data(e.event, verification.CaseLinked).linked_case_id)
+            for e in change.events if e.event.type == "case.linked"}
+    assert told == {(second_id, first_event.case_id), (first_event.case_id, second_id)}  # both trails
+    earlier = {"_id": first_event.case_id, "received_at": first.received_at.isoformat(),
+               "report": first.model_dump(mode="json"), "links": []}
+    later_ref, older_ref = linking.case_ref(second, second_id), linking.case_ref(first, first_event.case_id)
+    entries = [(identity.kind, {"cases": [later_ref, older_ref]})]
+    [link] = domain.with_later_links(earlier, entries)["links"]  # itself and earlier cases are not links
+    assert (link["case_id"], link["kind"], link["reasons"]) == (second_id, "shared_recruiter", ["same recruiter phone"])
+    # another reporter of the village that day, with an indicator in common, corroborates it
+    [link] = domain.with_later_links(earlier, [("bucket", {"cases": [later_ref, older_ref]})])["links"]
+    assert (link["case_id"], link["kind"]) == (second_id, "corroborates")
