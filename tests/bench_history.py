@@ -91,15 +91,15 @@ class History:
                     by_case.setdefault(case_id, {"docs": []})["docs"].append((service, name, doc))
         for case_id, found in by_case.items():
             kinds = {(s, n) for s, n, _ in found["docs"]}
-            if ("intake", "reports") not in kinds or ("audit", "cases") not in kinds:
+            if ("audit", "cases") not in kinds:  # (intake holds none of the reports sent straight to Kafka)
                 continue
             case = next((d for s, n, d in found["docs"] if (s, n) == ("verification", "cases")), {})
             if case.get("status") in (None, "awaiting_decision", "info_requested"):
                 continue  # history is decided cases: the queue's backlog is the live cases, not a year of them
-            report = next(d for s, n, d in found["docs"] if n == "reports")
+            number = next(d["case_number"] for _, _, d in found["docs"] if isinstance(d.get("case_number"), str))
             # referral ids are derived from the case id (uuid5): a copy's referrals get ids of their own
             found["renamed"] = [d["_id"] for s, n, d in found["docs"] if n == "referrals"]
-            found.update(case_id=case_id, number=report["case_number"], key=await self.keys.key(case_id),
+            found.update(case_id=case_id, number=number, key=await self.keys.key(case_id),
                          text=json_util.dumps([d for _, _, d in found["docs"]]))
             self.templates.append(found)
         self.stored = len(by_case)
