@@ -363,6 +363,17 @@ def case_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def grouped(cases: Sequence[Mapping[str, Any]], field: str) -> list[dict[str, Any]]:
+    """What `{"$group": {"_id": "$<field>", "n": {"$sum": 1}}}` answers, counted here from rows already read (an
+    array groups as a whole array)."""
+    counts: dict[Any, int] = {}
+    for case in cases:
+        value = case.get(field)
+        key = tuple(value) if isinstance(value, list) else value
+        counts[key] = counts.get(key, 0) + 1
+    return [{"_id": list(k) if isinstance(k, tuple) else k, "n": n} for k, n in counts.items()]
+
+
 def stats_view(region: str, by_status: Sequence[Mapping[str, Any]], by_types: Sequence[Mapping[str, Any]],
                by_village: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Counts from `$group` rows ({"_id": key, "n": count}); a case with several types counts once per type."""

@@ -173,10 +173,9 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
         reported_to: Annotated[Instant | None, Query(description="exclusive")] = None,
     ) -> dict[str, Any]:
         filters = _reported_between(reported_from, reported_to)
-        by_status, by_types, by_village, attention = await asyncio.gather(
-            *(store.counts(principal.region, filters, field)
-              for field in ("status", "types", "village_code", "needs_attention")))
-        cases = await store.timings(principal.region, filters)
+        cases = await store.stats_rows(principal.region, filters)
+        by_status, by_types, by_village, attention = (
+            domain.grouped(cases, field) for field in ("status", "types", "village_code", "needs_attention"))
         return {**domain.stats_view(principal.region, by_status, by_types, by_village),
                 "needing_attention": sum(int(row["n"]) for row in attention if row["_id"] is True),
                 **domain.timings_view(cases), **domain.weekly_view(cases)}

@@ -2,7 +2,7 @@ import hashlib
 import json
 from datetime import UTC, datetime
 
-from services.audit import records
+from services.audit import domain, records
 
 T = datetime(2026, 11, 29, tzinfo=UTC)
 
@@ -115,3 +115,18 @@ def test_timings_are_medians_and_overdue_referrals_are_counted():
     assert (view["decided_cases"], view["acknowledged_cases"]) == (2, 1)
     assert (view["cases_with_overdue_referrals"], view["overdue_referrals"]) == (1, 2)
     assert domain.timings_view([])["median_seconds_report_to_decision"] is None
+
+
+def test_stats_groups_counted_from_one_read_match_what_group_answers():
+    cases = [{"status": "verified", "types": ["tppo", "np_pmi"], "needs_attention": True},
+             {"status": "verified", "types": ["tppo", "np_pmi"]},
+             {"status": "screened", "types": ["tppm"]},
+             {"status": "screened"}]
+    assert sorted(map(str, domain.grouped(cases, "status"))) == sorted(map(str, [
+        {"_id": "verified", "n": 2}, {"_id": "screened", "n": 2}]))
+    assert {"_id": ["tppo", "np_pmi"], "n": 2} in domain.grouped(cases, "types")
+    assert {"_id": None, "n": 1} in domain.grouped(cases, "types")
+    attention = domain.grouped(cases, "needs_attention")
+    assert sum(row["n"] for row in attention if row["_id"] is True) == 1
+    view = domain.stats_view("36.03", domain.grouped(cases, "status"), domain.grouped(cases, "types"), [])
+    assert view["total"] == 4 and view["by_type"] == {"np_pmi": 2, "tppm": 1, "tppo": 2}
