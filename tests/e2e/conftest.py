@@ -105,3 +105,16 @@ def system(infra, tmp_path_factory) -> System:
         yield system
     finally:
         system.stop_all()
+
+
+@pytest.fixture(scope="module")
+async def chromium():
+    """Debian's Chromium, one per test module (each module's pages open their own contexts in it)."""
+    from playwright.async_api import async_playwright
+
+    from tests.e2e.browser import ARGS, CHROMIUM
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        await browser.close()

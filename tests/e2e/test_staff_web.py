@@ -11,24 +11,15 @@ import uuid
 
 import httpx
 import pytest
-from playwright.async_api import async_playwright
 from pymongo import MongoClient
 
 from tests.builders import PILOT_VILLAGE, report_body
 from tests.conftest import auth, eventually
-from tests.e2e.browser import ARGS, CHROMIUM, cases_of, create_account, fill_report, serious_violations, sign_in, submit
+from tests.e2e.browser import cases_of, create_account, fill_report, serious_violations, sign_in, submit
 from tests.e2e.staff import LAPTOP, cli_admin, reload_until, shoot, sign_in_staff, sign_in_with_code, staff_account
 
 pytestmark = pytest.mark.e2e
 POLICE = "polresta_tangerang"
-
-
-@pytest.fixture(scope="module")
-async def chromium():
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        await browser.close()
 
 
 @pytest.fixture

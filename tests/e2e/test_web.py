@@ -9,24 +9,15 @@ import uuid
 
 import httpx
 import pytest
-from playwright.async_api import async_playwright
 from pymongo import MongoClient
 
 from tests.conftest import auth, eventually
 from tests.e2e.browser import (
-    ARGS, CHROMIUM, NEW_PASSWORD, PHONE, cases_of, create_account, fill_report, screenshot, serious_violations, sign_in, submit,
+    NEW_PASSWORD, PHONE, cases_of, create_account, fill_report, screenshot, serious_violations, sign_in, submit,
     totp, until, worker_ready,
 )
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-async def chromium():
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        await browser.close()
 
 
 @pytest.fixture
