@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -154,11 +155,12 @@ def routes(staff: StaffPages) -> APIRouter:
         if not CASE_ID.match(case_id):
             return staff.not_found(request, session, WHAT)
         person = pages.person(session)
-        verdict = await person.call("audit", "GET", f"/v1/cases/{case_id}/trail/verify")
+        verdict, trail, referrals = await asyncio.gather(  # at once: each is a read of its own on the services
+            person.call("audit", "GET", f"/v1/cases/{case_id}/trail/verify"),
+            person.call("audit", "GET", f"/v1/cases/{case_id}/trail"),
+            person.call("referral", "GET", "/v1/referrals", params={"case_id": case_id, "limit": 50}))
         if verdict.status_code != 200:
             return staff.not_found(request, session, WHAT)
-        trail = await person.call("audit", "GET", f"/v1/cases/{case_id}/trail")
-        referrals = await person.call("referral", "GET", "/v1/referrals", params={"case_id": case_id, "limit": 50})
         loc = pages.locale(request, session)
         entries = trail.json()["entries"] if trail.status_code == 200 else []
         reads = request.query_params.get("reads") == "1"
@@ -199,20 +201,26 @@ def routes(staff: StaffPages) -> APIRouter:
         today = pages.clock.now().astimezone(loc.zone.tz).date()
         first = today - timedelta(days=today.weekday() + 7 * (weeks - 1))
         person = pages.person(session)
-        stats = await person.call("audit", "GET", "/v1/stats",
-                                  params={"reported_from": datetime.combine(first, time(0), loc.zone.tz).isoformat()})
+
+        async def past_deadline() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
+            cursor = None
+            for _page in range(5):  # at most 1000 referrals past a deadline
+                answer = await person.call("referral", "GET", "/v1/referrals/overdue",
+                                           params={"limit": 200, **({"cursor": cursor} if cursor else {})})
+                if answer.status_code != 200:
+                    break
+                found += answer.json()["items"]
+                cursor = answer.json().get("next")
+                if not cursor:
+                    break
+            return found
+
+        stats, overdue = await asyncio.gather(  # audit's figures and referral's overdue list at once
+            person.call("audit", "GET", "/v1/stats",
+                        params={"reported_from": datetime.combine(first, time(0), loc.zone.tz).isoformat()}),
+            past_deadline())
         body = stats.json() if stats.status_code == 200 else {}
-        overdue: list[dict[str, Any]] = []
-        cursor = None
-        for _page in range(5):  # at most 1000 referrals past a deadline
-            answer = await person.call("referral", "GET", "/v1/referrals/overdue",
-                                       params={"limit": 200, **({"cursor": cursor} if cursor else {})})
-            if answer.status_code != 200:
-                break
-            overdue += answer.json()["items"]
-            cursor = answer.json().get("next")
-            if not cursor:
-                break
         return staff.render(request, "staff/dashboard.html", session, weeks=weeks, windows=WINDOWS,
                             first=first, **dashboard_figures(body, overdue, first, weeks, loc))
 
