@@ -234,7 +234,13 @@ class KeyStore:
         doc = await self._keys.find_one({"_id": case_id})
         if doc is not None and doc.get("erased_at"):
             return False
-        await self._keys.replace_one({"_id": case_id}, {"_id": case_id, "erased_at": at}, upsert=True)
+        tombstone = {"_id": case_id, "erased_at": at}
+        try:
+            await self._keys.replace_one({"_id": case_id}, tombstone, upsert=True)
+        except DuplicateKeyError:
+            # Another erasure (the API's and the consumer's of `case.erased`) inserted it first: FerretDB's upsert
+            # is a read, then an insert. The document is there now; replace it.
+            await self._keys.replace_one({"_id": case_id}, tombstone)
         return True
 
 
