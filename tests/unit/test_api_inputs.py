@@ -9,28 +9,11 @@ import base64
 import httpx
 import pytest
 
-from services.audit.app import AuditSettings
-from services.audit.app import create_app as audit_app
-from services.identity.app import IdentitySettings
-from services.identity.app import create_app as identity_app
-from services.intake.app import IntakeSettings
-from services.intake.app import create_app as intake_app
-from services.referral.app import ReferralSettings
-from services.referral.app import create_app as referral_app
-from services.verification.app import VerificationSettings
-from services.verification.app import create_app as verification_app
 from shared.auth import ROLES
 from tests.builders import PILOT_VILLAGE, report_body
 from tests.conftest import auth
-from tests.unit.test_access_control import _routes
+from tests.unit.test_access_control import APPS, _routes
 
-APPS = {
-    "intake": lambda: intake_app(IntakeSettings(env="dev")),
-    "verification": lambda: verification_app(VerificationSettings(env="dev")),
-    "referral": lambda: referral_app(ReferralSettings(env="dev")),
-    "audit": lambda: audit_app(AuditSettings(env="dev")),
-    "identity": lambda: identity_app(IdentitySettings(env="dev")),
-}
 ROLE_FOR = {"reporter": auth("reporter", PILOT_VILLAGE), "verifier": auth("verifier", "36.03"),
             "supervisor": auth("supervisor", "36.03"), "admin": auth("admin", "36"),
             "investigator": auth("investigator", "36", unit="bp3mi_banten")}
