@@ -30,7 +30,7 @@ kafka_data="$state/kafka/data"
 ferret_bin="$cache/bin/ferretdb-runner"
 ferret_stamp="$cache/bin/ferretdb-runner.sum"
 ferret_data="$state/ferretdb/data"
-pg_dir="$state/postgres"  # data/ (the cluster) and the server's socket
+pg_dir="$state/postgres"  # data/ (the cluster) and the server's socket; see postgres_reachable
 logs="$state/logs"
 pids="$state/pids"
 
@@ -74,11 +74,22 @@ install_postgres() {
 as_postgres=()  # PostgreSQL refuses to run as root: as root it runs as the `postgres` user (setpriv execs: its own pid)
 if [[ $EUID -eq 0 ]]; then as_postgres=(setpriv --reuid=postgres --regid=postgres --init-groups); fi
 
+# As root the server runs as `postgres`, which must be able to reach the state directory. A checkout inside a
+# directory only root may enter (mktemp -d makes them 0700) keeps its cluster in postgres's own home instead, one
+# per state directory.
+postgres_reachable() {
+  if [[ $EUID -eq 0 ]] && id postgres >/dev/null 2>&1 && ! setpriv --reuid=postgres --regid=postgres --init-groups \
+      test -x "$state" 2>/dev/null; then
+    pg_dir="$(getent passwd postgres | cut -d: -f6)/waspada-$(printf '%s' "$state" | sha256sum | cut -c1-16)"
+  fi
+}
+
 pg_ready() { port_open "$pg_port" && "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port"; }
 
 start_postgres() {
   if alive postgres; then log "postgres already running (pid $(cat "$pids/postgres.pid"))"; return; fi
   if port_open "$pg_port"; then log "port $pg_port is taken by another process; using it as PostgreSQL"; return; fi
+  postgres_reachable
   mkdir -p "$pg_dir" "$logs" "$pids"
   [[ $EUID -eq 0 ]] && chown postgres: "$pg_dir"
   if [[ ! -f "$pg_dir/data/PG_VERSION" ]]; then
@@ -172,6 +183,7 @@ case "${1:-}" in
   stop) stop_one kafka 25; stop_one ferretdb 10; stop_one postgres 30 ;;
   fresh)
     stop_one kafka 25; stop_one ferretdb 10; stop_one postgres 30
+    postgres_reachable
     rm -rf "$kafka_data" "$ferret_data" "$pg_dir" "$state/kafka/server.properties"
     install_kafka; install_ferretdb; install_postgres; start_ferretdb; start_kafka ;;
   status)
