@@ -107,8 +107,16 @@ async def fill_report(page, *, name: str | None = None, nik: str | None = None,
 
 
 async def submit(page) -> None:
+    """Submit the form and wait for this submission's outcome: the button, disabled while the form is saved and
+    sent, is enabled again and the status or the error says how it went (so the notice of the previous submission
+    is never taken for this one's)."""
     await page.click("#report button[type=submit]")
-    await page.wait_for_selector("[data-form-status] .notice:not(:has-text('…')), [data-form-error]:not([hidden])")
+    await until(page, "(() => {"
+                "const button = document.querySelector('#report button[type=submit]');"
+                "const notice = document.querySelector('[data-form-status] .notice');"
+                "const error = document.querySelector('[data-form-error]');"
+                "return !button.disabled && ((!!notice && !notice.textContent.includes('…')) || (!!error && !error.hidden));"
+                "})()")
 
 
 async def serious_violations(page) -> list[dict]:
