@@ -11,6 +11,8 @@ With `--grow N` the history is then grown to N cases by copying the decided ones
 (tests/bench_history.py `History`: new ids and numbers, personal data sealed again under the copy's own key), so
 10,000 stored cases take minutes instead of the pipeline's hours on this machine.
 Figures only; nothing here passes or fails. `python -m tests.web_staff_perf --cases 500` for a quick run.
+`--hold` keeps the services running after measuring (until Ctrl-C) and prints the databases' prefix; `--reuse PREFIX`
+measures again over those databases without storing anything (e.g. after changing a service).
 """
 
 from __future__ import annotations
@@ -240,40 +242,70 @@ def main() -> None:
     parser.add_argument("--decide", type=float, default=0.15, help="share of the cases decided through the API")
     parser.add_argument("--grow", type=int, default=0, help="then copy decided cases until this many are stored")
     parser.add_argument("--shots", type=Path, help="also write full-page screenshots (both languages) here")
+    parser.add_argument("--reuse", metavar="PREFIX", help="measure the databases of an earlier --hold run again")
+    parser.add_argument("--hold", action="store_true", help="keep the services running after measuring")
     args = parser.parse_args()
-    system = System({"kafka": KAFKA, "mongo": MONGO}, Path(tempfile.mkdtemp(prefix="web-staff-perf-")))
+    system = System({"kafka": KAFKA, "mongo": MONGO}, Path(tempfile.mkdtemp(prefix="web-staff-perf-")),
+                    tag=args.reuse.removeprefix("e2e") if args.reuse else None)
     names = [s for s in ("identity", "intake", "verification", "referral", "audit", "web") if s in PORTS]
     try:
         for service in names:
             system.start(service)
         system.wait_ready(names, timeout=120)
-        print(f"storing {args.cases} cases (logs in {system.logs}):", flush=True)
-        started = time.monotonic()
-        ids = asyncio.run(store_cases(KAFKA, args.cases))
-        supervisor = auth("supervisor", REGION)
-
-        def screened() -> bool | int:
-            stats = httpx.get(f"{system.url('audit')}/v1/stats", headers=supervisor, timeout=600).json()
-            return stats.get("by_status", {}).get("screened", 0) >= args.cases or stats.get("by_status")
-
-        wait_until("screened and recorded", screened, timeout=4 * 3600)
-        verified = decide_some(system, ids, args.decide)
-        print(f"  decided {int(len(ids) * args.decide)} ({len(verified)} verified): "
-              f"{time.monotonic() - started:.0f} s since the first report", flush=True)
-        if args.grow > len(ids):
-            from tests.bench_history import History
-
-            async def grow() -> None:
-                history = History(MONGO, system.db_prefix)
-                await history.load_templates()
-                await history.grow_to(args.grow)
-                await history.client.close()
-
-            print(f"growing the history to {args.grow} cases:", flush=True)
-            asyncio.run(grow())
-        measure(system, ids, verified, args.shots, max(args.grow, len(ids)))
+        if args.reuse:
+            ids, verified, stored = stored_cases(system)
+        else:
+            ids, verified = store_and_decide(system, args)
+            stored = max(args.grow, len(ids))
+        measure(system, ids, verified, args.shots, stored)
+        if args.hold:
+            print(f"holding: databases {system.db_prefix}_*, logs in {system.logs}; Ctrl-C stops", flush=True)
+            signal.pause()
     finally:
         system.stop_all()
+
+
+def store_and_decide(system: System, args) -> tuple[list[str], list[str]]:
+    from tests.conftest import KAFKA, MONGO
+
+    print(f"storing {args.cases} cases (logs in {system.logs}):", flush=True)
+    started = time.monotonic()
+    ids = asyncio.run(store_cases(KAFKA, args.cases))
+    supervisor = auth("supervisor", REGION)
+
+    def screened() -> bool | int:
+        stats = httpx.get(f"{system.url('audit')}/v1/stats", headers=supervisor, timeout=600).json()
+        return stats.get("by_status", {}).get("screened", 0) >= args.cases or stats.get("by_status")
+
+    wait_until("screened and recorded", screened, timeout=4 * 3600)
+    verified = decide_some(system, ids, args.decide)
+    print(f"  decided {int(len(ids) * args.decide)} ({len(verified)} verified): "
+          f"{time.monotonic() - started:.0f} s since the first report", flush=True)
+    if args.grow > len(ids):
+        from tests.bench_history import History
+
+        async def grow() -> None:
+            history = History(MONGO, system.db_prefix)
+            await history.load_templates()
+            await history.grow_to(args.grow)
+            await history.client.close()
+
+        print(f"growing the history to {args.grow} cases:", flush=True)
+        asyncio.run(grow())
+    return ids, verified
+
+
+def stored_cases(system: System) -> tuple[list[str], list[str], int]:
+    """What an earlier run stored: a case still open in the queue, a verified one (referred by now), and how many
+    cases in all."""
+    supervisor = auth("supervisor", REGION)
+    audit = system.url("audit")
+    with httpx.Client(timeout=600) as http:
+        queue = http.get(f"{system.url('verification')}/v1/queue", params={"limit": 1},
+                         headers=auth("verifier", REGION)).json()["items"]
+        verified = http.get(f"{audit}/v1/cases", params={"status": "referred", "limit": 1}, headers=supervisor).json()
+        total = sum(http.get(f"{audit}/v1/stats", headers=supervisor).json()["by_status"].values())
+    return [q["case_id"] for q in queue], [c["case_id"] for c in verified["items"]], total
 
 
 if __name__ == "__main__":

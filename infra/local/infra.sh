@@ -88,7 +88,9 @@ pg_ready() { port_open "$pg_port" && "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$p
 
 start_postgres() {
   if alive postgres; then log "postgres already running (pid $(cat "$pids/postgres.pid"))"; return; fi
-  if port_open "$pg_port"; then log "port $pg_port is taken by another process; using it as PostgreSQL"; return; fi
+  if port_open "$pg_port"; then
+    log "port $pg_port is taken by another process; using it as PostgreSQL"; prepare_ferretdb_database; return
+  fi
   postgres_reachable
   mkdir -p "$pg_dir" "$logs" "$pids"
   [[ $EUID -eq 0 ]] && chown postgres: "$pg_dir"
@@ -103,9 +105,16 @@ start_postgres() {
     >>"$logs/postgres.log" 2>&1 &
   echo $! >"$pids/postgres.pid"
   wait_for postgres 60 pg_ready
+  prepare_ferretdb_database
+  log "postgres ready on 127.0.0.1:$pg_port (pid $(cat "$pids/postgres.pid"))"
+}
+
+# FerretDB's database, with the event trigger that gives FerretDB's equality filters indexes they can use
+# (postgres/lookups.sql says why).
+prepare_ferretdb_database() {
   "$pg_bin/psql" -q -h 127.0.0.1 -p "$pg_port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'ferretdb'" \
     | grep -q 1 || "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres ferretdb
-  log "postgres ready on 127.0.0.1:$pg_port (pid $(cat "$pids/postgres.pid"))"
+  "$pg_bin/psql" -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres -d ferretdb -f "$here/postgres/lookups.sql"
 }
 
 wait_for() { # wait_for NAME SECONDS CHECK...

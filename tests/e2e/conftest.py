@@ -31,8 +31,8 @@ def upstreams(copy: int) -> dict[str, str]:
 
 
 class System:
-    def __init__(self, infra: dict[str, str], logs: Path) -> None:
-        tag = uuid.uuid4().hex[:8]
+    def __init__(self, infra: dict[str, str], logs: Path, tag: str | None = None) -> None:
+        tag = tag or uuid.uuid4().hex[:8]
         self.env = {**os.environ, "WASPADA_ENV": "dev", "KAFKA_BOOTSTRAP_SERVERS": infra["kafka"],
                     "MONGODB_URI": infra["mongo"], "WASPADA_DB_PREFIX": f"e2e{tag}",
                     "WASPADA_GROUP_PREFIX": f"e2e-{tag}", "WASPADA_OUTBOX_SWEEP_INTERVAL_S": "0.5",

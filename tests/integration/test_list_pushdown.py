@@ -45,3 +45,26 @@ async def test_a_units_referral_inbox_filters_in_the_database(db):
 
 async def test_one_cases_trail_filters_in_the_database(db):
     assert await _pushed_down(db, "trail", {"case_id": "c1"}, [("seq", 1)])
+
+
+def _index_names(plan: dict) -> set[str]:
+    names = {plan["Index Name"]} if "Index Name" in plan else set()
+    for child in plan.get("Plans", []):
+        names |= _index_names(child)
+    return names
+
+
+@pytest.mark.parametrize(("collection", "field"), [("cases", "_id"), ("referrals", "agency_id"), ("trail", "case_id")])
+async def test_an_equality_filter_is_answered_from_an_index_not_a_scan(db, collection, field):
+    """FerretDB filters with `_jsonb -> 'field' @> value`, which its own btree indexes cannot answer: without the
+    GIN indexes infra/local/postgres/lookups.sql adds beside them, a read by _id scans the whole table."""
+    if field != "_id":
+        await db[collection].create_index([(field, 1)])
+    await db[collection].insert_many([{"_id": f"d{n}", "agency_id": f"unit-{n % 50}", "case_id": f"c{n % 300}"}
+                                      for n in range(2000)])
+    value = {"_id": "d1234", "agency_id": "unit-7", "case_id": "c42"}[field]
+    plan = await db.command("explain", {"find": collection, "filter": {field: value}}, verbosity="queryPlanner")
+    if "filterPushdown" not in plan:
+        pytest.skip("not FerretDB: the server plans with its own indexes")
+    assert plan["filterPushdown"]
+    assert any(name.endswith("_lookup") for name in _index_names(plan["queryPlanner"]["Plan"])), plan["queryPlanner"]
