@@ -142,6 +142,8 @@ class History:
                 raise RuntimeError(f"copying refused: {str(exc.details.get('writeErrors', [{}])[0])[:300]}") from None
             self.stored += count
             print(f"    {self.stored} cases stored ({time.monotonic() - started:.0f} s)", flush=True)
+        # Written past audit's projection: its kept weekly figures must be counted again, as after any change.
+        await self.client[f"{self.prefix}_audit"]["stats_weeks"].update_many({}, {"$set": {"token": uuid.uuid4().hex}})
         return time.monotonic() - started
 
 

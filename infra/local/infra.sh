@@ -87,7 +87,9 @@ postgres_reachable() {
 pg_ready() { port_open "$pg_port" && "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port"; }
 
 start_postgres() {
-  if alive postgres; then log "postgres already running (pid $(cat "$pids/postgres.pid"))"; return; fi
+  if alive postgres; then
+    log "postgres already running (pid $(cat "$pids/postgres.pid"))"; prepare_ferretdb_database; return
+  fi
   if port_open "$pg_port"; then
     log "port $pg_port is taken by another process; using it as PostgreSQL"; prepare_ferretdb_database; return
   fi
@@ -158,6 +160,9 @@ start_kafka() {
 }
 
 start_ferretdb() {
+  if alive ferretdb || port_open "$ferret_port"; then  # running already: its PostgreSQL gets the trigger if missing
+    if [[ "$backend" == postgresql ]] && pg_ready; then prepare_ferretdb_database; fi
+  fi
   if alive ferretdb; then log "ferretdb already running (pid $(cat "$pids/ferretdb.pid"))"; return; fi
   if port_open "$ferret_port"; then log "port $ferret_port is taken by another process; using it as the database"; return; fi
   mkdir -p "$ferret_data" "$logs" "$pids"

@@ -27,6 +27,7 @@ def create_app(settings: AuditSettings | None = None, clock: Clock | None = None
     runtime.relay.watch(store.case_versions)  # the sweeper repairs and prunes the read model's version claims
     runtime.relay.watch(store.directory_heads)
     runtime.startup.append(store.ensure_indexes)
+    runtime.background.append(lambda: handlers.backfill_report_weeks(store))
     runtime.background.append(
         lambda: handlers.checkpoint_daily(store, runtime.clock, settings.checkpoint_check_interval_s))
     keys = keystore_for(runtime.client, settings)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +36,11 @@ class AuditStore:
         self.directory_heads = VersionedCollection(self.directory_head, clock)
         self._clock = clock
         self.case_versions = VersionedCollection(self.cases, clock)
+        # The region's figures week by week (domain.stats_part): a token per report week, changed whenever a
+        # case of that week changes, and each region's part of a week kept with the token it was counted at.
+        self.stats_weeks = db["stats_weeks"]
+        self.stats_parts = db["stats_parts"]
+        self.meta = db["meta"]
 
     async def ensure_indexes(self) -> None:
         # The two unique indexes make appending safe without transactions: one entry per seq, one per event.
@@ -40,6 +48,7 @@ class AuditStore:
         await self.trail.create_index([("case_id", ASCENDING), ("event_id", ASCENDING)], unique=True)
         await self.cases.create_index([("region_path", ASCENDING), ("reported_at", DESCENDING)])
         await self.cases.create_index([("region_path", ASCENDING), ("status", ASCENDING)])
+        await self.cases.create_index([("reported_week", ASCENDING), ("region_path", ASCENDING)])
         await self.dead_letters.create_index([("region_path", ASCENDING), ("recorded_at", DESCENDING)])
         await self.dead_letters.create_index([("case_id", ASCENDING)])
         await self.directory.create_index([("trail", ASCENDING), ("seq", ASCENDING)], unique=True)
@@ -152,7 +161,12 @@ class AuditStore:
             # The head moves with them: a case document at trail_seq n has taken in every entry up to n.
             if int(case.get("trail_seq") or 0) < entry["seq"]:
                 fields.update({"trail_seq": entry["seq"], "trail_hash": entry["hash"]})
+            week = domain.report_week(fields.get("reported_at") or case.get("reported_at"))
+            if case.get("reported_week") != week:
+                fields["reported_week"] = week
             if not fields and not new:
+                if updates:  # perhaps a redelivery after a crash between the write below and the touch
+                    await self.touch_weeks([week])
                 return
             changed = dict(case)
             for path, value in {**fields, "updated_at": stamp}.items():
@@ -160,6 +174,8 @@ class AuditStore:
             try:
                 await self.case_versions.write(case_id, {**changed, "version": int(case["version"]) + 1},
                                                base=None if new else case)
+                if updates or "reported_week" in fields:  # after the write: see `stats`
+                    await self.touch_weeks({week, case.get("reported_week") or domain.NO_WEEK})
                 if fields.get("region_path") and not case.get("region_path"):
                     await self.claim_dead_letters(case_id, fields["region_path"])
                 return
@@ -170,18 +186,83 @@ class AuditStore:
     async def case(self, case_id: str) -> dict[str, Any] | None:
         return await self.cases.find_one({"_id": case_id})
 
-    async def search(self, region: str, filters: dict[str, Any], offset: int, limit: int) -> list[dict[str, Any]]:
-        cursor = (self.cases.find({"region_path": region, **filters})
-                  .sort([("reported_at", DESCENDING), ("_id", ASCENDING)]).skip(offset).limit(limit))
-        return await cursor.to_list()
+    async def search(self, region: str, filters: dict[str, Any], offset: int, limit: int,
+                     start: datetime | None = None, end: datetime | None = None) -> list[dict[str, Any]]:
+        """The region's cases matching, newest report first: read a report week at a time from the newest until
+        the page is full (an equality on the week narrows what FerretDB reads; a sort over the whole region
+        would read every case of it)."""
+        known = [d["_id"] for d in await self.stats_weeks.find({}, {"_id": 1}).to_list()]
+        whole, partial = domain.weeks_between(start, end, sorted(known))
+        weeks = sorted((w for w in whole + partial if w != domain.NO_WEEK), reverse=True)
+        weeks += [domain.NO_WEEK] if domain.NO_WEEK in whole else []  # no report time: last, as a sort puts them
+        found: list[dict[str, Any]] = []
+        for week in weeks:
+            docs = await self.cases.find({"region_path": region, "reported_week": week, **filters}).to_list()
+            docs.sort(key=lambda d: d["_id"])
+            docs.sort(key=lambda d: d.get("reported_at") or "", reverse=True)  # stable: ties stay in _id order
+            found += docs
+            if len(found) >= offset + limit:
+                break
+        return found[offset:offset + limit]
 
-    async def stats_rows(self, region: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
-        """The fields the region's stats count and time, of every case matching: one read of the cases (FerretDB
-        scans the collection for each query, so four `$group`s and a find cost five scans)."""
-        return await self.cases.find({"region_path": region, **filters},
-                                     {"status": 1, "needs_attention": 1, "reported_at": 1, "decided_at": 1,
-                                      "first_ack_at": 1, "escalated": 1, "village_code": 1, "types": 1,
-                                      "suspected_types": 1}).to_list()
+    # --- the region's figures -------------------------------------------------------------------------------
+
+    async def touch_weeks(self, weeks: Iterable[str]) -> None:
+        """A case of these report weeks changed: their kept figures are out of date. Called after the case is
+        written, so figures counted from a token read before this call are counted again later."""
+        for week in weeks:
+            for upsert in (True, False):  # two first touches of a week at once: one inserts, the other updates
+                try:
+                    await self.stats_weeks.update_one({"_id": week}, {"$set": {"token": uuid.uuid4().hex}},
+                                                      upsert=upsert)
+                    break
+                except DuplicateKeyError:
+                    continue
+
+    async def stats(self, region: str, start: datetime | None, end: datetime | None) -> dict[str, Any]:
+        """The figures of the region's cases reported in [start, end): each whole week's part as kept (counted
+        again when a case of the week changed since), the weeks cut by a bound counted case by case."""
+        tokens = {d["_id"]: d.get("token") for d in await self.stats_weeks.find({}).to_list()}
+        whole, partial = domain.weeks_between(start, end, sorted(tokens))
+
+        async def kept(week: str) -> dict[str, Any]:
+            key = f"{region}|{week}"
+            part = await self.stats_parts.find_one({"_id": key})
+            if part is not None and part.get("token") == tokens[week]:
+                return json.loads(part["part"])
+            counted = domain.stats_part(await self._stats_rows(region, week))
+            try:
+                await self.stats_parts.replace_one({"_id": key}, {"token": tokens[week], "part": json.dumps(counted)},
+                                                   upsert=True)
+            except DuplicateKeyError:
+                pass  # another reader kept it first
+            return counted
+
+        async def cut(week: str) -> dict[str, Any]:
+            low, high = start and domain.timestamp(start), end and domain.timestamp(end)
+            return domain.stats_part([r for r in await self._stats_rows(region, week)
+                                      if (not low or r["reported_at"] >= low) and (not high or r["reported_at"] < high)])
+
+        parts = await asyncio.gather(*(kept(w) for w in whole), *(cut(w) for w in partial))
+        return domain.merge_parts(parts)
+
+    async def _stats_rows(self, region: str, week: str) -> list[dict[str, Any]]:
+        return await self.cases.find({"region_path": region, "reported_week": week},
+                                     dict.fromkeys(domain.STATS_FIELDS, 1)).to_list()
+
+    async def backfill_report_weeks(self) -> int:
+        """Case documents written before they carried their report week get it (once per database)."""
+        if await self.meta.find_one({"_id": "report_weeks"}):
+            return 0
+        weeks: set[str] = set()
+        async for case in self.cases.find({"reported_week": {"$exists": False}}, {"reported_at": 1}):
+            week = domain.report_week(case.get("reported_at"))
+            await self.cases.update_one({"_id": case["_id"], "reported_week": {"$exists": False}},
+                                        {"$set": {"reported_week": week}})
+            weeks.add(week)
+        await self.touch_weeks(weeks)
+        await self.meta.replace_one({"_id": "report_weeks"}, {"done": True}, upsert=True)
+        return len(weeks)
 
     # --- dead letters ---------------------------------------------------------------------------------------
 
@@ -222,6 +303,7 @@ class AuditStore:
                        "version": int(case["version"]) + 1}
             try:
                 await self.case_versions.write(case_id, flagged, base=case)
+                await self.touch_weeks([case.get("reported_week") or domain.report_week(case.get("reported_at"))])
                 return
             except DuplicateKeyError:
                 continue  # another writer first: flag its version

@@ -8,6 +8,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from services.referral.domain import PRIORITY_RANK
 from shared.clock import Clock
 from shared.outbox import AggregateStore, OutboxRelay, Outgoing
 
@@ -37,10 +38,16 @@ class ReferralStore(AggregateStore):
 
     async def search(self, scope: dict[str, Any], filters: dict[str, Any], offset: int,
                      limit: int) -> list[dict[str, Any]]:
-        """Referrals within `scope` (a unit or a region), most urgent first, then oldest."""
-        cursor = (self.collection.find({**filters, **scope}, _HIDDEN)
-                  .sort(_URGENT_FIRST).skip(offset).limit(limit))
-        return await cursor.to_list()
+        """Referrals within `scope` (a unit or a region), most urgent first, then oldest: read one priority at a
+        time until the page is full (an equality on the priority narrows what FerretDB reads; a sort over the
+        whole unit would read every referral it ever had)."""
+        found: list[dict[str, Any]] = []
+        for rank in sorted(set(PRIORITY_RANK.values())):
+            docs = await self.collection.find({**filters, **scope, "priority_rank": rank}, _HIDDEN).to_list()
+            found += sorted(docs, key=lambda d: (str(d.get("created_at") or ""), d["_id"]))
+            if len(found) >= offset + limit:
+                break
+        return found[offset:offset + limit]
 
     async def due_for_escalation(self, now_ts: float, limit: int = 1000) -> list[dict[str, Any]]:
         """Referrals whose next deadline has passed without an escalation for it (a scan on FerretDB: periodic)."""

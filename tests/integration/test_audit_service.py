@@ -266,6 +266,40 @@ async def test_cases_are_searched_and_counted_within_the_supervisors_region(infr
     assert sum(w["reports"] for w in stats["weeks"]) == 3
 
 
+async def test_the_figures_kept_per_week_are_counted_again_when_a_case_of_that_week_changes(
+        infra, isolation, audit_db):
+    """Stats keep each week's figures (FerretDB cannot count a year of cases on every view) but never show stale
+    ones: a case that changes makes its week counted again; a period cut inside a week is counted case by case."""
+    long_ago = datetime(2026, 3, 4, 10, tzinfo=UTC)  # a Wednesday, in a week no other test reports in
+    a, b = (case_reported(received_at=long_ago + timedelta(hours=h), observed_at=long_ago - timedelta(days=1))
+            .model_copy(update={"occurred_at": long_ago + timedelta(hours=h)}) for h in (0, 48))
+    async with serving(_app(infra, isolation)) as http:
+        for event in (a, b):
+            await publish(infra["kafka"], topics.INTAKE, event)
+            await _trail(http, event.case_id, 1, prefix=isolation["db_prefix"])
+        week = {"reported_from": "2026-03-02T00:00:00+00:00", "reported_to": "2026-03-09T00:00:00+00:00"}
+        first = (await http.get("/v1/stats", headers=SUPERVISOR, params=week)).json()
+        assert first["by_status"] == {"reported": 2}
+        kept = await audit_db["stats_parts"].find_one({"_id": "36.03|2026-03-02"})
+        assert kept is not None and json.loads(kept["part"])["by_status"] == [["reported", 2]]
+        again = (await http.get("/v1/stats", headers=SUPERVISOR, params=week)).json()
+        assert again == first  # from the kept part
+        await publish(infra["kafka"], topics.VERIFICATION, _verified(a, types=("tppo",)))
+
+        async def decided():
+            body = (await http.get("/v1/stats", headers=SUPERVISOR, params=week)).json()
+            return body if body["by_status"] == {"reported": 1, "verified": 1} else None
+
+        after = await eventually(decided, timeout=30)
+        assert after["by_type"] == {"tppo": 1} and after["decided_cases"] == 1
+        # Thursday on: b only (reported on Friday), counted case by case from the week's cases
+        cut = (await http.get("/v1/stats", headers=SUPERVISOR,
+                              params={**week, "reported_from": "2026-03-05T00:00:00+00:00"})).json()
+        assert cut["total"] == 1 and cut["by_status"] == {"reported": 1}
+        everything = (await http.get("/v1/stats", headers=SUPERVISOR)).json()
+        assert everything["total"] == 2
+
+
 async def test_a_message_that_is_not_json_is_dead_lettered_and_listed_while_the_consumer_goes_on(infra, isolation):
     good = case_reported()
     garbage_key = good.case_id  # same key, same partition: the good event is read only after the garbage

@@ -130,3 +130,52 @@ def test_stats_groups_counted_from_one_read_match_what_group_answers():
     assert sum(row["n"] for row in attention if row["_id"] is True) == 1
     view = domain.stats_view("36.03", domain.grouped(cases, "status"), domain.grouped(cases, "types"), [])
     assert view["total"] == 4 and view["by_type"] == {"np_pmi": 2, "tppm": 1, "tppo": 2}
+
+
+def _counted_at_once(region, cases):
+    """The figures as audit counted them before it kept parts: every case read, grouped and timed in one go."""
+    by_status, by_types, by_village, attention = (
+        domain.grouped(cases, field) for field in ("status", "types", "village_code", "needs_attention"))
+    return {**domain.stats_view(region, by_status, by_types, by_village),
+            "needing_attention": sum(row["n"] for row in attention if row["_id"] is True),
+            **domain.timings_view(cases), **domain.weekly_view(cases)}
+
+
+def test_weekly_parts_add_up_to_the_figures_of_all_the_cases_counted_at_once():
+    import random
+
+    rng = random.Random(3)
+    cases = []
+    for n in range(300):
+        reported = datetime(2026, 9, 1, tzinfo=UTC).timestamp() + rng.randint(0, 80 * 86400)
+        case = {"status": rng.choice(["screened", "referred", "rejected", None]),
+                "types": rng.choice([[], ["tppo"], ["tppo", "np_pmi"]]), "suspected_types": ["tppm"],
+                "village_code": rng.choice(["36.03.11.2002", "36.03.11.2009", None]),
+                "needs_attention": rng.random() < 0.1,
+                "reported_at": datetime.fromtimestamp(reported, UTC).isoformat()}
+        if rng.random() < 0.6:
+            case["decided_at"] = datetime.fromtimestamp(reported + rng.randint(60, 9 * 86400), UTC).isoformat()
+            if rng.random() < 0.5:
+                case["first_ack_at"] = datetime.fromtimestamp(reported + 10 * 86400 + n, UTC).isoformat()
+            if rng.random() < 0.2:
+                case["escalated"] = {"r1": datetime.fromtimestamp(reported + 12 * 86400, UTC).isoformat()}
+        cases.append(case)
+    weeks: dict[str, list] = {}
+    for case in cases:
+        weeks.setdefault(domain.report_week(case["reported_at"]), []).append(case)
+    assert len(weeks) > 10
+    parts = [json.loads(json.dumps(domain.stats_part(group))) for group in weeks.values()]  # as stored
+    assert domain.stats_of("36.03", domain.merge_parts(parts)) == _counted_at_once("36.03", cases)
+    assert domain.stats_of("36.03", domain.merge_parts([])) == _counted_at_once("36.03", [])
+
+
+def test_the_weeks_a_period_covers_whole_and_in_part():
+    known = ["2026-11-02", "2026-11-09", "2026-11-16", "2026-11-23", domain.NO_WEEK]
+    assert domain.weeks_between(None, None, known) == (known, [])
+    whole, partial = domain.weeks_between(datetime(2026, 11, 8, 17, tzinfo=UTC), datetime(2026, 11, 23, tzinfo=UTC),
+                                          known)
+    assert (whole, partial) == (["2026-11-09", "2026-11-16"], ["2026-11-02"])  # Monday 00:00 WIB is Sunday 17:00 UTC
+    assert domain.weeks_between(datetime(2026, 11, 9, tzinfo=UTC), None, known) == (
+        ["2026-11-09", "2026-11-16", "2026-11-23"], [])
+    assert domain.report_week(None) == domain.NO_WEEK
+    assert domain.report_week("2026-11-29T23:00:00+00:00") == "2026-11-23"
