@@ -8,8 +8,9 @@ history is then grown to each size by copying them straight into the databases (
 copies are of the decided cases only (a year of history is mostly decided; the
 live cases stay the templates); each copy gets a new case id and case number everywhere it appears (report, screening, referrals, read model,
 trail entries) and its personal data is sealed again under a new case key (shared/crypto, bound to the new id), so
-every copy reads like the case it was made from. Copied referrals are not escalated (their deadline timers would
-otherwise fire a storm of escalations, which is the pipeline's benchmark, not this one).
+every copy reads like the case it was made from. Copied referrals are closed, as a year's referrals mostly are
+(open ones would fill every unit's inbox with thousands of long-overdue referrals, and their deadline timers would fire
+a storm of escalations, which is the pipeline's benchmark, not this one).
 
 Measures single-document writes first (WRITES inserts, each followed by a replacement by _id, as a version step
 writes), then p50/p99 over RUNS requests of: the verifier queue (first page, and a page after following `next`
@@ -116,8 +117,9 @@ class History:
             doc = reseal(doc, template["key"], template["case_id"], key, new_id)
             if isinstance(doc["_id"], ObjectId):
                 doc["_id"] = ObjectId()  # trail entries: the server's kind of id, one per copy
-            if name == "referrals":
-                doc["escalation_pending"] = False
+            if name == "referrals":  # a year of history: the copies' referrals were worked and closed long ago
+                doc.update(status="closed", outcome="police_report_filed", next_deadline=None, next_due_ts=None,
+                           escalation_pending=False)
             out.append((service, name, doc))
         return new_id, key, out
 

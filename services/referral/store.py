@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.referral.domain import PRIORITY_RANK
+
+OPEN_STATUSES = ("created", "acknowledged", "accepted")  # the ones with a next deadline
 from shared.clock import Clock
 from shared.outbox import AggregateStore, OutboxRelay, Outgoing
 
@@ -57,12 +59,22 @@ class ReferralStore(AggregateStore):
 
     async def needing_attention(self, region: str, now_ts: float, offset: int, limit: int) -> list[dict[str, Any]]:
         """Referrals in a region that are past a deadline or declined with nobody left to take them: unassigned
-        first, then the longest overdue. One sorted query, so every page continues where the previous one ended."""
-        query = {"region_path": region, "$or": [{"next_due_ts": {"$lt": now_ts}}, {"needs_supervisor": True}]}
-        cursor = (self.collection.find(query, _HIDDEN)
-                  .sort([("needs_supervisor", DESCENDING), ("next_due_ts", ASCENDING), ("_id", ASCENDING)])
-                  .skip(offset).limit(limit))
-        return await cursor.to_list()
+        first, then the longest overdue. Read as equalities FerretDB hands to PostgreSQL (an `$or` or a range it
+        would answer by reading every referral of the region): declined with nobody left; open with their
+        deadline's breach already escalated; open with a deadline not yet escalated, kept when it has passed."""
+        region_path = {"region_path": region}
+        reads = [{**region_path, "needs_supervisor": True},
+                 *({**region_path, "status": status, "escalation_pending": False} for status in OPEN_STATUSES),
+                 {**region_path, "escalation_pending": True}]
+        found: dict[str, dict[str, Any]] = {}
+        for query in reads:
+            for doc in await self.collection.find(query, _HIDDEN).to_list():
+                due = doc.get("next_due_ts")
+                if doc.get("needs_supervisor") is True or (isinstance(due, int | float) and due < now_ts):
+                    found[doc["_id"]] = doc
+        ordered = sorted(found.values(), key=lambda d: (not d.get("needs_supervisor"), d.get("next_due_ts") or 0,
+                                                        d["_id"]))
+        return ordered[offset:offset + limit]
 
 
 class CaseStore(AggregateStore):
