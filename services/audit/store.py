@@ -48,7 +48,10 @@ class AuditStore:
         await self.trail.create_index([("case_id", ASCENDING), ("event_id", ASCENDING)], unique=True)
         await self.cases.create_index([("region_path", ASCENDING), ("reported_at", DESCENDING)])
         await self.cases.create_index([("region_path", ASCENDING), ("status", ASCENDING)])
+        # Led by fields searches select on: on FerretDB over PostgreSQL an index's first field also gets the index
+        # its equality filters can use (infra/local/postgres/lookups.sql).
         await self.cases.create_index([("reported_week", ASCENDING), ("region_path", ASCENDING)])
+        await self.cases.create_index([("status", ASCENDING), ("region_path", ASCENDING)])
         await self.dead_letters.create_index([("region_path", ASCENDING), ("recorded_at", DESCENDING)])
         await self.dead_letters.create_index([("case_id", ASCENDING)])
         await self.directory.create_index([("trail", ASCENDING), ("seq", ASCENDING)], unique=True)

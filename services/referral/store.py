@@ -29,6 +29,10 @@ class ReferralStore(AggregateStore):
         await self.collection.create_index([("escalation_pending", ASCENDING), ("next_due_ts", ASCENDING)])
         await self.collection.create_index([("region_path", ASCENDING), ("next_due_ts", ASCENDING)])
         await self.collection.create_index([("region_path", ASCENDING), ("needs_supervisor", ASCENDING)])
+        # Led by the fields the inbox and the overdue list select on: on FerretDB over PostgreSQL an index's first
+        # field also gets the index its equality filters can use (infra/local/postgres/lookups.sql).
+        await self.collection.create_index([("status", ASCENDING), ("agency_id", ASCENDING)])
+        await self.collection.create_index([("needs_supervisor", ASCENDING)])
 
     async def open(self, doc: dict[str, Any], events: list[Outgoing], applied: str) -> bool:
         """Insert a new referral with its outbox; False if it exists (its id is derived from case and agency)."""
