@@ -115,10 +115,11 @@ test-integration test-e2e: install
 	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:$(T_KAFKA)
 	$(TEST_INFRA) $(PY) -m pytest tests/$(subst test-,,$@) -q $(PYTEST_ARGS)
 
-bench: install ## whole-path throughput and latencies as ratios to Kafka/database ceilings and a synchronous app (BENCH_ARGS="--rate 20 --reports 500"), then tests/bench_history.py if present; fresh test instance
+bench: install ## whole-path throughput and latencies as ratios to Kafka/database ceilings and a synchronous app (BENCH_ARGS="--rate 20 --reports 500"), then tests/bench_history.py if present on a fresh instance of its own (the bench's leftovers would be its templates); fresh test instance
 	$(TEST_INFRA) $(INFRA) fresh
 	$(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:$(T_KAFKA)
 	$(TEST_INFRA) $(PY) -m tests.bench $(BENCH_ARGS) && if [ -f tests/bench_history.py ]; then \
+		$(TEST_INFRA) $(INFRA) fresh && $(TEST_INFRA) $(PY) -m shared.kafka --bootstrap 127.0.0.1:$(T_KAFKA) && \
 		$(TEST_INFRA) $(PY) -m tests.bench_history $(BENCH_HISTORY_ARGS); fi; rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
 
 bench-history: install ## the list endpoints with 1,000 and 100,000 stored cases (CASES="1000 100000"), on a fresh test instance
