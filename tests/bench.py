@@ -42,6 +42,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -206,24 +207,10 @@ async def verifier(http: httpx.AsyncClient, target: Target, run: Run, stop: asyn
             finally:
                 busy.discard(case_id)
 
-    spawned: set[asyncio.Task] = set()
-    try:
-        while not stop.is_set():
-            try:
-                queue = await _pages(http, target.verification + "/v1/queue", headers, {"limit": 200})
-            except (RuntimeError, httpx.HTTPError) as exc:
-                run.errors[f"queue {exc}"[:60]] += 1
-                queue = []
-            todo = [i["case_id"] for i in queue
-                    if i["case_id"] in run.sent and i["case_id"] not in run.decided and i["case_id"] not in busy]
-            for case_id in todo:
-                busy.add(case_id)
-                spawned.add(task := asyncio.create_task(decide(case_id)))
-                task.add_done_callback(spawned.discard)
-            await asyncio.sleep(0.2 if todo else 0.5)
-    finally:
-        for task in spawned:
-            task.cancel()
+    await _work_through(stop, run, "queue", busy,
+                        lambda: _pages(http, target.verification + "/v1/queue", headers, {"limit": 200}),
+                        lambda i: i["case_id"] if i["case_id"] in run.sent and i["case_id"] not in run.decided else None,
+                        lambda i: decide(i["case_id"]))
 
 
 async def investigator(http: httpx.AsyncClient, target: Target, run: Run, stop: asyncio.Event,
@@ -247,20 +234,31 @@ async def investigator(http: httpx.AsyncClient, target: Target, run: Run, stop: 
             finally:
                 busy.discard(referral["referral_id"])
 
+    await _work_through(stop, run, "inbox", busy,
+                        lambda: _pages(http, target.referral + "/v1/referrals", headers,
+                                       {"status": "created", "limit": 200}),
+                        lambda r: r["referral_id"] if r["case_id"] in run.sent and r["case_id"] not in run.acked
+                        else None,
+                        acknowledge)
+
+
+async def _work_through(stop: asyncio.Event, run: Run, what: str, busy: set[str],
+                        fetch: Callable[[], Awaitable[list[dict]]], key_of: Callable[[dict], str | None],
+                        act: Callable[[dict], Awaitable[None]]) -> None:
+    """Until `stop`: read the list, start `act` on each item still to do (`key_of` gives its key, None when done)
+    that is not in hand already (`act` takes its key out of `busy` when it ends), then poll again."""
     spawned: set[asyncio.Task] = set()
     try:
         while not stop.is_set():
             try:
-                inbox = await _pages(http, target.referral + "/v1/referrals", headers,
-                                     {"status": "created", "limit": 200})
+                items = await fetch()
             except (RuntimeError, httpx.HTTPError) as exc:
-                run.errors[f"inbox {exc}"[:60]] += 1
-                inbox = []
-            todo = [r for r in inbox if r["case_id"] in run.sent and r["case_id"] not in run.acked
-                    and r["referral_id"] not in busy]
-            for referral in todo:
-                busy.add(referral["referral_id"])
-                spawned.add(task := asyncio.create_task(acknowledge(referral)))
+                run.errors[f"{what} {exc}"[:60]] += 1
+                items = []
+            todo = [(key, item) for item in items if (key := key_of(item)) is not None and key not in busy]
+            for key, item in todo:
+                busy.add(key)
+                spawned.add(task := asyncio.create_task(act(item)))
                 task.add_done_callback(spawned.discard)
             await asyncio.sleep(0.2 if todo else 0.5)
     finally:

@@ -266,29 +266,6 @@ def field_at(doc: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def _median_seconds(pairs: list[tuple[str, str]]) -> float | None:
-    spans = sorted((datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds() for a, b in pairs)
-    if not spans:
-        return None
-    mid = len(spans) // 2
-    return spans[mid] if len(spans) % 2 else (spans[mid - 1] + spans[mid]) / 2
-
-
-def timings_view(cases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Medians computed here: FerretDB's $group has only $sum and $count."""
-    to_decision = [(c["reported_at"], c["decided_at"]) for c in cases if c.get("reported_at") and c.get("decided_at")]
-    to_ack = [(c["decided_at"], c["first_ack_at"]) for c in cases if c.get("decided_at") and c.get("first_ack_at")]
-    escalated = [c for c in cases if c.get("escalated")]
-    return {
-        "median_seconds_report_to_decision": _median_seconds(to_decision),
-        "median_seconds_decision_to_first_acknowledgement": _median_seconds(to_ack),
-        "decided_cases": len(to_decision),
-        "acknowledged_cases": len(to_ack),
-        "cases_with_overdue_referrals": len(escalated),
-        "overdue_referrals": sum(len(c["escalated"]) for c in escalated),
-    }
-
-
 def week_of(stamp: str) -> str:
     """The Monday (UTC) of the week an instant falls in."""
     day = datetime.fromisoformat(stamp).astimezone(UTC).date()
@@ -422,16 +399,19 @@ def stats_of(region: str, part: Mapping[str, Any]) -> dict[str, Any]:
     def rows(field: str) -> list[dict[str, Any]]:
         return [{"_id": key, "n": n} for key, n in part[field]]
 
+    return {**stats_view(region, rows("by_status"), rows("by_types"), rows("by_village")),
+            "needing_attention": part["needing_attention"], **_timings(part), "weeks": part["weeks"]}
+
+
+def _timings(part: Mapping[str, Any]) -> dict[str, Any]:
+    """Medians computed here: FerretDB's $group has only $sum and $count."""
     return {
-        **stats_view(region, rows("by_status"), rows("by_types"), rows("by_village")),
-        "needing_attention": part["needing_attention"],
         "median_seconds_report_to_decision": _median(part["to_decision"]),
         "median_seconds_decision_to_first_acknowledgement": _median(part["to_ack"]),
         "decided_cases": len(part["to_decision"]),
         "acknowledged_cases": len(part["to_ack"]),
         "cases_with_overdue_referrals": part["cases_with_overdue_referrals"],
         "overdue_referrals": part["overdue_referrals"],
-        "weeks": part["weeks"],
     }
 
 

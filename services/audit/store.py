@@ -178,7 +178,7 @@ class AuditStore:
                 await self.case_versions.write(case_id, {**changed, "version": int(case["version"]) + 1},
                                                base=None if new else case)
                 if updates or "reported_week" in fields:  # after the write: see `stats`
-                    await self.touch_weeks({week, case.get("reported_week") or domain.NO_WEEK})
+                    await self.touch_weeks({week} if new else {week, case.get("reported_week") or domain.NO_WEEK})
                 if fields.get("region_path") and not case.get("region_path"):
                     await self.claim_dead_letters(case_id, fields["region_path"])
                 return
