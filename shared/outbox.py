@@ -19,7 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -75,6 +75,14 @@ class KeyedLocks:
             self._users[key] -= 1
             if not self._users[key]:
                 del self._users[key], self._locks[key]
+
+    @contextlib.asynccontextmanager
+    async def hold_all(self, keys: Iterable[Any]) -> AsyncIterator[None]:
+        """Every lock of `keys`, taken in sorted order (two holders of overlapping keys never wait on each other)."""
+        async with contextlib.AsyncExitStack() as stack:
+            for key in sorted(set(keys)):
+                await stack.enter_async_context(self.hold(key))
+            yield
 
 
 # Fewer wasted retries inside one process (e.g. a counter's $inc); correctness across processes never rests on it.

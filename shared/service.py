@@ -50,14 +50,17 @@ class Runtime:
     def require(self) -> Callable[..., Callable[..., Awaitable[object]]]:
         return authenticator(load_public_keys(self.settings.jwt_public_key))
 
-    def consume(self, *topic_names: str, apply: Callable, description: str) -> None:
-        """Subscribe `apply(envelope)` to `topic_names` in this service's consumer group."""
+    def consume(self, *topic_names: str, apply: Callable, description: str, serial_topics: tuple[str, ...] = ()
+                ) -> None:
+        """Subscribe `apply(envelope)` to `topic_names` in this service's consumer group; the events of one case
+        are applied in order, different cases side by side, and a topic of `serial_topics` one event at a time."""
         consumer = EventConsumer(
             name=self.settings.service, apply=apply, dead_letter=kafka.publisher_for(self.broker),
             attempts=self.settings.consumer_attempts, backoff_s=self.settings.consumer_backoff_s,
         )
         subscribe(self.broker, consumer, *topic_names, group_id=self.settings.group_id, description=description,
-                  offset_reset=self.settings.consumer_offset_reset)
+                  offset_reset=self.settings.consumer_offset_reset, batch=self.settings.consumer_batch,
+                  concurrency=self.settings.consumer_concurrency, serial_topics=serial_topics)
 
 
 def build_runtime(settings: ServiceSettings, clock: Clock | None = None) -> Runtime:

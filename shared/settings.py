@@ -65,6 +65,10 @@ class ServiceSettings(BaseSettings):
     consumer_offset_reset: Literal["earliest", "latest"] = "earliest"
     consumer_attempts: int = Field(3, ge=1)
     consumer_backoff_s: float = Field(0.2, ge=0)
+    # A consumer takes up to this many records at once and applies up to `consumer_concurrency` cases of them side
+    # by side (one case's events always in order); the batch's offsets are committed when all are applied.
+    consumer_batch: int = Field(100, ge=1, le=10_000)
+    consumer_concurrency: int = Field(16, ge=1, le=256)
     max_body_bytes: int = Field(256 * 1024, gt=0)
 
     @model_validator(mode="after")

@@ -304,12 +304,29 @@ async def trail_watcher(db, run: Run, stop: asyncio.Event) -> None:
         await asyncio.sleep(1)
 
 
+def database_transactions() -> int | None:
+    """PostgreSQL's count of committed transactions in FerretDB's database (every statement FerretDB runs for a
+    command is one): work done for everyone, the benchmark's own polling included. None on another backend."""
+    if (os.environ.get("WASPADA_FERRETDB_BACKEND") or "postgresql") != "postgresql":
+        return None
+    psql = Path(os.environ.get("POSTGRES_BIN", "/usr/lib/postgresql/15/bin")) / "psql"
+    try:
+        out = subprocess.run([str(psql), "-h", "127.0.0.1", "-p", os.environ.get("POSTGRES_PORT", "15432"),
+                              "-U", "postgres", "-d", "ferretdb", "-tAc",
+                              "SELECT xact_commit FROM pg_stat_database WHERE datname = 'ferretdb'"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        return int(out.strip())
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+
+
 async def drive(target: Target, bodies: list[dict], rate: float, time_cap: float, settle: float = 90
                 ) -> dict[str, Any]:
     """Send `bodies` at `rate` with the verifier and the investigator working; stop when every accepted report is
     fully through or `time_cap` seconds after the first POST; then let the system settle, count and measure."""
     run = Run()
     stop = asyncio.Event()
+    transactions_before = await asyncio.to_thread(database_transactions)
     mongo = AsyncMongoClient(MONGO)
     db = mongo[target.trail_db]
     background = []
@@ -352,6 +369,11 @@ async def drive(target: Target, bodies: list[dict], rate: float, time_cap: float
             await asyncio.sleep(2)
         figures["settled"] = settled
         figures["settle_s"] = round(time.time() - start - wall, 1)
+        await asyncio.sleep(2)  # PostgreSQL publishes a backend's counts within a second of its last transaction
+        transactions_after = await asyncio.to_thread(database_transactions)
+        if transactions_before is not None and transactions_after is not None and figures["accepted"]:
+            figures["database_transactions_per_report"] = round(
+                (transactions_after - transactions_before) / figures["accepted"], 1)
         return figures
     finally:
         await mongo.close()
@@ -566,7 +588,7 @@ def table(result: dict[str, Any]) -> str:
              f"ceiling B (+1 bulk insert/hop): {b['throughput_per_s']}/s, p50 {b['latency']['p50_ms']} ms; "
              f"one database write p50 {w['p50_ms']} ms",
              f"{'run':<26}{'through':>9}{'/s':>7}{'xA':>7}{'xB':>7}{'xSync':>7}{'screened p50/p95/p99':>24}"
-             f"{'decision→ref p50/p99':>22}{'→trail p50/p99':>18}{'accept p50':>11}{'lost':>5}{'dbl':>4}"]
+             f"{'decision→ref p50/p99':>22}{'→trail p50/p99':>18}{'accept p50':>11}{'db tx/rep':>10}{'lost':>5}{'dbl':>4}"]
     for run in result["runs"]:
         r = run.get("ratios", {})
 
@@ -580,9 +602,11 @@ def table(result: dict[str, Any]) -> str:
                      f"{r.get('throughput_over_ceiling_a') or '-':>7}{r.get('throughput_over_ceiling_b') or '-':>7}"
                      f"{r.get('throughput_over_sync') or '-':>7}{ms('report_to_screened', 50, 95, 99):>24}"
                      f"{ms('decision_to_referral', 50, 99):>22}{ms('event_to_trail', 50, 99):>18}"
-                     f"{ms('accept', 50):>11}{lost:>5}{doubled:>4}" + ("  (time cap)" if run["capped"] else "")
+                     f"{ms('accept', 50):>11}{run.get('database_transactions_per_report') or '-':>10}"
+                     f"{lost:>5}{doubled:>4}" + ("  (time cap)" if run["capped"] else "")
                      + ("" if run.get("settled", True) else "  (not settled)"))
-    lines.append("lost in (): still missing when the run stopped waiting for its late work; x*: ratios; times in ms")
+    lines.append("lost in (): still missing when the run stopped waiting for its late work; x*: ratios; times in ms; "
+                 "db tx/rep: PostgreSQL transactions per accepted report (all clients)")
     lines.append(f"load average at the start {result.get('load_average_at_start')}, "
                  f"at the end {result['load_average']}")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
@@ -60,13 +60,19 @@ class AuditStore:
 
     # --- the trail ------------------------------------------------------------------------------------------
 
-    async def append(self, case_id: str, event_id: str, build: BuildEntry, attempts: int = 20
-                     ) -> tuple[dict[str, Any], bool]:
+    async def append(self, case_id: str, event_id: str, build: BuildEntry, attempts: int = 20,
+                     case: Mapping[str, Any] | None | Literal["unread"] = "unread") -> tuple[dict[str, Any], bool]:
         """Append the entry `build(last entry)` once per event; returns the event's entry and whether it is new.
         The head is first read from the case document (a read by _id, which every server answers from its
-        primary key; FerretDB scans for anything else), else found by searching the trail."""
-        return await _append(self.trail, "case_id", case_id, event_id, build, attempts,
-                             lambda: self.cases.find_one({"_id": case_id}, {"trail_seq": 1, "trail_hash": 1}))
+        primary key; FerretDB scans for anything else; `case`: as the caller just read it), else found by
+        searching the trail."""
+
+        async def head() -> Mapping[str, Any] | None:
+            if case != "unread":
+                return case  # type: ignore[return-value]
+            return await self.cases.find_one({"_id": case_id}, {"trail_seq": 1, "trail_hash": 1})
+
+        return await _append(self.trail, "case_id", case_id, event_id, build, attempts, head)
 
     async def append_batch(self, builds: Mapping[str, tuple[str, BuildEntry]], now: datetime) -> int:
         """Append one entry to each of many cases' trails (case id -> (event id, build)): one insert for all the
@@ -135,15 +141,19 @@ class AuditStore:
 
     # --- the case read model --------------------------------------------------------------------------------
 
-    async def project(self, case_id: str, entry: Mapping[str, Any], updates: list[domain.CaseUpdate]) -> None:
+    async def project(self, case_id: str, entry: Mapping[str, Any], updates: list[domain.CaseUpdate],
+                      case: dict[str, Any] | None | Literal["unread"] = "unread") -> None:
         """Bring the case document up to date with an entry; idempotent and tolerant of reordering.
 
-        One read by _id and one version claim: of two processes projecting into one case at once, one writes and
-        the other reads again and adds its entry to what the first wrote."""
+        One read by _id (none when the caller passes the `case` it just read) and one version claim: of two
+        processes projecting into one case at once, one writes and the other reads again and adds its entry to
+        what the first wrote."""
         now = self._clock.now()
         stamp = domain.timestamp(now)
+        known = case
         for _ in range(20):
-            case = await self.case_versions.load(case_id)
+            case = await self.case_versions.load(case_id) if known == "unread" else known
+            known = "unread"
             new = case is None
             if case is None:
                 case = {"_id": case_id, **domain.new_case(now), "version": 0}

@@ -16,7 +16,7 @@ from shared.contracts import intake
 from shared.contracts.envelope import Envelope
 from shared.crypto import KeyStore
 from shared.http import ApiError, case_erased, errors, invalid, not_found
-from shared.outbox import ConcurrentUpdate
+from shared.outbox import ConcurrentUpdate, KeyedLocks
 from shared.service import Runtime
 
 
@@ -28,14 +28,18 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
         doc = await store.load(case_id)
         if doc is None or not regions.covers(principal.region, doc["village_code"]):
             raise not_found()
-        return await both_ways(doc)
+        return doc
 
-    async def both_ways(doc: dict[str, Any]) -> dict[str, Any]:
-        """The case with the links of later reports too, read from the link-index entries it is filed under."""
+    async def link_entries(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The link-index entries the case is filed under (where later reports that share something show)."""
         index = doc.get("index") or {}
         buckets = linking.bucket_ids(intake.CaseReported.model_validate(doc["report"])) \
             if index.get("buckets") and doc.get("report") else []
-        return domain.with_later_links(doc, await store.link_entries(index.get("identities", []), buckets))
+        return await store.link_entries(index.get("identities", []), buckets)
+
+    async def both_ways(doc: dict[str, Any]) -> dict[str, Any]:
+        """The case with the links of later reports too."""
+        return domain.with_later_links(doc, await link_entries(doc))
 
     @router.get("/queue", response_model=Page[QueueItem], responses=errors(401, 403, 422),
                 summary="Cases awaiting a decision in your region, most urgent first, then oldest "
@@ -69,7 +73,7 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
     @router.get("/cases/{case_id}", response_model=CaseView,
                 responses={200: {"headers": ETAG}, **errors(401, 403, 404)}, summary="A case with its report, screening, links and watch-list hits")
     async def get_case(case_id: str, principal: Annotated[Principal, Depends(verifier)]) -> JSONResponse:
-        doc = await in_region(case_id, principal)
+        doc = await both_ways(await in_region(case_id, principal))
         await access_log.viewed(principal, case_id, "case")
         return JSONResponse(domain.verifier_view(doc, await keys.key(case_id)),
                             headers={"ETag": f'"{doc["version"]}"'})
@@ -89,7 +93,9 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
             expected = int(if_match.strip().removeprefix("W/").strip('"'))
         except ValueError as exc:
             raise invalid("If-Match", 'must be the case version, e.g. "3"') from exc
-        doc = await in_region(case_id, principal)
+        found = await in_region(case_id, principal)
+        entries = await link_entries(found)  # read once: a decision does not change the index
+        doc = domain.with_later_links(found, entries)
         if doc["version"] != expected:
             raise ApiError(409, "version_conflict", "the case changed since you loaded it",
                            {"current": domain.queue_item(doc) | {"status": doc["status"]}})
@@ -106,7 +112,7 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
             raise ApiError(409, "version_conflict", "another decision was recorded first",
                            {"current": domain.queue_item(current) | {"status": current["status"]}
                             if current else None}) from exc
-        doc = await both_ways(await store.load(case_id))
+        doc = domain.with_later_links(await store.load(case_id), entries)
         return JSONResponse(domain.verifier_view(doc, await keys.key(case_id)), headers={"ETag": f'"{new_version}"'})
 
     supervisor = runtime.require("supervisor")
@@ -140,6 +146,7 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
 
 def subscribers(runtime: Runtime, store: CaseStore, keys: KeyStore) -> None:
     key = runtime.settings.identifier_key.get_secret_value().encode()
+    linking_turns = KeyedLocks()
 
     async def screen_and_link(event: Envelope) -> None:
         sealed = domain.report_of(event)
@@ -153,8 +160,15 @@ def subscribers(runtime: Runtime, store: CaseStore, keys: KeyStore) -> None:
                                    lambda doc: domain.on_reported(doc, event, now, key=None))
             return
         mine = linking.identities(report, key)
-        matches, beyond = await store.identity_matches(mine, event.case_id)
-        nearby = await store.reported_near(linking.bucket_ids(report), event.case_id)
+        this_case = linking.case_ref(report, event.case_id)
+        # Reports applied side by side that share a person, a recruiter or a village-day take turns from reading
+        # the index to adding themselves to it, so the later one finds the earlier one.
+        async with linking_turns.hold_all([identity.digest for identity in mine] + [linking.own_bucket(report)]):
+            matches, beyond = await store.identity_matches(mine, event.case_id)
+            nearby = await store.reported_near(linking.bucket_ids(report), event.case_id)
+            # The earlier cases are not rewritten (their pages find this one in the index), only told by event.
+            await store.index_identities(this_case, mine)
+            await store.index_report(linking.own_bucket(report), this_case)
         links = linking.shared_identity_links(matches)
         shared = {link["case_id"] for link in links}
         links += [linking.link_of(o, ["two reporters of the village within a day"], "corroborates")
@@ -163,10 +177,6 @@ def subscribers(runtime: Runtime, store: CaseStore, keys: KeyStore) -> None:
         more += beyond
         hits = linking.watchlist_hits(report, await store.watch_entries(regions.path(report.village_code)), key)
         indexed = {"identities": [identity.digest for identity in mine], "buckets": [linking.own_bucket(report)]}
-        # The earlier cases are not rewritten (their pages find this one in the index), only told by event.
-        this_case = linking.case_ref(report, event.case_id)
-        await store.index_identities(this_case, mine)
-        await store.index_report(linking.own_bucket(report), this_case)
         await store.apply_once(event.case_id, event.event_id,
                                lambda doc: domain.on_reported(doc, event, now, key=case_key, links=links,
                                                                watch_hits=hits, more_links=more, indexed=indexed))

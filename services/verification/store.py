@@ -10,7 +10,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared import keyset
 from shared.clock import Clock
-from shared.outbox import AggregateStore, ConcurrentUpdate, OutboxRelay
+from shared.outbox import AggregateStore, ConcurrentUpdate, OutboxRelay, document_writes
 from shared.versions import VersionedCollection
 
 # An identifier's entry keeps the references of this many most recently received cases (a report links to at most
@@ -64,6 +64,11 @@ class CaseStore(AggregateStore):
                 await self._remove_ref(collection, doc_id, case_id)
 
     async def _remove_ref(self, index: VersionedCollection, doc_id: str, case_id: str) -> None:
+        async with document_writes.hold((index.collection.full_name, doc_id)):
+            await self._remove_ref_once(index, doc_id, case_id)
+
+    @staticmethod
+    async def _remove_ref_once(index: VersionedCollection, doc_id: str, case_id: str) -> None:
         for _ in range(20):
             doc = await index.load(doc_id)
             if doc is None or not any(r["case_id"] == case_id for r in doc.get("cases", [])):
@@ -106,7 +111,15 @@ class CaseStore(AggregateStore):
     @staticmethod
     async def _add_ref(index: VersionedCollection, doc_id: str, ref: dict[str, Any], fields: dict[str, Any],
                        keep: int) -> None:
-        """Add a case to an index entry: the `keep` most recently received stay, the rest are counted."""
+        """Add a case to an index entry: the `keep` most recently received stay, the rest are counted. The cases
+        a consumer applies side by side take turns at one entry (a shared recruiter's), so they do not spend their
+        retries on each other; other copies of the service are met by the version claim."""
+        async with document_writes.hold((index.collection.full_name, doc_id)):
+            await CaseStore._add_ref_once(index, doc_id, ref, fields, keep)
+
+    @staticmethod
+    async def _add_ref_once(index: VersionedCollection, doc_id: str, ref: dict[str, Any], fields: dict[str, Any],
+                            keep: int) -> None:
         for _ in range(20):
             base = doc = await index.load(doc_id)
             if doc is None:

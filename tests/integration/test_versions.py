@@ -39,24 +39,30 @@ async def test_of_many_writers_of_one_version_exactly_one_wins(things):
 
 async def test_a_write_left_half_done_is_completed_by_the_next_writer_or_the_sweeper(things, monkeypatch):
     await things.write("b", {"n": 0, "version": 1})
-    real = things._replace
 
     async def crash(*_):
         raise ConnectionError("process died between the claim and the write (simulated)")
 
-    monkeypatch.setattr(things, "_replace", crash)
+    def dying(on: bool) -> None:  # the document's write: the usual one statement, and the careful path
+        if on:
+            monkeypatch.setattr(things, "_write_through", crash)
+            monkeypatch.setattr(things, "_replace", crash)
+        else:
+            monkeypatch.undo()
+
+    dying(True)
     with pytest.raises(ConnectionError):
         await _next(things, "b", n=1)
-    monkeypatch.setattr(things, "_replace", real)
+    dying(False)
     assert (await things.load("b"))["version"] == 1  # the claim stands, the document lags
     with pytest.raises(DuplicateKeyError):  # a second writer of version 2 loses, and completes the first
         await things.write("b", {**(await things.load("b")), "n": 99, "version": 2})
     assert ((await things.load("b"))["version"], (await things.load("b"))["n"]) == (2, 1)
 
-    monkeypatch.setattr(things, "_replace", crash)
+    dying(True)
     with pytest.raises(ConnectionError):
         await _next(things, "b", n=2)
-    monkeypatch.setattr(things, "_replace", real)
+    dying(False)
     relay = OutboxRelay(lambda *a: asyncio.sleep(0), SystemClock())
     relay.watch(things)
     await relay.sweep_once(full=True)  # the sweeper repairs what nobody else touches

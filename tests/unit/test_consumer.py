@@ -8,7 +8,9 @@ from pymongo.errors import AutoReconnect
 import structlog
 
 from shared import topics
-from shared.consumer import EventConsumer
+from shared.consumer import EventConsumer, consume_batch
+from shared.consumer import lanes as consume_lanes
+from shared.contracts.envelope import Envelope
 from shared.contracts import intake
 from shared.contracts.envelope import ContractError
 from shared.logging import configure_logging, describe
@@ -121,3 +123,63 @@ async def test_a_message_that_is_no_envelope_is_dead_lettered_at_once(body):
     consumer = EventConsumer(name="audit", apply=apply, dead_letter=dlq, attempts=3, backoff_s=0)
     assert await _consume(consumer, body) == "dead_lettered"
     assert calls == [] and len(dlq.sent) == 1 and dlq.sent[0][3][topics.DLQ_ATTEMPTS] == "1"
+
+
+class Record:
+    def __init__(self, topic, partition, offset, key, value):
+        self.topic, self.partition, self.offset, self.key, self.value, self.headers = \
+            topic, partition, offset, key, value, ()
+
+
+def _event_record(offset, case_id, topic=topics.INTAKE, partition=0):
+    event = case_reported().model_copy(update={"case_id": case_id})
+    return Record(topic, partition, offset, case_id.encode(), event.to_json().encode())
+
+
+def test_a_batch_is_split_into_lanes_by_case_keeping_each_case_in_order():
+    records = [_event_record(0, "c-1"), _event_record(1, "c-2"), _event_record(2, "c-1"),
+               _event_record(0, "a-1", topic=topics.IDENTITY), _event_record(1, "a-2", topic=topics.IDENTITY),
+               Record(topics.INTAKE, 4, 7, None, b"{}"), Record(topics.INTAKE, 4, 8, b"", b"{}")]
+    lanes = consume_lanes(records, serial_topics=(topics.IDENTITY,))
+    assert [[(r.topic, r.offset) for r in lane] for lane in lanes] == [
+        [(topics.INTAKE, 0), (topics.INTAKE, 2)],           # c-1's events in order
+        [(topics.INTAKE, 1)],                               # c-2 beside it
+        [(topics.IDENTITY, 0), (topics.IDENTITY, 1)],       # a serial topic: one lane, whatever the key
+        [(topics.INTAKE, 7), (topics.INTAKE, 8)],           # no key: with its partition
+    ]
+
+
+async def test_a_batch_applies_cases_side_by_side_and_each_case_in_order():
+    import asyncio
+
+    running, most, seen = 0, 0, []
+
+    async def apply(event):
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.01)
+        seen.append((event.case_id, event.event_id))
+        running -= 1
+
+    consumer = EventConsumer(name="verification", apply=apply, dead_letter=Recorder(), backoff_s=0)
+    records = [_event_record(i, f"c-{i % 5}") for i in range(20)]
+    await consume_batch(consumer, records, concurrency=3)
+    assert len(seen) == 20
+    assert most == 3  # never more cases at once than allowed, and more than one
+    for case in {r.key.decode() for r in records}:
+        expected = [Envelope.from_bytes(r.value).event_id for r in records if r.key.decode() == case]
+        assert [e for c, e in seen if c == case] == expected
+
+
+async def test_a_batch_returns_only_after_a_bad_record_is_dead_lettered():
+    dlq, applied = Recorder(), []
+
+    async def apply(event):
+        applied.append(event.case_id)
+
+    consumer = EventConsumer(name="verification", apply=apply, dead_letter=dlq, backoff_s=0)
+    await consume_batch(consumer, [Record(topics.INTAKE, 0, 5, b"c-9", b"not json"), _event_record(6, "c-9")],
+                        concurrency=4)
+    assert applied == ["c-9"] and len(dlq.sent) == 1
+    assert dlq.sent[0][3][topics.DLQ_SOURCE_OFFSET] == "5"
