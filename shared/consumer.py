@@ -13,7 +13,8 @@ batch is applied: a crash redelivers the batch, which the handlers' idempotence 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection, Iterable
+import contextvars
+from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable
 from typing import Any
 
 import structlog
@@ -33,6 +34,46 @@ log = structlog.get_logger()
 Apply = Callable[[Envelope], Awaitable[None]]
 TRANSIENT = MONGO_TRANSIENT + KAFKA_TRANSIENT
 MAX_BACKOFF_S = 10.0
+
+# What the records of the batch being applied left to do once, after all of them (see `at_batch_end`).
+_batch_end: contextvars.ContextVar[dict[Hashable, Callable[[], Awaitable[None]]] | None] = \
+    contextvars.ContextVar("batch_end", default=None)
+
+
+async def at_batch_end(key: Hashable, action: Callable[[], Awaitable[None]]) -> None:
+    """Run `action` once the batch being applied is all applied, before its offsets are committed; once per `key`
+    however many records of the batch ask (a weekly figure's token touched by 100 events is touched once). Outside
+    a batch (a request, a test) it runs now. A crash before it runs redelivers the batch: an action deferred here
+    must also be done by the redelivered records' handlers (idempotent ones do it again)."""
+    pending = _batch_end.get()
+    if pending is None:
+        await action()
+    else:
+        pending.setdefault(key, action)
+
+
+async def _run_deferred(pending: dict[Hashable, Callable[[], Awaitable[None]]], attempts: int = 3,
+                        backoff_s: float = 0.2) -> None:
+    """The batch's deferred actions: waiting out a database outage, a few tries for anything else (then logged:
+    what it does is done again by the next record that asks)."""
+    for key, action in pending.items():
+        failures, wait = 0, backoff_s
+        while True:
+            try:
+                await action()
+                break
+            except asyncio.CancelledError:
+                raise
+            except TRANSIENT as exc:
+                log.warning("batch_end_waiting", key=str(key), error_type=type(exc).__name__, retry_in_s=wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, MAX_BACKOFF_S)
+            except Exception as exc:  # noqa: BLE001 - the records are applied; this is their follow-up
+                failures += 1
+                if failures >= attempts:
+                    log.error("batch_end_failed", key=str(key), error=describe(exc))
+                    break
+                await asyncio.sleep(backoff_s * 2 ** (failures - 1))
 
 
 class EventConsumer:
@@ -122,9 +163,12 @@ def lanes(records: Iterable[Any], serial_topics: Collection[str] = ()) -> list[l
 
 async def consume_batch(consumer: EventConsumer, records: Iterable[Any], concurrency: int,
                         serial_topics: Collection[str] = ()) -> None:
-    """Apply a batch: each lane in order, up to `concurrency` lanes at once; returns when every record is applied or
-    dead-lettered (only then may the batch's offsets be committed)."""
+    """Apply a batch: each lane in order, up to `concurrency` lanes at once, then what they left for the batch's end
+    (`at_batch_end`); returns when every record is applied or dead-lettered and that is done (only then may the
+    batch's offsets be committed)."""
     slots = asyncio.Semaphore(max(1, concurrency))
+    pending: dict[Hashable, Callable[[], Awaitable[None]]] = {}
+    token = _batch_end.set(pending)  # the lanes' tasks copy this context: they all add to `pending`
 
     async def run(lane: list[Any]) -> None:
         async with slots:
@@ -134,9 +178,13 @@ async def consume_batch(consumer: EventConsumer, records: Iterable[Any], concurr
                 await consumer.consume(record.topic, record.partition, record.offset, record.key,
                                        record.value or b"", record_headers(record))
 
-    async with asyncio.TaskGroup() as group:
-        for lane in lanes(records, serial_topics):
-            group.create_task(run(lane))
+    try:
+        async with asyncio.TaskGroup() as group:
+            for lane in lanes(records, serial_topics):
+                group.create_task(run(lane))
+    finally:
+        _batch_end.reset(token)
+    await _run_deferred(pending)
 
 
 def record_headers(record: Any) -> dict[str, str]:

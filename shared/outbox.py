@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 from aiokafka.errors import KafkaError, KafkaTimeoutError
-from pymongo import ASCENDING
+from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
@@ -146,7 +146,8 @@ def outbox_record(events: list[Outgoing], now: str) -> dict[str, Any]:
 
 class OutboxRelay:
     def __init__(self, publish: Publish, clock: Clock | None = None, grace_s: float = 1.0, max_attempts: int = 5,
-                 retention_s: float = 600.0, send: Send | None = None, background: bool = False) -> None:
+                 retention_s: float = 600.0, send: Send | None = None, background: bool = False,
+                 mark_delay_s: float = 0.05, repair_after_s: float = 10.0) -> None:
         self._publish = publish
         self._send = send
         self._background = background
@@ -157,10 +158,19 @@ class OutboxRelay:
         self._max_attempts = max_attempts
         self._retention_s = retention_s
         self._stores: list[VersionedCollection] = []
-        self._last_full: str | None = None
+        # The sweeper checks each claim for a writer that stopped halfway: at start every claim (a copy that died
+        # just before), then each full sweep those claimed since the last one's bound once they are `repair_after_s`
+        # old (their writer has long finished or died, and a claim stamped just before a bound is stored by then).
+        self._repair_after_s = repair_after_s
+        self._repaired_until: str | None = None
         # Claims whose immediate publish failed in this process: retried every sweep, read by _id. A full scan
         # runs at start and now and then for what a crashed process (or another copy) left behind.
         self._retry: dict[tuple[str, str], tuple[AsyncCollection, str]] = {}
+        # Marks of claims whose events all went out on the first try, written together shortly after (one bulk
+        # write per claims collection instead of one update per change): by collection, claim id -> update.
+        self._marks: dict[str, tuple[AsyncCollection, dict[str, dict[str, Any]]]] = {}
+        self._mark_delay_s = mark_delay_s
+        self._marking: asyncio.Task[None] | None = None
 
     def remember(self, claims: AsyncCollection, claim_id: str) -> None:
         self._retry[(claims.full_name, claim_id)] = (claims, claim_id)
@@ -174,15 +184,17 @@ class OutboxRelay:
             await store.claims.create_index([("outbox_open", ASCENDING)])
             await store.claims.create_index([("at", ASCENDING)])
 
-    async def deliver(self, claims: AsyncCollection, claim_id: str, entries: list[tuple[str, Mapping[str, Any]]]
-                      ) -> tuple[int, bool]:
+    async def deliver(self, claims: AsyncCollection, claim_id: str, entries: list[tuple[str, Mapping[str, Any]]],
+                      together: bool = False) -> tuple[int, bool]:
         """Publish pending entries of one claim in their order, then mark them all (and close the claim once
         nothing is pending) in one update; returns how many went out and whether all of them are settled
         (published or failed). With a `send` (the producer's send, answering with the broker's ack to await) the
         entries are all handed to the producer first and their acks awaited together: the idempotent producer
         keeps the order of one key. A transient failure stops the claim there, so later entries are sent again
         with it; an entry refused for good `max_attempts` times is marked failed and skipped. `entries` are all
-        the claim's pending ones (the sweeper and the writer both pass them all)."""
+        the claim's pending ones (the sweeper and the writer both pass them all). `together` (a writer's first
+        delivery): if every entry went out, the marks join the next bulk write of marks (`flush_marks`, within
+        `mark_delay_s`) instead of an update of their own; a crash before it only means the sweeper sends them again."""
         ordered = sorted(entries, key=lambda kv: kv[1].get("order", 0))
         outcomes = await (self._send_all(ordered) if self._send else self._publish_each(ordered))
         sent, settled = 0, True
@@ -209,8 +221,41 @@ class OutboxRelay:
             log.info("event_published", event_type=entry.get("type"), topic=entry["topic"], **context)
         if settled:
             marks["outbox_open"] = False
-        await claims.update_one({"_id": claim_id}, {"$set": marks, "$inc": counts})
+        update = {"$set": marks, "$inc": counts}
+        if together and settled and sent == len(ordered):
+            self._marks.setdefault(claims.full_name, (claims, {}))[1][claim_id] = update
+            self._mark_soon()
+        else:
+            await claims.update_one({"_id": claim_id}, update)
         return sent, settled
+
+    def _mark_soon(self) -> None:
+        if self._marking is None or self._marking.done():
+            self._marking = asyncio.create_task(self._mark_while_queued())
+
+    async def _mark_while_queued(self) -> None:
+        delay_s = self._mark_delay_s
+        while True:
+            await asyncio.sleep(delay_s)
+            delay_s = self._mark_delay_s if await self.flush_marks() else 1.0
+            if not self._marks:
+                return  # no await since the check: a mark queued from now on starts a new task
+
+    async def flush_marks(self) -> bool:
+        """Write the queued marks: one unordered bulk write per claims collection; False if one failed. What
+        fails (a database outage) is queued again for the next flush or sweep."""
+        marks, self._marks, written = self._marks, {}, True
+        for name, (claims, updates) in marks.items():
+            try:
+                await claims.bulk_write([UpdateOne({"_id": cid}, update) for cid, update in updates.items()],
+                                        ordered=False)
+            except Exception as exc:  # noqa: BLE001 - the claims stay open until a later flush or the sweeper
+                log.warning("outbox_marks_deferred", claims=len(updates), error=describe(exc))
+                written = False
+                self._marks[name] = (claims, {**updates, **self._marks.get(name, (claims, {}))[1]})
+        if self._marks:
+            self._mark_soon()
+        return written
 
     async def _publish_each(self, ordered: list[tuple[str, Mapping[str, Any]]]) -> list[BaseException | None]:
         """One at a time, each awaited; stops at the first failure that does not mark its entry failed."""
@@ -257,15 +302,20 @@ class OutboxRelay:
                                 entries: list[tuple[str, Mapping[str, Any]]]) -> None:
         async with self._in_turn.hold((claims.full_name, aggregate_id)):
             try:
-                await self.deliver(claims, claim_id, entries)
+                await self.deliver(claims, claim_id, entries, together=True)
             except Exception as exc:  # noqa: BLE001 - the write stands; the sweeper publishes later
                 self.remember(claims, claim_id)
                 log.warning("outbox_deliver_deferred", error_type=type(exc).__name__)
 
     async def drain(self, timeout_s: float = 5.0) -> None:
-        """At shutdown: let background publishes finish; what does not is left pending for the sweeper."""
+        """At shutdown (and for tests): let background publishes finish and write their marks; what does not is left
+        pending for the sweeper."""
         if self._publishing:
             await asyncio.wait(list(self._publishing), timeout=timeout_s)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.flush_marks(), timeout_s)
+        if self._marking is not None:
+            await asyncio.wait([self._marking], timeout=timeout_s)
 
     async def _close_if_settled(self, claims: AsyncCollection, claim_id: str) -> None:
         claim = await claims.find_one({"_id": claim_id}, {"outbox": 1})
@@ -276,7 +326,8 @@ class OutboxRelay:
         """Publish entries left pending longer than the grace period; returns how many went out.
 
         full: search every watched claims collection (and repair and prune them); else only the claims this process
-        failed to publish."""
+        failed to publish. The marks this process has queued are written first, so it does not send those again."""
+        await self.flush_marks()
         if full:
             candidates = [(s.claims, c) for s in self._stores
                           async for c in s.claims.find({"outbox_open": True}, {"set": 0}).limit(1000)]
@@ -311,13 +362,13 @@ class OutboxRelay:
 
     async def _maintain(self) -> None:
         """Write through what a crashed writer left half done, and delete claims that are no longer needed."""
-        now = self._clock.now()
-        since = self._last_full and (datetime.fromisoformat(self._last_full) - timedelta(seconds=120)).isoformat()
+        until = (self._clock.now() - timedelta(seconds=self._repair_after_s)).isoformat()
+        starting = self._repaired_until is None  # at start every claim, the freshest again next time
         for store in self._stores:
-            if repaired := await store.repair(since):
+            if repaired := await store.repair(self._repaired_until, None if starting else until):
                 log.warning("versions_repaired", collection=store.collection.full_name, documents=repaired)
             await store.prune(self._retention_s)
-        self._last_full = now.isoformat()
+        self._repaired_until = until
 
     async def failed_entries(self) -> int:
         """How many entries are marked failed (for /readyz)."""

@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo import DeleteOne
 from pymongo.errors import DuplicateKeyError
 
 from shared.clock import Clock, SystemClock
@@ -144,29 +145,38 @@ class VersionedCollection:
             if (await self.collection.replace_one({"_id": doc_id}, doc)).matched_count == 0:
                 raise
 
-    async def recent_claims(self, since: str | None, limit: int = 1000) -> list[dict[str, Any]]:
-        query = {"at": {"$gte": since}} if since else {}
-        return await self.claims.find(query, {"doc_id": 1, "version": 1}).limit(limit).to_list()
+    async def repair(self, since: str | None, until: str | None = None) -> int:
+        """Write through the changes claimed in [since, until) whose writer stopped before writing the document.
 
-    async def repair(self, since: str | None) -> int:
-        """Write through claims of recent changes whose writer stopped before writing the document."""
+        One read per document, not per claim: a document's versions are written in order, so a document at or past
+        its latest claimed version shows every earlier one too, and one behind is brought up to date by catch_up."""
+        window = {op: at for op, at in (("$gte", since), ("$lt", until)) if at}
+        latest: dict[str, int] = {}
+        async for claim in self.claims.find({"at": window} if window else {}, {"doc_id": 1, "version": 1}):
+            latest[claim["doc_id"]] = max(latest.get(claim["doc_id"], 0), int(claim["version"]))
         repaired = 0
-        for claim in await self.recent_claims(since):
-            current = await self.collection.find_one({"_id": claim["doc_id"]}, {"version": 1})
-            if current is None or int(current["version"]) < claim["version"]:
-                await self.catch_up(claim["doc_id"])
+        for doc_id, version in latest.items():
+            if await self._version(doc_id) < version:
+                await self.catch_up(doc_id)
                 repaired += 1
         return repaired
 
-    async def prune(self, retention_s: float, limit: int = 1000) -> int:
-        """Delete claims older than the retention whose events are all out and whose document shows them."""
+    async def prune(self, retention_s: float, limit: int = 1000, rounds: int = 10) -> int:
+        """Delete claims older than the retention whose events are all out and whose document shows them: `limit`
+        at a time (one read per document, one bulk delete), until none is left or `rounds` are done."""
         cutoff = (self.clock.now() - timedelta(seconds=retention_s)).isoformat()
-        old = await self.claims.find({"at": {"$lt": cutoff}, "outbox_open": {"$ne": True},
-                                      "outbox_failed": {"$ne": True}}, {"doc_id": 1, "version": 1}).limit(limit).to_list()
         deleted = 0
-        for claim in old:
-            current = await self.collection.find_one({"_id": claim["doc_id"]}, {"version": 1})
-            if current is not None and int(current["version"]) >= claim["version"]:
-                await self.claims.delete_one({"_id": claim["_id"]})
-                deleted += 1
+        for _ in range(rounds):
+            old = await self.claims.find({"at": {"$lt": cutoff}, "outbox_open": {"$ne": True},
+                                          "outbox_failed": {"$ne": True}},
+                                         {"doc_id": 1, "version": 1}).limit(limit).to_list()
+            current: dict[str, int] = {}
+            for claim in old:
+                if claim["doc_id"] not in current:
+                    current[claim["doc_id"]] = await self._version(claim["doc_id"])
+            done = [DeleteOne({"_id": c["_id"]}) for c in old if current[c["doc_id"]] >= int(c["version"])]
+            if done:
+                deleted += (await self.claims.bulk_write(done, ordered=False)).deleted_count
+            if len(old) < limit or not done:
+                break
         return deleted

@@ -320,6 +320,34 @@ def database_transactions() -> int | None:
         return None
 
 
+def _cpu_s(pid: int, children_too: bool = False) -> float:
+    """CPU seconds a process has used (`/proc/<pid>/stat`), with its reaped children's when asked."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = [int(f) for f in fields[11:15]]  # utime, stime, cutime, cstime
+    return sum(ticks if children_too else ticks[:2]) / os.sysconf("SC_CLK_TCK")
+
+
+def database_cpu_s() -> float | None:
+    """CPU seconds FerretDB and PostgreSQL (the postmaster, its live backends and the ones it reaped) have used:
+    the work the database does for everyone, the benchmark's own polling included. Unlike throughput it hardly
+    moves with what else the machine is doing. None if their processes are not ours to read."""
+    pids = Path(os.environ.get("WASPADA_INFRA_DIR") or ROOT / ".local-infra") / "pids"
+    try:
+        ferret = int((pids / "ferretdb.pid").read_text())
+        postmaster = int((pids / "postgres.pid").read_text())
+        total = _cpu_s(ferret) + _cpu_s(postmaster, children_too=True)
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                        total += _cpu_s(int(proc.name))
+                except (OSError, ValueError, IndexError):
+                    continue  # gone meanwhile
+        return total
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 async def drive(target: Target, bodies: list[dict], rate: float, time_cap: float, settle: float = 90
                 ) -> dict[str, Any]:
     """Send `bodies` at `rate` with the verifier and the investigator working; stop when every accepted report is
@@ -327,6 +355,7 @@ async def drive(target: Target, bodies: list[dict], rate: float, time_cap: float
     run = Run()
     stop = asyncio.Event()
     transactions_before = await asyncio.to_thread(database_transactions)
+    cpu_before = database_cpu_s()
     mongo = AsyncMongoClient(MONGO)
     db = mongo[target.trail_db]
     background = []
@@ -374,6 +403,9 @@ async def drive(target: Target, bodies: list[dict], rate: float, time_cap: float
         if transactions_before is not None and transactions_after is not None and figures["accepted"]:
             figures["database_transactions_per_report"] = round(
                 (transactions_after - transactions_before) / figures["accepted"], 1)
+        cpu_after = database_cpu_s()
+        if cpu_before is not None and cpu_after is not None and figures["accepted"]:
+            figures["database_cpu_ms_per_report"] = round((cpu_after - cpu_before) * 1000 / figures["accepted"], 1)
         return figures
     finally:
         await mongo.close()
@@ -588,7 +620,7 @@ def table(result: dict[str, Any]) -> str:
              f"ceiling B (+1 bulk insert/hop): {b['throughput_per_s']}/s, p50 {b['latency']['p50_ms']} ms; "
              f"one database write p50 {w['p50_ms']} ms",
              f"{'run':<26}{'through':>9}{'/s':>7}{'xA':>7}{'xB':>7}{'xSync':>7}{'screened p50/p95/p99':>24}"
-             f"{'decision→ref p50/p99':>22}{'→trail p50/p99':>18}{'accept p50':>11}{'db tx/rep':>10}{'lost':>5}{'dbl':>4}"]
+             f"{'decision→ref p50/p99':>22}{'→trail p50/p99':>18}{'accept p50':>11}{'db tx/rep':>10}{'db ms/rep':>10}{'lost':>5}{'dbl':>4}"]
     for run in result["runs"]:
         r = run.get("ratios", {})
 
@@ -603,10 +635,11 @@ def table(result: dict[str, Any]) -> str:
                      f"{r.get('throughput_over_sync') or '-':>7}{ms('report_to_screened', 50, 95, 99):>24}"
                      f"{ms('decision_to_referral', 50, 99):>22}{ms('event_to_trail', 50, 99):>18}"
                      f"{ms('accept', 50):>11}{run.get('database_transactions_per_report') or '-':>10}"
-                     f"{lost:>5}{doubled:>4}" + ("  (time cap)" if run["capped"] else "")
+                     f"{run.get('database_cpu_ms_per_report') or '-':>10}{lost:>5}{doubled:>4}" + ("  (time cap)" if run["capped"] else "")
                      + ("" if run.get("settled", True) else "  (not settled)"))
     lines.append("lost in (): still missing when the run stopped waiting for its late work; x*: ratios; times in ms; "
-                 "db tx/rep: PostgreSQL transactions per accepted report (all clients)")
+                 "db tx/rep: PostgreSQL transactions per accepted report (all clients); db ms/rep: CPU time FerretDB and "
+                 "PostgreSQL spent per accepted report")
     lines.append(f"load average at the start {result.get('load_average_at_start')}, "
                  f"at the end {result['load_average']}")
     return "\n".join(lines)

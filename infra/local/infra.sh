@@ -104,7 +104,7 @@ start_postgres() {
   [[ $EUID -eq 0 ]] && chown postgres: "$logs/postgres.log"
   nohup "${as_postgres[@]}" "$pg_bin/postgres" -D "$pg_dir/data" \
     -p "$pg_port" -c listen_addresses=127.0.0.1 -c unix_socket_directories="$pg_dir" -c max_connections=200 \
-    >>"$logs/postgres.log" 2>&1 &
+    ${POSTGRES_OPTS:-} >>"$logs/postgres.log" 2>&1 &
   echo $! >"$pids/postgres.pid"
   wait_for postgres 60 pg_ready
   prepare_ferretdb_database
@@ -171,7 +171,8 @@ start_ferretdb() {
     start_postgres
     store=(--handler postgresql --postgresql-url "postgres://postgres@127.0.0.1:$pg_port/ferretdb")
   fi
-  nohup "$ferret_bin" --listen-addr "127.0.0.1:$ferret_port" "${store[@]}" --log-level warn >"$logs/ferretdb.log" 2>&1 &
+  nohup "$ferret_bin" --listen-addr "127.0.0.1:$ferret_port" "${store[@]}" --log-level warn \
+    ${FERRETDB_PPROF_ADDR:+--pprof-addr "$FERRETDB_PPROF_ADDR"} >"$logs/ferretdb.log" 2>&1 &
   echo $! >"$pids/ferretdb.pid"
   wait_for ferretdb 30 port_open "$ferret_port"
   log "ferretdb ready on 127.0.0.1:$ferret_port (pid $(cat "$pids/ferretdb.pid"))"

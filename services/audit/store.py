@@ -14,6 +14,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.audit import domain, records
+from shared import consumer
 from shared.clock import Clock
 from shared.versions import VersionedCollection, set_path
 
@@ -222,15 +223,19 @@ class AuditStore:
 
     async def touch_weeks(self, weeks: Iterable[str]) -> None:
         """A case of these report weeks changed: their kept figures are out of date. Called after the case is
-        written, so figures counted from a token read before this call are counted again later."""
+        written, so figures counted from a token read before the touch are counted again later. In a consumer's
+        batch each week is touched once, when the whole batch is written (a crash before that redelivers the batch,
+        and `project` touches the week of an event it finds already projected)."""
         for week in weeks:
-            for upsert in (True, False):  # two first touches of a week at once: one inserts, the other updates
-                try:
-                    await self.stats_weeks.update_one({"_id": week}, {"$set": {"token": uuid.uuid4().hex}},
-                                                      upsert=upsert)
-                    break
-                except DuplicateKeyError:
-                    continue
+            await consumer.at_batch_end(("stats_week", week), lambda week=week: self._touch_week(week))
+
+    async def _touch_week(self, week: str) -> None:
+        for upsert in (True, False):  # two first touches of a week at once: one inserts, the other updates
+            try:
+                await self.stats_weeks.update_one({"_id": week}, {"$set": {"token": uuid.uuid4().hex}}, upsert=upsert)
+                return
+            except DuplicateKeyError:
+                continue
 
     async def stats(self, region: str, start: datetime | None, end: datetime | None) -> dict[str, Any]:
         """The figures of the region's cases reported in [start, end): each whole week's part as kept (counted

@@ -20,6 +20,7 @@ BUCKET_KEEP = 200  # reports of one village on one day that corroboration compar
 
 
 QUEUE_ORDER = ("priority_rank", "received_at", "_id")
+UNREAD = object()  # an index entry the caller has not read (None: read, and there is none)
 
 
 class CaseStore(AggregateStore):
@@ -42,20 +43,35 @@ class CaseStore(AggregateStore):
 
     # The link index is keyed by _id (a digest, a village-day), so a lookup is a primary-key read on any server.
 
-    async def identity_matches(self, identities: list[Any], case_id: str) -> tuple[list[dict[str, Any]], int]:
+    async def entries_of(self, identities: list[Any], bucket_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """The link-index entries of `identities` and of the village-days `bucket_ids`, each read once by _id (None:
+        no entry yet); pass them on to the matches below and to the writes that add a case to them."""
+        entries: dict[str, dict[str, Any] | None] = {}
+        for collection, doc_ids in ((self.identities, [i.digest for i in identities]), (self.buckets, bucket_ids)):
+            for doc_id in doc_ids:
+                if doc_id not in entries:
+                    entries[doc_id] = await collection.load(doc_id)
+        return entries
+
+    async def identity_matches(self, identities: list[Any], case_id: str,
+                               entries: dict[str, dict[str, Any] | None] | None = None
+                               ) -> tuple[list[dict[str, Any]], int]:
         """References to OTHER cases sharing one of `identities`, each with the `kind` of identifier shared, and
-        how many more cases the entries counted beyond the ones they keep."""
+        how many more cases the entries counted beyond the ones they keep (`entries`: as `entries_of` read them)."""
+        entries = entries if entries is not None else await self.entries_of(identities, [])
         matches, beyond = [], 0
         for identity in identities:
-            doc = await self.identities.load(identity.digest) or {}
+            doc = entries.get(identity.digest) or {}
             kept = doc.get("cases", [])
             matches += [{**ref, "kind": identity.kind} for ref in kept if ref["case_id"] != case_id]
             beyond += max(0, int(doc.get("total", len(kept))) - len(kept))
         return matches, beyond
 
-    async def index_identities(self, ref: dict[str, Any], identities: list[Any]) -> None:
+    async def index_identities(self, ref: dict[str, Any], identities: list[Any],
+                               entries: dict[str, dict[str, Any] | None] | None = None) -> None:
         for identity in identities:
-            await self._add_ref(self.identities, identity.digest, ref, {"kind": identity.kind}, INDEX_KEEP)
+            await self._add_ref(self.identities, identity.digest, ref, {"kind": identity.kind}, INDEX_KEEP,
+                                (entries or {}).get(identity.digest, UNREAD))
 
     async def unindex(self, case_id: str, identity_ids: list[str], bucket_ids: list[str]) -> None:
         """Take a case out of the link index: it can no longer be found by its identifiers."""
@@ -97,31 +113,33 @@ class CaseStore(AggregateStore):
         """Ids of the cases whose links name `case_id` (an erasure's rare query; an index on MongoDB)."""
         return [doc["_id"] async for doc in self.collection.find({"links.case_id": case_id}, {"_id": 1})]
 
-    async def reported_near(self, bucket_ids: list[str], case_id: str) -> list[dict[str, Any]]:
+    async def reported_near(self, bucket_ids: list[str], case_id: str,
+                            entries: dict[str, dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:
         """References to other cases of the same village observed around the same days."""
-        refs = []
-        for bucket_id in bucket_ids:
-            doc = await self.buckets.load(bucket_id)
-            refs += [r for r in (doc or {}).get("cases", []) if r["case_id"] != case_id]
-        return refs
+        entries = entries if entries is not None else await self.entries_of([], bucket_ids)
+        return [r for bucket_id in bucket_ids for r in (entries.get(bucket_id) or {}).get("cases", [])
+                if r["case_id"] != case_id]
 
-    async def index_report(self, bucket_id: str, ref: dict[str, Any]) -> None:
-        await self._add_ref(self.buckets, bucket_id, ref, {}, BUCKET_KEEP)
+    async def index_report(self, bucket_id: str, ref: dict[str, Any],
+                           entries: dict[str, dict[str, Any] | None] | None = None) -> None:
+        await self._add_ref(self.buckets, bucket_id, ref, {}, BUCKET_KEEP, (entries or {}).get(bucket_id, UNREAD))
 
     @staticmethod
     async def _add_ref(index: VersionedCollection, doc_id: str, ref: dict[str, Any], fields: dict[str, Any],
-                       keep: int) -> None:
+                       keep: int, known: Any = UNREAD) -> None:
         """Add a case to an index entry: the `keep` most recently received stay, the rest are counted. The cases
         a consumer applies side by side take turns at one entry (a shared recruiter's), so they do not spend their
-        retries on each other; other copies of the service are met by the version claim."""
+        retries on each other; other copies of the service are met by the version claim. `known`: the entry as the
+        caller just read it, the base of the first attempt (a stale one only costs a DuplicateKeyError and a read)."""
         async with document_writes.hold((index.collection.full_name, doc_id)):
-            await CaseStore._add_ref_once(index, doc_id, ref, fields, keep)
+            await CaseStore._add_ref_once(index, doc_id, ref, fields, keep, known)
 
     @staticmethod
     async def _add_ref_once(index: VersionedCollection, doc_id: str, ref: dict[str, Any], fields: dict[str, Any],
-                            keep: int) -> None:
+                            keep: int, known: Any = UNREAD) -> None:
         for _ in range(20):
-            base = doc = await index.load(doc_id)
+            base = doc = await index.load(doc_id) if known is UNREAD else known
+            known = UNREAD
             if doc is None:
                 doc = {"_id": doc_id, **fields, "version": 0, "cases": [], "total": 0}
             if any(r["case_id"] == ref["case_id"] for r in doc["cases"]):

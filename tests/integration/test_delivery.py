@@ -246,28 +246,34 @@ class _Updates(monitoring.CommandListener):
         pass
 
 
-async def test_a_changes_events_go_out_in_order_and_are_marked_with_one_update(infra, isolation):
+async def test_a_changes_events_go_out_in_order_and_the_marks_of_several_changes_are_one_update(infra, isolation):
     updates = _Updates("things_versions")
     client = AsyncMongoClient(infra["mongo"], tz_aware=True, event_listeners=[updates])
     broker = create_broker(infra["kafka"], "test-relay-batch")
     await broker.connect()
-    relay = OutboxRelay(publisher_for(broker), SystemClock())
-    store = AggregateStore(client[f"{isolation['db_prefix']}_batch"]["things"], relay)
-    case_id = str(uuid.uuid4())
-    events = [new_event(CaseWithdrawn(reason=f"r{i}"), case_id=case_id, producer="test", actor=None,
-                        correlation_id="c", causation_id=None) for i in range(3)]
+    relay = OutboxRelay(publisher_for(broker), SystemClock(), mark_delay_s=30)  # marks wait for the flush below
+    things = client[f"{isolation['db_prefix']}_batch"]["things"]
+    store = AggregateStore(things, relay)
+    case_ids = [str(uuid.uuid4()) for _ in range(3)]
+    events = {case_id: [new_event(CaseWithdrawn(reason=f"r{i}"), case_id=case_id, producer="test", actor=None,
+                                  correlation_id="c", causation_id=None) for i in range(3)] for case_id in case_ids}
     try:
         async with TopicReader(infra["kafka"], topics.INTAKE) as out:
-            await store.create({"_id": case_id}, [Outgoing(topics.INTAKE, e) for e in events])
-            records = await out.collect(_of_case(case_id), count=3)
-        claim = await client[f"{isolation['db_prefix']}_batch"]["things_versions"].find_one({"doc_id": case_id})
+            for case_id in case_ids:
+                await store.create({"_id": case_id}, [Outgoing(topics.INTAKE, e) for e in events[case_id]])
+            records = await out.collect(lambda r: (r.key or b"").decode() in case_ids, count=9)
+        assert updates.count == 0  # published, their marks queued
+        await relay.flush_marks()
+        claims = await things.database["things_versions"].find({"doc_id": {"$in": case_ids}}).to_list()
     finally:
         await broker.stop()
         await client.close()
-    assert [json.loads(r.value)["event_id"] for r in records] == [e.event_id for e in events]
-    assert updates.count == 1  # all three marked published and the claim closed in one write
-    assert claim["outbox_open"] is False
-    assert {(e["status"], e["attempts"]) for e in claim["outbox"].values()} == {("published", 1)}
+    for case_id in case_ids:
+        assert [json.loads(r.value)["event_id"] for r in records if r.key == case_id.encode()] == \
+            [e.event_id for e in events[case_id]]
+    assert updates.count == 1  # nine entries of three changes marked published and their claims closed in one write
+    assert len(claims) == 3 and all(claim["outbox_open"] is False for claim in claims)
+    assert {(e["status"], e["attempts"]) for claim in claims for e in claim["outbox"].values()} == {("published", 1)}
 
 
 async def test_in_the_background_a_write_returns_before_its_events_go_out_and_they_keep_their_order(infra, isolation):

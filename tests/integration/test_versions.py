@@ -2,12 +2,13 @@
 completed by the next writer (or the sweeper), and a writer whose version was claimed long ago is refused."""
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
-from shared.clock import SystemClock
+from shared.clock import ManualClock, SystemClock
 from shared.outbox import OutboxRelay
 from shared.versions import VersionedCollection
 
@@ -59,14 +60,46 @@ async def test_a_write_left_half_done_is_completed_by_the_next_writer_or_the_swe
         await things.write("b", {**(await things.load("b")), "n": 99, "version": 2})
     assert ((await things.load("b"))["version"], (await things.load("b"))["n"]) == (2, 1)
 
-    dying(True)
-    with pytest.raises(ConnectionError):
-        await _next(things, "b", n=2)
-    dying(False)
-    relay = OutboxRelay(lambda *a: asyncio.sleep(0), SystemClock())
+    clock = ManualClock()
+    relay = OutboxRelay(lambda *a: asyncio.sleep(0), clock, repair_after_s=10)
     relay.watch(things)
+
+    async def left_half_done(n):
+        dying(True)
+        with pytest.raises(ConnectionError):
+            await _next(things, "b", n=n)
+        dying(False)
+
+    await left_half_done(2)
+    await relay.sweep_once(full=True)  # at start the sweeper checks every claim, however fresh
+    assert (await things.load("b"))["version"] == 3
+    await left_half_done(3)
+    await relay.sweep_once(full=True)  # later only claims some seconds old: the writer may be writing it now
+    assert (await things.load("b"))["version"] == 3
+    clock.advance(timedelta(seconds=11))
     await relay.sweep_once(full=True)  # the sweeper repairs what nobody else touches
-    assert ((await things.load("b"))["version"], (await things.load("b"))["n"]) == (3, 2)
+    assert ((await things.load("b"))["version"], (await things.load("b"))["n"]) == (4, 3)
+
+
+async def test_the_sweeper_reads_each_document_once_however_many_claims_it_has(things, monkeypatch):
+    for doc_id in ("d", "e"):
+        await things.write(doc_id, {"n": 0, "version": 1})
+        for n in range(1, 6):
+            await _next(things, doc_id, n=n)
+    reads = []
+    version = things._version
+
+    async def counted(doc_id):
+        reads.append(doc_id)
+        return await version(doc_id)
+
+    monkeypatch.setattr(things, "_version", counted)
+    assert await things.repair(None) == 0  # twelve claims, all written through
+    assert sorted(reads) == ["d", "e"]
+    reads.clear()
+    assert await things.prune(retention_s=0) == 12
+    assert sorted(reads) == ["d", "e"]
+    assert await things.claims.count_documents({}) == 0
 
 
 async def test_a_writer_whose_version_was_claimed_and_pruned_long_ago_is_refused(things):

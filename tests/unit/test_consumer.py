@@ -183,3 +183,42 @@ async def test_a_batch_returns_only_after_a_bad_record_is_dead_lettered():
                         concurrency=4)
     assert applied == ["c-9"] and len(dlq.sent) == 1
     assert dlq.sent[0][3][topics.DLQ_SOURCE_OFFSET] == "5"
+
+
+async def test_what_a_batch_leaves_for_its_end_runs_once_per_key_after_every_record_and_at_once_outside():
+    from shared.consumer import at_batch_end
+
+    done = []
+
+    async def apply(event):
+        done.append(("applied", event.case_id))
+        await at_batch_end(("week", "2026-W48"), lambda: _note(done, "touched 2026-W48"))
+        await at_batch_end(("week", event.case_id[-1]), lambda: _note(done, f"touched {event.case_id[-1]}"))
+
+    consumer = EventConsumer(name="audit", apply=apply, dead_letter=Recorder(), backoff_s=0)
+    await consume_batch(consumer, [_event_record(i, f"c-{i % 2}") for i in range(6)], concurrency=4)
+    assert [d for d in done if d[0] == "applied"] == done[:6]  # every record first
+    assert sorted(done[6:]) == ["touched 0", "touched 1", "touched 2026-W48"]  # then each key once
+    await at_batch_end(("week", "x"), lambda: _note(done, "now"))  # no batch: at once
+    assert done[-1] == "now"
+
+
+async def test_an_action_left_for_the_batch_end_waits_out_a_database_outage():
+    calls = []
+
+    async def touch():
+        calls.append(1)
+        if len(calls) < 3:
+            raise AutoReconnect("database unreachable (simulated)")
+
+    async def apply(event):
+        from shared.consumer import at_batch_end
+        await at_batch_end("touch", touch)
+
+    consumer = EventConsumer(name="audit", apply=apply, dead_letter=Recorder(), backoff_s=0)
+    await consume_batch(consumer, [_event_record(0, "c-1")], concurrency=1)  # returns once the touch is done
+    assert len(calls) == 3
+
+
+async def _note(done, what):
+    done.append(what)

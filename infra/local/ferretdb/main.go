@@ -8,6 +8,8 @@ import (
 	"flag"
 	"log"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // served only with -pprof-addr: where FerretDB spends its CPU (go tool pprof)
 	"os"
 	"os/signal"
 	"syscall"
@@ -21,7 +23,12 @@ func main() {
 	sqliteURL := flag.String("sqlite-url", "file:data/", "SQLite directory URL (must end in /)")
 	postgresqlURL := flag.String("postgresql-url", "", "PostgreSQL URL")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
+	pprofAddr := flag.String("pprof-addr", "", "serve Go's profiler on this loopback address (empty: off)")
 	flag.Parse()
+
+	if *pprofAddr != "" {
+		go func() { log.Println(http.ListenAndServe(*pprofAddr, nil)) }()
+	}
 
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
