@@ -148,7 +148,9 @@ class EventConsumer:
 
 def lanes(records: Iterable[Any], serial_topics: Collection[str] = ()) -> list[list[Any]]:
     """Records grouped by what must stay in order: a key's records (a case's events) in their order; a topic in
-    `serial_topics` as one lane (a chain shared by every key); a record without a key with its partition."""
+    `serial_topics` as one lane (a chain shared by every key); a record without a key with its partition.
+    Lanes holding an urgent report (`shared/urgency.py`'s header) come first, so they take the first free slots
+    rather than waiting behind a batch of others (say, a recruiter's many reports taking turns at his entries)."""
     grouped: dict[Any, list[Any]] = {}
     for record in records:
         if record.topic in serial_topics:
@@ -158,7 +160,11 @@ def lanes(records: Iterable[Any], serial_topics: Collection[str] = ()) -> list[l
         else:
             lane = (record.topic, record.partition)
         grouped.setdefault(lane, []).append(record)
-    return list(grouped.values())
+    return sorted(grouped.values(), key=lambda lane: not any(_urgent(r) for r in lane))  # stable: else in order
+
+
+def _urgent(record: Any) -> bool:
+    return any(name == topics.HEADER_URGENT and value in (b"1", "1") for name, value in (record.headers or ()))
 
 
 async def consume_batch(consumer: EventConsumer, records: Iterable[Any], concurrency: int,

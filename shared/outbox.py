@@ -55,6 +55,7 @@ class Outgoing:
 
     topic: str
     event: Envelope
+    headers: Mapping[str, str] = field(default_factory=dict)  # more Kafka headers (`shared/urgency.py`'s mark)
 
 
 class KeyedLocks:
@@ -128,7 +129,7 @@ def _entry(out: Outgoing, order: int, now: str) -> dict[str, Any]:
         "topic": out.topic,
         "key": out.event.case_id,
         "payload": out.event.to_json(),
-        "headers": out.event.headers(),
+        "headers": {**out.event.headers(), **out.headers},
         "type": out.event.type,
         "order": order,
         "status": "pending",

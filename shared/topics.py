@@ -15,6 +15,7 @@ HEADER_EVENT_TYPE = "event-type"
 HEADER_EVENT_ID = "event-id"
 HEADER_CASE_ID = "case-id"
 HEADER_CORRELATION_ID = "correlation-id"
+HEADER_URGENT = "urgent"  # "1" on a report urgent on its face (shared/urgency.py): consumers take it first
 
 # Dead-letter headers: where the message came from and why it was given up on.
 DLQ_SOURCE_TOPIC = "dlq-source-topic"

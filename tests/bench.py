@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -92,8 +93,12 @@ def _epoch(stamp: Any) -> float:
 
 # --- the reports ------------------------------------------------------------------------------------------------
 
-def report(scenario: str, i: int, recruiter_phone: str, day: datetime) -> dict[str, Any]:
-    """A report of `scenario` that routes to the police only: tppo, an adult victim, no departure."""
+URGENT_MARK = "minor_or_altered_identity"  # an indicator that forces escalation; routing stays the police only
+
+
+def report(scenario: str, i: int, recruiter_phone: str, day: datetime, urgent: bool = False) -> dict[str, Any]:
+    """A report of `scenario` that routes to the police only: tppo, an adult victim, no departure; `urgent`: also
+    an indicator that makes it urgent on its face (critical), as a child or a departure within 72 hours would."""
     n = uuid.uuid4().int
     victim = {"role": "potential_victim", "name": f"Korban {n % 10**8}", "nik": f"3603{n % 10**12:012d}",
               "phone": f"0812{n % 10**8:08d}", "age": 20 + i % 30}
@@ -104,7 +109,8 @@ def report(scenario: str, i: int, recruiter_phone: str, day: datetime) -> dict[s
         recruiter = {"role": "recruiter", "name": f"Perekrut {n % 10**7}", "phone": f"0813{(n // 7) % 10**8:08d}"}
         village, observed = VILLAGES[i % len(VILLAGES)], day - timedelta(days=i % 28)
     body = report_body(village_code=village, observed_at=observed.isoformat(), suspected_types=["tppo"],
-                       indicators=["unlicensed_recruiter", "no_written_contract"], persons=[victim, recruiter])
+                       indicators=["unlicensed_recruiter", "no_written_contract", *([URGENT_MARK] if urgent else [])],
+                       persons=[victim, recruiter])
     body.pop("departure")
     return body
 
@@ -113,12 +119,19 @@ def report(scenario: str, i: int, recruiter_phone: str, day: datetime) -> dict[s
 
 @dataclass
 class Target:
+    """Where the clients go: each service's copies (its HTTP requests are spread over them, as a load balancer
+    would)."""
     name: str
-    intake: str
-    verification: str
-    referral: str
+    intake: tuple[str, ...]
+    verification: tuple[str, ...]
+    referral: tuple[str, ...]
     trail_db: str  # the database holding the `trail` collection
     synchronous: bool = False
+
+    def at(self, service: str, key: Any) -> str:
+        """The copy of `service` that serves requests about `key` (a report's number, a case, a referral)."""
+        copies = getattr(self, service)
+        return copies[(key if isinstance(key, int) else zlib.crc32(str(key).encode())) % len(copies)]
 
 
 @dataclass
@@ -130,6 +143,7 @@ class Run:
     decided: dict[str, float] = field(default_factory=dict)
     referred: dict[str, float] = field(default_factory=dict)
     acked: dict[str, float] = field(default_factory=dict)
+    urgent: set[str] = field(default_factory=set)  # cases reported urgent on their face
     completed: dict[str, float] = field(default_factory=dict)  # referral.acknowledged recorded in the trail
     errors: Counter = field(default_factory=Counter)
     kafka_events: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
@@ -140,10 +154,10 @@ async def reporters(http: httpx.AsyncClient, target: Target, run: Run, bodies: l
     reporter = auth("reporter", PILOT_VILLAGE)
     start = time.time()
 
-    async def post(body: dict) -> None:
+    async def post(i: int, body: dict) -> None:
         t0 = time.time()
         try:
-            r = await http.post(target.intake + "/v1/reports", json=body, headers=reporter)
+            r = await http.post(target.at("intake", i) + "/v1/reports", json=body, headers=reporter)
         except httpx.HTTPError as exc:
             run.errors[f"report {type(exc).__name__}"] += 1
             return
@@ -152,6 +166,8 @@ async def reporters(http: httpx.AsyncClient, target: Target, run: Run, bodies: l
             return
         case_id = r.json()["case_id"]
         run.sent[case_id], run.accepted[case_id] = t0, time.time()
+        if URGENT_MARK in body["indicators"]:
+            run.urgent.add(case_id)
         if target.synchronous:
             run.screened[case_id] = run.accepted[case_id]  # screened in the request
 
@@ -160,7 +176,7 @@ async def reporters(http: httpx.AsyncClient, target: Target, run: Run, bodies: l
         for i, body in enumerate(bodies):
             if (delay := start + i / rate - time.time()) > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(post(body)))
+            tasks.append(asyncio.create_task(post(i, body)))
         await asyncio.gather(*tasks)
     finally:  # the run is over (or capped): nothing more is sent
         for task in tasks:
@@ -188,12 +204,12 @@ async def verifier(http: httpx.AsyncClient, target: Target, run: Run, stop: asyn
     async def decide(case_id: str) -> None:
         async with gate:
             try:
-                case = await http.get(target.verification + f"/v1/cases/{case_id}", headers=headers)
+                case = await http.get(target.at("verification", case_id) + f"/v1/cases/{case_id}", headers=headers)
                 if case.status_code != 200:
                     run.errors[f"case {case.status_code}"] += 1
                     return
                 t0 = time.time()
-                r = await http.post(target.verification + f"/v1/cases/{case_id}/decision",
+                r = await http.post(target.at("verification", case_id) + f"/v1/cases/{case_id}/decision",
                                     json={"decision": "verify", "case_types": ["tppo"]},
                                     headers={**headers, "If-Match": f'"{case.json()["version"]}"'})
                 if r.status_code == 200:
@@ -208,7 +224,7 @@ async def verifier(http: httpx.AsyncClient, target: Target, run: Run, stop: asyn
                 busy.discard(case_id)
 
     await _work_through(stop, run, "queue", busy,
-                        lambda: _pages(http, target.verification + "/v1/queue", headers, {"limit": 200}),
+                        lambda: _pages(http, target.verification[0] + "/v1/queue", headers, {"limit": 200}),
                         lambda i: i["case_id"] if i["case_id"] in run.sent and i["case_id"] not in run.decided else None,
                         lambda i: decide(i["case_id"]))
 
@@ -223,7 +239,8 @@ async def investigator(http: httpx.AsyncClient, target: Target, run: Run, stop: 
     async def acknowledge(referral: dict) -> None:
         async with gate:
             try:
-                r = await http.post(target.referral + f"/v1/referrals/{referral['referral_id']}/acknowledge",
+                r = await http.post(target.at("referral", referral["referral_id"])
+                                    + f"/v1/referrals/{referral['referral_id']}/acknowledge",
                                     json={}, headers=headers)
                 if r.status_code == 200:
                     run.acked[referral["case_id"]] = time.time()
@@ -235,7 +252,7 @@ async def investigator(http: httpx.AsyncClient, target: Target, run: Run, stop: 
                 busy.discard(referral["referral_id"])
 
     await _work_through(stop, run, "inbox", busy,
-                        lambda: _pages(http, target.referral + "/v1/referrals", headers,
+                        lambda: _pages(http, target.referral[0] + "/v1/referrals", headers,
                                        {"status": "created", "limit": 200}),
                         lambda r: r["referral_id"] if r["case_id"] in run.sent and r["case_id"] not in run.acked
                         else None,
@@ -447,6 +464,8 @@ async def _figures(db, mongo, target: Target, run: Run, start: float, wall: floa
         "throughput_per_s": round(len(through) / span, 2) if through else 0.0,
         "accept": latency([run.accepted[c] - run.sent[c] for c in cases]),
         "report_to_screened": latency([run.screened[c] - run.sent[c] for c in cases if c in run.screened]),
+        "urgent_report_to_screened": latency([run.screened[c] - run.sent[c] for c in cases
+                                              if c in run.screened and c in run.urgent]),
         "decision_to_referral": latency([run.referred[c] - run.decided[c] for c in run.decided if c in run.referred]),
         "event_to_trail": latency(to_trail),
         # after settling (`settled`); a run that did not settle reports what was still missing at its end
@@ -585,13 +604,14 @@ def start_sync(logs: Path) -> tuple[subprocess.Popen, Target]:
         if time.time() > deadline:
             raise RuntimeError("bench_sync not ready")
         time.sleep(0.2)
-    return proc, Target("synchronous", url, url, url, database, synchronous=True)
+    return proc, Target("synchronous", (url,), (url,), (url,), database, synchronous=True)
 
 
-def scenario_bodies(scenario: str, count: int) -> list[dict]:
+def scenario_bodies(scenario: str, count: int, urgent_every: int = 0) -> list[dict]:
     phone = f"0857{uuid.uuid4().int % 10**8:08d}"  # a recruiter no earlier run named
     day = (datetime.now(UTC) - timedelta(hours=2)).replace(second=0, microsecond=0)  # one moment: one day
-    return [report(scenario, i, phone, day) for i in range(count)]
+    return [report(scenario, i, phone, day, urgent=bool(urgent_every) and i % urgent_every == urgent_every - 1)
+            for i in range(count)]
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -620,12 +640,12 @@ def table(result: dict[str, Any]) -> str:
              f"ceiling B (+1 bulk insert/hop): {b['throughput_per_s']}/s, p50 {b['latency']['p50_ms']} ms; "
              f"one database write p50 {w['p50_ms']} ms",
              f"{'run':<26}{'through':>9}{'/s':>7}{'xA':>7}{'xB':>7}{'xSync':>7}{'screened p50/p95/p99':>24}"
-             f"{'decision→ref p50/p99':>22}{'→trail p50/p99':>18}{'accept p50':>11}{'db tx/rep':>10}{'db ms/rep':>10}{'lost':>5}{'dbl':>4}"]
+             f"{'urgent p50/p99':>16}{'decision→ref p50/p99':>22}{'→trail p50/p99':>18}{'accept p50':>11}{'db tx/rep':>10}{'db ms/rep':>10}{'lost':>5}{'dbl':>4}"]
     for run in result["runs"]:
         r = run.get("ratios", {})
 
         def ms(metric: str, *ps: int) -> str:
-            return "/".join("-" if (v := run[metric][f"p{p}_ms"]) is None else f"{v:.0f}" for p in ps)
+            return "/".join("-" if (v := run.get(metric, {}).get(f"p{p}_ms")) is None else f"{v:.0f}" for p in ps)
 
         lost = sum(run["lost"].values())
         lost = lost if run.get("settled", True) else f"({lost})"  # not settled: still missing, maybe only late
@@ -633,11 +653,12 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"{run['label']:<26}{run['through']:>4}/{run['accepted']:<4}{run['throughput_per_s']:>7}"
                      f"{r.get('throughput_over_ceiling_a') or '-':>7}{r.get('throughput_over_ceiling_b') or '-':>7}"
                      f"{r.get('throughput_over_sync') or '-':>7}{ms('report_to_screened', 50, 95, 99):>24}"
-                     f"{ms('decision_to_referral', 50, 99):>22}{ms('event_to_trail', 50, 99):>18}"
+                     f"{ms('urgent_report_to_screened', 50, 99):>16}{ms('decision_to_referral', 50, 99):>22}{ms('event_to_trail', 50, 99):>18}"
                      f"{ms('accept', 50):>11}{run.get('database_transactions_per_report') or '-':>10}"
                      f"{run.get('database_cpu_ms_per_report') or '-':>10}{lost:>5}{doubled:>4}" + ("  (time cap)" if run["capped"] else "")
                      + ("" if run.get("settled", True) else "  (not settled)"))
     lines.append("lost in (): still missing when the run stopped waiting for its late work; x*: ratios; times in ms; "
+                 "urgent: report→screened of the reports urgent on their face (--urgent-every); "
                  "db tx/rep: PostgreSQL transactions per accepted report (all clients); db ms/rep: CPU time FerretDB and "
                  "PostgreSQL spent per accepted report")
     lines.append(f"load average at the start {result.get('load_average_at_start')}, "
@@ -659,7 +680,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         print("synchronous alternative...", flush=True)
         proc, target = start_sync(logs)
         try:
-            sync = await drive(target, scenario_bodies("distinct", args.reports), args.rate, args.time_cap,
+            sync = await drive(target, scenario_bodies("distinct", args.reports, args.urgent_every), args.rate, args.time_cap,
                                args.settle)
         finally:
             proc.terminate()
@@ -670,12 +691,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         print(f"Waspada, {copies} cop{'y' if copies == 1 else 'ies'} of each service...", flush=True)
         system = await asyncio.to_thread(start_waspada, copies, logs)
         try:
-            target = Target(f"waspada x{copies}", system.url("intake"), system.url("verification"),
-                            system.url("referral"), f"{system.db_prefix}_audit")
+            target = Target(f"waspada x{copies}", *(tuple(system.url(s, c) for c in range(copies))
+                                                    for s in ("intake", "verification", "referral")),
+                            f"{system.db_prefix}_audit")
             for scenario in args.scenarios:
                 count = args.reports if scenario == "distinct" else args.recruiter_reports
                 cap = args.time_cap if scenario == "distinct" else args.recruiter_time_cap
-                run = await drive(target, scenario_bodies(scenario, count), args.rate, cap, args.settle)
+                run = await drive(target, scenario_bodies(scenario, count, args.urgent_every), args.rate, cap, args.settle)
                 run.update(label=f"waspada x{copies}, {scenario}", copies=copies, scenario=scenario,
                            ratios=ratios(run, result["ceiling_a"], result["ceiling_b"], sync,
                                          result["database_write"]))
@@ -699,6 +721,8 @@ if __name__ == "__main__":
     parser.add_argument("--settle", type=float, default=90,
                         help="seconds a run's late work may take to reach the databases before it counts as lost")
     parser.add_argument("--copies", type=int, nargs="+", default=[1, 2], choices=[1, 2])
+    parser.add_argument("--urgent-every", type=int, default=10,
+                        help="every Nth report is urgent on its face (an indicator that forces escalation); 0: none")
     parser.add_argument("--scenarios", nargs="+", default=["distinct", "recruiter"], choices=["distinct", "recruiter"])
     parser.add_argument("--ceiling-n", type=int, default=3000, help="messages through each ceiling")
     parser.add_argument("--no-sync", action="store_true", help="skip the synchronous alternative")

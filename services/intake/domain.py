@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from shared import reference, regions, topics
+from shared import reference, regions, topics, urgency
 from shared.api_models import Instant
 from shared.auth import Principal
 from shared.crypto import CaseErased, Sealer, open_values
@@ -194,6 +194,7 @@ def file_report(report: ReportIn, reporter: Principal, *, case_id: str, number: 
         location=contract.Location(**report.location.model_dump()) if report.location else None,
         documents=report.documents,
     )
+    urgent = urgency.headers(payload, now.date())  # from the plain report, before it is sealed
     payload = contract.CaseReported.model_validate(seal.report(payload.model_dump(mode="json")))
     event = new_event(payload, case_id=case_id, producer=SERVICE, actor=actor_of(reporter),
                       correlation_id=case_id, causation_id=None, occurred_at=now)
@@ -212,7 +213,7 @@ def file_report(report: ReportIn, reporter: Principal, *, case_id: str, number: 
         "updated_at": now.isoformat(),
         "status_history": [{"status": "reported", "at": now.isoformat(), "event_id": event.event_id}],
     }
-    return doc, [Outgoing(topics.INTAKE, event)]
+    return doc, [Outgoing(topics.INTAKE, event, urgent)]
 
 
 # --- the reporter's view of a case's status ---------------------------------------------------------------
@@ -313,6 +314,7 @@ def amend(doc: dict[str, Any], amendment: AmendmentIn, reporter: Principal, now:
         else before.departure,
         "submission": before.submission + 1,
     })
+    urgent = urgency.headers(report, now.date())
     report = contract.CaseReported.model_validate(seal.report(report.model_dump(mode="json")))
     answer = seal(amendment.answer)
     event = new_event(contract.CaseAmended(answer=answer, report=report), case_id=doc["_id"],
@@ -321,7 +323,7 @@ def amend(doc: dict[str, Any], amendment: AmendmentIn, reporter: Principal, now:
     return Change(
         set={"status": "reported", "question": None, "report": report.model_dump(mode="json"),
              "updated_at": now.isoformat()},
-        events=[Outgoing(topics.INTAKE, event)],
+        events=[Outgoing(topics.INTAKE, event, urgent)],
         push={"status_history": {"status": "reported", "at": now.isoformat(), "event_id": event.event_id,
                                  "amended": True}},
     )

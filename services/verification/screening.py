@@ -12,11 +12,10 @@ from datetime import date, datetime
 from functools import cache
 from importlib import resources
 
-from shared import reference
+from shared import reference, urgency
 from shared.contracts import intake, verification
 
 PRIORITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
-DEPARTURE_WINDOW_DAYS = 3  # "departure within 72 hours", counted in calendar days
 
 
 @cache
@@ -40,13 +39,6 @@ def checklist_indicators() -> dict[str, str]:
     return {item: indicator for item, indicator in mapping.items() if indicator}
 
 
-def age_on(person: intake.Person, day: date) -> int | None:
-    if isinstance(person.birth_date, date):  # not when it is sealed or erased text
-        b = person.birth_date
-        return day.year - b.year - ((day.month, day.day) < (b.month, b.day))
-    return person.age
-
-
 def screen(report: intake.CaseReported, today: date, watchlist_hits: list[str] = ()) -> verification.CaseScreened:  # type: ignore[assignment]
     known = reference.indicators()
     sources = {i: "reported" for i in report.indicators if i in known}
@@ -57,10 +49,9 @@ def screen(report: intake.CaseReported, today: date, watchlist_hits: list[str] =
     triggered = [known[i] for i in sources]
     score = sum(i.weight for i in triggered)
     observed = report.observed_at.date()
-    child = any((a := age_on(p, observed)) is not None and a < 18 for p in report.persons)
+    child = urgency.child_involved(report, observed)
     forcing = [i.id for i in triggered if i.forces_escalation]
-    departure = report.departure.planned_date if report.departure else None
-    imminent = departure is not None and 0 <= (departure - today).days <= DEPARTURE_WINDOW_DAYS
+    imminent = urgency.departure_imminent(report, today)
     escalation = verification.Escalation(child_involved=child, forcing_indicators=forcing,
                                          departure_within_72h=imminent)
     if child or forcing or imminent:

@@ -40,6 +40,17 @@ async def test_a_retry_with_the_same_key_returns_the_first_answer(infra, isolati
     assert len(published) == 1
 
 
+async def test_an_urgent_report_reaches_kafka_marked_urgent_and_an_ordinary_one_does_not(infra, isolation):
+    reporter = auth("reporter", PILOT_VILLAGE)
+    urgent = report_body(indicators=["unlicensed_recruiter", "minor_or_altered_identity"])
+    async with serving(_app(infra, isolation)) as http, TopicReader(infra["kafka"], topics.INTAKE) as out:
+        ids = [(await http.post("/v1/reports", json=body, headers=reporter)).json()["case_id"]
+               for body in (urgent, report_body())]
+        published = await out.collect(lambda r: header(r, topics.HEADER_CASE_ID) in ids, count=2)
+    marks = {header(r, topics.HEADER_CASE_ID): header(r, topics.HEADER_URGENT) for r in published}
+    assert marks == {ids[0]: "1", ids[1]: None}
+
+
 async def test_concurrent_first_submissions_with_one_key_create_one_case(infra, isolation):
     reporter = auth("reporter", PILOT_VILLAGE)
     body = report_body()

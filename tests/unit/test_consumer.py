@@ -149,6 +149,29 @@ def test_a_batch_is_split_into_lanes_by_case_keeping_each_case_in_order():
     ]
 
 
+def test_lanes_holding_an_urgent_report_come_first_and_the_rest_keep_their_order():
+    records = [_event_record(i, f"c-{i}") for i in range(5)]
+    records[3].headers = ((topics.HEADER_URGENT, b"1"), (topics.HEADER_EVENT_TYPE, b"case.reported"))
+    records.append(_event_record(5, "c-1"))
+    assert [[r.offset for r in lane] for lane in consume_lanes(records)] == [[3], [0], [1, 5], [2], [4]]
+
+
+async def test_an_urgent_report_is_applied_before_a_queue_of_others_that_fill_every_slot():
+    import asyncio
+
+    seen = []
+
+    async def apply(event):
+        await asyncio.sleep(0.01)  # a recruiter's report taking its turn
+        seen.append(event.case_id)
+
+    consumer = EventConsumer(name="verification", apply=apply, dead_letter=Recorder(), backoff_s=0)
+    records = [_event_record(i, f"c-{i}") for i in range(12)]
+    records[10].headers = ((topics.HEADER_URGENT, b"1"),)
+    await consume_batch(consumer, records, concurrency=2)
+    assert seen.index("c-10") < 2 and len(seen) == 12
+
+
 async def test_a_batch_applies_cases_side_by_side_and_each_case_in_order():
     import asyncio
 

@@ -150,6 +150,17 @@ def test_filing_a_report_records_case_reported_keyed_by_case():
     assert all(p["person_id"] for p in out.event.data["persons"])
 
 
+def test_a_report_urgent_on_its_face_is_marked_for_consumers_to_take_first():
+    assert _filed()[1][0].headers == {}  # an adult, a departure in 20 days, no indicator that forces escalation
+    soon = {"planned_date": (datetime.now(UTC) + timedelta(days=2)).date().isoformat(), "port": "CGK",
+            "destination_country": "SA"}
+    child = [{"role": "potential_victim", "name": "Dewi", "age": 16}, {"role": "recruiter", "name": "Pak Joko"}]
+    for urgent in ({"departure": soon}, {"persons": child}, {"indicators": ["minor_or_altered_identity"]}):
+        [out] = _filed(**urgent)[1]
+        assert out.headers == {"urgent": "1"}, urgent
+        assert "Dewi" not in str(out.headers) and out.event.headers()["event-type"] == "case.reported"
+
+
 def _verification_event(payload):
     return new_event(payload, case_id="c1", producer="verification", actor=None, correlation_id="c1",
                      causation_id=None)
