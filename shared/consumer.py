@@ -53,27 +53,32 @@ async def at_batch_end(key: Hashable, action: Callable[[], Awaitable[None]]) -> 
 
 
 async def _run_deferred(pending: dict[Hashable, Callable[[], Awaitable[None]]], attempts: int = 3,
-                        backoff_s: float = 0.2) -> None:
-    """The batch's deferred actions: waiting out a database outage, a few tries for anything else (then logged:
-    what it does is done again by the next record that asks)."""
-    for key, action in pending.items():
+                        backoff_s: float = 0.2, concurrency: int = 16) -> None:
+    """The batch's deferred actions, side by side: waiting out a database outage, a few tries for anything else
+    (then logged: what it does is done again by the next record that asks)."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def run(key: Hashable, action: Callable[[], Awaitable[None]]) -> None:
         failures, wait = 0, backoff_s
-        while True:
-            try:
-                await action()
-                break
-            except asyncio.CancelledError:
-                raise
-            except TRANSIENT as exc:
-                log.warning("batch_end_waiting", key=str(key), error_type=type(exc).__name__, retry_in_s=wait)
-                await asyncio.sleep(wait)
-                wait = min(wait * 2, MAX_BACKOFF_S)
-            except Exception as exc:  # noqa: BLE001 - the records are applied; this is their follow-up
-                failures += 1
-                if failures >= attempts:
-                    log.error("batch_end_failed", key=str(key), error=describe(exc))
-                    break
-                await asyncio.sleep(backoff_s * 2 ** (failures - 1))
+        async with slots:
+            while True:
+                try:
+                    await action()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except TRANSIENT as exc:
+                    log.warning("batch_end_waiting", key=str(key), error_type=type(exc).__name__, retry_in_s=wait)
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, MAX_BACKOFF_S)
+                except Exception as exc:  # noqa: BLE001 - the records are applied; this is their follow-up
+                    failures += 1
+                    if failures >= attempts:
+                        log.error("batch_end_failed", key=str(key), error=describe(exc))
+                        return
+                    await asyncio.sleep(backoff_s * 2 ** (failures - 1))
+
+    await asyncio.gather(*(run(key, action) for key, action in pending.items()))
 
 
 class EventConsumer:

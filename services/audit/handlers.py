@@ -307,11 +307,8 @@ def subscribers(runtime: Runtime, store: AuditStore, keys: KeyStore) -> None:
                 event.event_id, lambda last: domain.directory_entry(event, last, now))
             log.info("directory_appended" if appended else "directory_entry_exists", seq=entry["seq"])
             return
-        case = await store.case(event.case_id)  # its head for the trail, and the document to project into
-        entry, appended = await store.append(event.case_id, event.event_id,
-                                             lambda last: domain.chain_entry(event, last, now), case=case)
-        # Also on a redelivery: the previous attempt may have stopped between the trail and the case document.
-        await store.project(event.case_id, entry, domain.case_updates(event), case=case)
+        entry, appended = await store.record(event.case_id, event.event_id,
+                                             lambda last: domain.chain_entry(event, last, now), domain.case_updates(event))
         log.info("trail_appended" if appended else "trail_entry_exists", seq=entry["seq"])
 
     # The directory is one chain for every account: its events are appended one at a time, in order.

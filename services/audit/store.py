@@ -16,6 +16,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from services.audit import domain, records
 from shared import consumer
 from shared.clock import Clock
+from shared.mongo import TRANSIENT_ERRORS as MONGO_TRANSIENT
 from shared.versions import VersionedCollection, set_path
 
 BuildEntry = Callable[[Mapping[str, Any] | None], dict[str, Any]]
@@ -39,6 +40,9 @@ class AuditStore:
         self.case_versions = VersionedCollection(self.cases, clock)
         # The region's figures week by week (domain.stats_part): a token per report week, changed whenever a
         # case of that week changes, and each region's part of a week kept with the token it was counted at.
+        # The trails appended to in the consumer's current batch: case id -> [its last entry, whether the case
+        # document shows it] (`record`); emptied as the batch ends.
+        self._batch_heads: dict[str, list[Any]] = {}
         self.stats_weeks = db["stats_weeks"]
         self.stats_parts = db["stats_parts"]
         self.meta = db["meta"]
@@ -60,6 +64,46 @@ class AuditStore:
         await self.directory.create_index([("account_id", ASCENDING), ("seq", ASCENDING)])
 
     # --- the trail ------------------------------------------------------------------------------------------
+
+    async def record(self, case_id: str, event_id: str, build: BuildEntry,
+                     updates: list[domain.CaseUpdate]) -> tuple[dict[str, Any], bool]:
+        """Append an event to its case's trail and bring the case document up to date; returns the entry and
+        whether it is new. The first event of a case in a consumer's batch reads the case and writes it, as
+        always; its further events there that change nothing but the trail's head (a link, a read of the case)
+        are appended on the head kept here, with no read and no write of the case, whose head is written once as
+        the batch ends, before its offsets are committed. A head that is stale (another process appended
+        meanwhile, or a crash left the document behind) only costs a collision on (case_id, seq) and a search."""
+        held = self._batch_heads.get(case_id)
+        if held is not None and not updates:
+            entry, appended = await self.append(case_id, event_id, build, case=_head(held[0]))
+            if entry["seq"] > held[0]["seq"]:
+                held[:] = [entry, False]
+            return entry, appended
+        case = await self.case(case_id)
+        head = case
+        if held is not None and (case is None or int(case.get("trail_seq") or 0) < held[0]["seq"]):
+            head = _head(held[0])  # appended in this batch, not written to the case yet
+        entry, appended = await self.append(case_id, event_id, build, case=head)
+        # Also on a redelivery: the previous attempt may have stopped between the trail and the case document.
+        await self.project(case_id, entry, updates, case=case)
+        if held is None:
+            self._batch_heads[case_id] = [entry, True]
+            await consumer.at_batch_end(("trail_head", case_id), lambda: self._write_head(case_id))
+        elif entry["seq"] >= held[0]["seq"]:
+            held[:] = [entry, True]
+        return entry, appended
+
+    async def _write_head(self, case_id: str) -> None:
+        held = self._batch_heads.get(case_id)
+        try:
+            if held is not None and not held[1]:
+                await self.project(case_id, held[0], [])
+        except MONGO_TRANSIENT:
+            raise  # the batch's end waits the outage out and calls again: the head is still held
+        except Exception:
+            self._batch_heads.pop(case_id, None)  # the next append meets the stale head, searches and writes it
+            raise
+        self._batch_heads.pop(case_id, None)
 
     async def append(self, case_id: str, event_id: str, build: BuildEntry, attempts: int = 20,
                      case: Mapping[str, Any] | None | Literal["unread"] = "unread") -> tuple[dict[str, Any], bool]:
@@ -393,6 +437,10 @@ class AuditStore:
 
     async def checkpoints_page(self, offset: int, limit: int) -> list[dict[str, Any]]:
         return await self.checkpoints.find({}).sort([("_id", DESCENDING)]).skip(offset).limit(limit).to_list()
+
+def _head(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {"trail_seq": entry["seq"], "trail_hash": entry["hash"]}
+
 
 async def _append(collection: Any, key_field: str, key: str, event_id: str, build: BuildEntry, attempts: int,
                   read_head: Callable[[], Awaitable[Mapping[str, Any] | None]]) -> tuple[dict[str, Any], bool]:

@@ -340,3 +340,83 @@ async def test_a_dead_letter_is_listed_with_its_data_masked(infra, isolation):
     shown = json.loads(dead["body"])
     assert shown["type"] == "case.reported" and shown["case_id"] == case_id
     assert shown["data"] == {"persons": [{"role": "[masked]", "name": "[masked]", "nik": "[masked]", "age": "[masked]"}]}
+
+
+class _Record:
+    """A Kafka record as a consumer's batch holds it."""
+
+    def __init__(self, event: Envelope, offset: int):
+        self.topic, self.partition, self.offset, self.headers = topics.VERIFICATION, 0, offset, ()
+        self.key, self.value = event.case_id.encode(), event.to_json().encode()
+
+
+async def _apply_batch(store: AuditStore, events: list[Envelope]) -> None:
+    from shared.consumer import EventConsumer, consume_batch
+
+    async def record(event):
+        now = datetime.now(UTC)
+        await store.record(event.case_id, event.event_id, lambda last: domain.chain_entry(event, last, now),
+                           domain.case_updates(event))
+
+    async def no_dead_letters(*args):
+        raise AssertionError(f"dead-lettered: {args}")
+
+    consumer = EventConsumer(name="audit", apply=record, dead_letter=no_dead_letters, backoff_s=0)
+    await consume_batch(consumer, [_Record(e, i) for i, e in enumerate(events)], concurrency=4)
+
+
+async def test_a_batch_of_one_cases_links_is_chained_on_a_head_held_in_memory_and_written_once(audit_db, monkeypatch):
+    from shared.contracts.verification import CaseLinked
+
+    store = AuditStore(audit_db, SystemClock())
+    await store.ensure_indexes()
+    reported, other = case_reported(), case_reported()
+    links = [_follow_up(reported, CaseLinked(linked_case_id=str(uuid.uuid4()), reasons=["phone"])) for _ in range(10)]
+    reads = []
+    case = store.case
+
+    async def counted(case_id):
+        reads.append(case_id)
+        return await case(case_id)
+
+    monkeypatch.setattr(store, "case", counted)
+    await _apply_batch(store, [reported, *links[:5], other, *links[5:]])
+    entries = await store.trail_of(reported.case_id)
+    assert [e["event_id"] for e in entries] == [reported.event_id, *(e.event_id for e in links)]
+    assert domain.verify_chain(entries)["valid"] is True
+    doc = await audit_db["cases"].find_one({"_id": reported.case_id})
+    assert (doc["trail_seq"], doc["trail_hash"], doc["status"]) == (11, entries[-1]["hash"], "reported")
+    assert reads.count(reported.case_id) == 1  # the links were appended on the head held in memory
+    # written twice: by the report, and the head once at the batch's end (not once per link)
+    assert await audit_db["cases_versions"].count_documents({"doc_id": reported.case_id}) == 2
+
+    await _apply_batch(store, [reported, *links])  # the whole batch again (a crash before its commit): no change
+    assert len(await store.trail_of(reported.case_id)) == 11
+    assert (await audit_db["cases"].find_one({"_id": reported.case_id}))["trail_seq"] == 11
+
+
+async def test_a_head_left_unwritten_by_a_failed_batch_end_is_found_by_the_next_event(audit_db, monkeypatch):
+    from shared.contracts.verification import CaseLinked
+
+    store = AuditStore(audit_db, SystemClock())
+    await store.ensure_indexes()
+    reported = case_reported()
+    links = [_follow_up(reported, CaseLinked(linked_case_id=str(uuid.uuid4()), reasons=["name"])) for _ in range(3)]
+    project = store.project
+
+    async def dies_at_batch_end(case_id, entry, updates, case="unread"):
+        if not updates and entry["seq"] > 1:
+            raise RuntimeError("process died before the head was written (simulated)")
+        return await project(case_id, entry, updates, case)
+
+    monkeypatch.setattr(store, "project", dies_at_batch_end)
+    await _apply_batch(store, [reported, *links])
+    assert (await audit_db["cases"].find_one({"_id": reported.case_id}))["trail_seq"] == 1  # behind the trail
+    monkeypatch.undo()
+    later = _follow_up(reported, CaseInfoRequested(question="Siapa sponsornya?"))
+    await _apply_batch(store, [later])
+    entries = await store.trail_of(reported.case_id)
+    assert [e["seq"] for e in entries] == [1, 2, 3, 4, 5] and entries[-1]["event_id"] == later.event_id
+    assert domain.verify_chain(entries)["valid"] is True
+    doc = await audit_db["cases"].find_one({"_id": reported.case_id})
+    assert (doc["trail_seq"], doc["status"]) == (5, "info_requested")
