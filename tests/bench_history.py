@@ -43,6 +43,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError
 
 from services.audit import domain as audit_domain
+from services.referral.domain import created_day
 from shared import crypto
 from shared.settings import DEV_MASTER_KEY
 from tests.builders import PILOT_VILLAGE, report_body
@@ -83,6 +84,7 @@ class History:
         self.stored = 0
         self.rng = random.Random(5)
         self.weeks: set[str] = set()
+        self.days: set[str] = set()  # referral creation days the copies moved to
 
     async def load_templates(self) -> None:
         by_case: dict[str, dict[str, Any]] = {}
@@ -130,7 +132,8 @@ class History:
                 self.weeks.add(doc["reported_week"])
             if name == "referrals":  # a year of history: the copies' referrals were worked and closed long ago
                 doc.update(status="closed", outcome="police_report_filed", next_deadline=None, next_due_ts=None,
-                           escalation_pending=False)
+                           escalation_pending=False, created_day=created_day(doc["created_at"]))
+                self.days.add(doc["created_day"])
             out.append((service, name, doc))
         return new_id, key, out
 
@@ -161,6 +164,12 @@ class History:
         for week in sorted(self.weeks):
             await weeks.update_one({"_id": week}, {"$set": {"token": uuid.uuid4().hex}}, upsert=True)
         await weeks.update_many({}, {"$set": {"token": uuid.uuid4().hex}})
+        days = self.client[f"{self.prefix}_referral"]["referral_days"]  # where the full referral lists walk back
+        try:
+            await days.insert_many([{"_id": day} for day in sorted(self.days)], ordered=False)
+        except BulkWriteError as exc:  # the days an earlier growth registered already
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
         return time.monotonic() - started
 
 

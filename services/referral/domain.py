@@ -71,6 +71,11 @@ def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat()
 
 
+def created_day(created_at: str) -> str:
+    """The (UTC) day a referral was created: the bucket its unit's and region's full lists read it in."""
+    return datetime.fromisoformat(created_at).astimezone(UTC).date().isoformat()
+
+
 # --- request bodies ----------------------------------------------------------------------------------------
 
 
@@ -221,6 +226,7 @@ def _new_referral(referral_id: str, case: dict[str, Any], decision: routing.Rout
         "declined_by": list(declined_by or []),
         "needs_supervisor": False,
         "created_at": at,
+        "created_day": created_day(at),
         "updated_at": at,
         "history": [{"status": "created", "action": "create", "at": at, "by": None,
                      "event_id": created.event_id}],

@@ -8,7 +8,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.referral.domain import PRIORITY_RANK
+from services.referral.domain import PRIORITY_RANK, created_day
 
 OPEN_STATUSES = ("created", "acknowledged", "accepted")  # the ones with a next deadline
 from shared.clock import Clock
@@ -21,6 +21,10 @@ _URGENT_FIRST = [("priority_rank", ASCENDING), ("created_at", ASCENDING), ("_id"
 class ReferralStore(AggregateStore):
     def __init__(self, db: AsyncDatabase, relay: OutboxRelay, clock: Clock) -> None:
         super().__init__(db["referrals"], relay, clock)
+        # _id: a day some referral was created on (`created_day`): where a full list walks back from the newest
+        self.days = db["referral_days"]
+        self._known_days: set[str] = set()
+        self.meta = db["meta"]
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("agency_id", ASCENDING), *_URGENT_FIRST[:2]])
@@ -33,27 +37,77 @@ class ReferralStore(AggregateStore):
         # field also gets the index its equality filters can use (infra/local/postgres/lookups.sql).
         await self.collection.create_index([("status", ASCENDING), ("agency_id", ASCENDING)])
         await self.collection.create_index([("needs_supervisor", ASCENDING)])
+        await self.collection.create_index([("created_day", ASCENDING), ("agency_id", ASCENDING)])
 
     async def open(self, doc: dict[str, Any], events: list[Outgoing], applied: str) -> bool:
-        """Insert a new referral with its outbox; False if it exists (its id is derived from case and agency)."""
+        """Insert a new referral with its outbox; False if it exists (its id is derived from case and agency).
+        Its day is registered first, so a referral is never stored on a day the full lists do not know."""
+        await self.note_day(doc["created_day"])
         try:
             await self.create(doc, events, applied=applied)
         except DuplicateKeyError:
             return False
         return True
 
+    async def note_day(self, day: str) -> None:
+        if day in self._known_days:
+            return
+        try:
+            await self.days.insert_one({"_id": day})
+        except DuplicateKeyError:
+            pass  # known already (another referral, another process)
+        self._known_days.add(day)
+
     async def search(self, scope: dict[str, Any], filters: dict[str, Any], offset: int,
                      limit: int) -> list[dict[str, Any]]:
-        """Referrals within `scope` (a unit or a region), most urgent first, then oldest: read one priority at a
-        time until the page is full (an equality on the priority narrows what FerretDB reads; a sort over the
-        whole unit would read every referral it ever had)."""
+        """Referrals within `scope` (a unit or a region). With a status: most urgent first, then oldest, read one
+        priority at a time until the page is full (an equality on the priority narrows what FerretDB reads; a
+        sort over the whole unit would read every referral it ever had). Without one: the open ones first in that
+        order (a unit's work, never many), then all the others newest first, read one creation day at a time
+        from the newest until the page is full, so a unit's year of closed referrals is not read for its first
+        page. A case's referrals (`case_id`) are few: read at once, in the same order."""
+        if "status" in filters:
+            return (await self._urgent_first({**filters, **scope}, offset + limit))[offset:offset + limit]
+        if "case_id" in filters:
+            docs = await self.collection.find({**filters, **scope}, _HIDDEN).to_list()
+            return _open_then_newest(docs)[offset:offset + limit]
+        found: list[dict[str, Any]] = []
+        for status in OPEN_STATUSES:
+            found += await self._urgent_first({**filters, **scope, "status": status}, None)
+        found = _open_then_newest(found)
+        if len(found) < offset + limit:
+            days = sorted((d["_id"] for d in await self.days.find({}, {"_id": 1}).to_list()), reverse=True)
+            for day in days:
+                docs = await self.collection.find({**filters, **scope, "created_day": day}, _HIDDEN).to_list()
+                found += _open_then_newest([d for d in docs if d.get("status") not in OPEN_STATUSES])
+                if len(found) >= offset + limit:
+                    break
+        return found[offset:offset + limit]
+
+    async def _urgent_first(self, query: dict[str, Any], enough: int | None) -> list[dict[str, Any]]:
+        """Most urgent first, then oldest: one priority at a time, until `enough` (None: all)."""
         found: list[dict[str, Any]] = []
         for rank in sorted(set(PRIORITY_RANK.values())):
-            docs = await self.collection.find({**filters, **scope, "priority_rank": rank}, _HIDDEN).to_list()
+            docs = await self.collection.find({**query, "priority_rank": rank}, _HIDDEN).to_list()
             found += sorted(docs, key=lambda d: (str(d.get("created_at") or ""), d["_id"]))
-            if len(found) >= offset + limit:
+            if enough is not None and len(found) >= enough:
                 break
-        return found[offset:offset + limit]
+        return found
+
+    async def backfill_created_days(self) -> int:
+        """Once per database: referrals stored before they carried their creation day get it (the full lists
+        find the others by it); returns how many."""
+        if await self.meta.find_one({"_id": "created_days"}):
+            return 0
+        filled = 0
+        async for doc in self.collection.find({"created_day": {"$exists": False}}, {"created_at": 1}):
+            day = created_day(doc["created_at"])
+            await self.note_day(day)
+            result = await self.collection.update_one({"_id": doc["_id"], "created_day": {"$exists": False}},
+                                                      {"$set": {"created_day": day}})
+            filled += result.modified_count
+        await self.meta.replace_one({"_id": "created_days"}, {"done": True}, upsert=True)
+        return filled
 
     async def due_for_escalation(self, now_ts: float, limit: int = 1000) -> list[dict[str, Any]]:
         """Referrals whose next deadline has passed without an escalation for it (a scan on FerretDB: periodic)."""
@@ -86,3 +140,12 @@ class CaseStore(AggregateStore):
 
     def __init__(self, db: AsyncDatabase, relay: OutboxRelay, clock: Clock) -> None:
         super().__init__(db["cases"], relay, clock)
+
+
+def _open_then_newest(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Open referrals most urgent first, then oldest; then the others, newest first."""
+    opened = sorted((d for d in docs if d.get("status") in OPEN_STATUSES),
+                    key=lambda d: (d.get("priority_rank", 99), str(d.get("created_at") or ""), d["_id"]))
+    rest = sorted((d for d in docs if d.get("status") not in OPEN_STATUSES),
+                  key=lambda d: (str(d.get("created_at") or ""), d["_id"]), reverse=True)
+    return opened + rest

@@ -252,3 +252,49 @@ async def test_the_overdue_list_pages_in_order_beyond_the_first_page(infra, isol
             cursor = body["next"]
     assert seen == [case_ids[p] for p in reversed(priorities)]  # longest overdue first, page after page
     assert cursor is None
+
+
+async def test_a_full_list_shows_open_referrals_first_then_the_others_newest_first_a_day_at_a_time(infra, isolation):
+    from pymongo import AsyncMongoClient
+
+    from services.referral.domain import created_day
+    from services.referral.store import ReferralStore
+    from shared.outbox import OutboxRelay
+
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    db = client[f"{isolation['db_prefix']}_referral"]
+    store = ReferralStore(db, OutboxRelay(lambda *a: asyncio.sleep(0), ManualClock(START)), ManualClock(START))
+    await store.ensure_indexes()
+    region = ["36", "36.03", "36.03.11", "36.03.11.2005"]
+
+    async def referral(name, status, rank, days_ago, agency="polresta_tangerang"):
+        at = (START - timedelta(days=days_ago, minutes=rank)).isoformat()
+        await store.open({"_id": name, "referral_id": name, "case_id": f"case-{name}", "agency_id": agency,
+                          "region_path": region, "status": status, "priority_rank": rank, "created_at": at,
+                          "created_day": created_day(at)}, [], applied=None)
+
+    try:
+        await referral("closed-old", "closed", 0, 300)
+        await referral("declined-mid", "declined", 1, 40)
+        await referral("closed-new", "closed", 3, 2)
+        await referral("open-low-old", "acknowledged", 3, 30)
+        await referral("open-critical", "created", 0, 1)
+        await referral("open-low-new", "created", 3, 3)
+        await referral("other-unit", "created", 0, 1, agency="bp3mi_banten")
+        unit = {"agency_id": "polresta_tangerang"}
+        whole = [d["_id"] for d in await store.search(unit, {}, 0, 50)]
+        assert whole == ["open-critical", "open-low-old", "open-low-new", "closed-new", "declined-mid", "closed-old"]
+        pages = [[d["_id"] for d in await store.search(unit, {}, offset, 2)] for offset in (0, 2, 4)]
+        assert sum(pages, []) == whole  # pages across the open and closed parts neither skip nor repeat
+        region_wide = [d["_id"] for d in await store.search({"region_path": "36.03"}, {}, 0, 3)]
+        assert region_wide == ["open-critical", "other-unit", "open-low-old"]
+        assert [d["_id"] for d in await store.search(unit, {"status": "closed"}, 0, 50)] == ["closed-old", "closed-new"]
+        # a referral stored before referrals carried their day is given it once, and is listed again
+        await db["referrals"].update_one({"_id": "closed-old"}, {"$unset": {"created_day": ""}})
+        assert "closed-old" not in [d["_id"] for d in await store.search(unit, {}, 0, 50)]
+        restarted = ReferralStore(db, OutboxRelay(lambda *a: asyncio.sleep(0)), ManualClock(START))
+        assert await restarted.backfill_created_days() == 1
+        assert await restarted.backfill_created_days() == 0  # once per database
+        assert [d["_id"] for d in await store.search(unit, {}, 0, 50)] == whole
+    finally:
+        await client.close()
