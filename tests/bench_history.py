@@ -44,6 +44,7 @@ from pymongo.errors import BulkWriteError
 
 from services.audit import domain as audit_domain
 from services.referral.domain import created_day
+from services.referral.store import day_scopes
 from shared import crypto
 from shared.settings import DEV_MASTER_KEY
 from tests.builders import PILOT_VILLAGE, report_body
@@ -84,7 +85,7 @@ class History:
         self.stored = 0
         self.rng = random.Random(5)
         self.weeks: set[str] = set()
-        self.days: set[str] = set()  # referral creation days the copies moved to
+        self.days: set[tuple[str, str]] = set()  # (unit or region, day): the referral days the copies moved to
 
     async def load_templates(self) -> None:
         by_case: dict[str, dict[str, Any]] = {}
@@ -133,7 +134,7 @@ class History:
             if name == "referrals":  # a year of history: the copies' referrals were worked and closed long ago
                 doc.update(status="closed", outcome="police_report_filed", next_deadline=None, next_due_ts=None,
                            escalation_pending=False, created_day=created_day(doc["created_at"]))
-                self.days.add(doc["created_day"])
+                self.days.update((scope, doc["created_day"]) for scope in day_scopes(doc))
             out.append((service, name, doc))
         return new_id, key, out
 
@@ -166,7 +167,8 @@ class History:
         await weeks.update_many({}, {"$set": {"token": uuid.uuid4().hex}})
         days = self.client[f"{self.prefix}_referral"]["referral_days"]  # where the full referral lists walk back
         try:
-            await days.insert_many([{"_id": day} for day in sorted(self.days)], ordered=False)
+            await days.insert_many([{"_id": f"{scope}|{day}", "scope": scope, "day": day}
+                                    for scope, day in sorted(self.days)], ordered=False)
         except BulkWriteError as exc:  # the days an earlier growth registered already
             if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
                 raise

@@ -21,7 +21,8 @@ _URGENT_FIRST = [("priority_rank", ASCENDING), ("created_at", ASCENDING), ("_id"
 class ReferralStore(AggregateStore):
     def __init__(self, db: AsyncDatabase, relay: OutboxRelay, clock: Clock) -> None:
         super().__init__(db["referrals"], relay, clock)
-        # _id: a day some referral was created on (`created_day`): where a full list walks back from the newest
+        # The days referrals were created on (`created_day`), per unit and per region ("agency_id:<id>",
+        # "region_path:<code>"): where a full list walks back from the newest, skipping days it has none of.
         self.days = db["referral_days"]
         self._known_days: set[str] = set()
         self.meta = db["meta"]
@@ -38,25 +39,29 @@ class ReferralStore(AggregateStore):
         await self.collection.create_index([("status", ASCENDING), ("agency_id", ASCENDING)])
         await self.collection.create_index([("needs_supervisor", ASCENDING)])
         await self.collection.create_index([("created_day", ASCENDING), ("agency_id", ASCENDING)])
+        await self.days.create_index([("scope", ASCENDING)])
 
     async def open(self, doc: dict[str, Any], events: list[Outgoing], applied: str) -> bool:
         """Insert a new referral with its outbox; False if it exists (its id is derived from case and agency).
         Its day is registered first, so a referral is never stored on a day the full lists do not know."""
-        await self.note_day(doc["created_day"])
+        await self.note_day(doc)
         try:
             await self.create(doc, events, applied=applied)
         except DuplicateKeyError:
             return False
         return True
 
-    async def note_day(self, day: str) -> None:
-        if day in self._known_days:
-            return
-        try:
-            await self.days.insert_one({"_id": day})
-        except DuplicateKeyError:
-            pass  # known already (another referral, another process)
-        self._known_days.add(day)
+    async def note_day(self, doc: dict[str, Any]) -> None:
+        """Register the referral's day under its unit and each region it is in (once per process and key)."""
+        for scope in day_scopes(doc):
+            entry_id = f"{scope}|{doc['created_day']}"
+            if entry_id in self._known_days:
+                continue
+            try:
+                await self.days.insert_one({"_id": entry_id, "scope": scope, "day": doc["created_day"]})
+            except DuplicateKeyError:
+                pass  # known already (another referral, another process)
+            self._known_days.add(entry_id)
 
     async def search(self, scope: dict[str, Any], filters: dict[str, Any], offset: int,
                      limit: int) -> list[dict[str, Any]]:
@@ -76,7 +81,9 @@ class ReferralStore(AggregateStore):
             found += await self._urgent_first({**filters, **scope, "status": status}, None)
         found = _open_then_newest(found)
         if len(found) < offset + limit:
-            days = sorted((d["_id"] for d in await self.days.find({}, {"_id": 1}).to_list()), reverse=True)
+            [(field, value)] = scope.items()  # a unit or a region (`_scope`)
+            known = await self.days.find({"scope": f"{field}:{value}"}, {"day": 1}).to_list()
+            days = sorted({d["day"] for d in known}, reverse=True)
             for day in days:
                 docs = await self.collection.find({**filters, **scope, "created_day": day}, _HIDDEN).to_list()
                 found += _open_then_newest([d for d in docs if d.get("status") not in OPEN_STATUSES])
@@ -100,9 +107,10 @@ class ReferralStore(AggregateStore):
         if await self.meta.find_one({"_id": "created_days"}):
             return 0
         filled = 0
-        async for doc in self.collection.find({"created_day": {"$exists": False}}, {"created_at": 1}):
+        async for doc in self.collection.find({"created_day": {"$exists": False}},
+                                              {"created_at": 1, "agency_id": 1, "region_path": 1}):
             day = created_day(doc["created_at"])
-            await self.note_day(day)
+            await self.note_day({**doc, "created_day": day})
             result = await self.collection.update_one({"_id": doc["_id"], "created_day": {"$exists": False}},
                                                       {"$set": {"created_day": day}})
             filled += result.modified_count
@@ -149,3 +157,8 @@ def _open_then_newest(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rest = sorted((d for d in docs if d.get("status") not in OPEN_STATUSES),
                   key=lambda d: (str(d.get("created_at") or ""), d["_id"]), reverse=True)
     return opened + rest
+
+
+def day_scopes(doc: dict[str, Any]) -> list[str]:
+    """The keys a referral's day is registered under: its unit, and every region it is in."""
+    return [f"agency_id:{doc['agency_id']}", *(f"region_path:{r}" for r in doc.get("region_path") or [])]
