@@ -50,8 +50,9 @@ def routes(runtime: Runtime, store: ReferralStore, access_log: AccessLog, keys: 
     investigator = runtime.require("investigator")
     clock = runtime.clock
 
-    @router.get("/referrals", response_model=Page[Referral], responses=errors(401, 403, 422), summary="Referrals to your unit (investigator) or in your region (supervisor), "
-                                      "most urgent first")
+    @router.get("/referrals", response_model=Page[Referral], responses=errors(401, 403, 422), summary="Referrals to your unit (investigator) or in your region (supervisor): "
+                                      "open ones first, most urgent then oldest, then the others newest first "
+                                      "(with a status: most urgent first, then oldest)")
     async def list_referrals(
         principal: Annotated[Principal, Depends(reader)],
         case_id: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
