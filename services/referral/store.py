@@ -84,9 +84,11 @@ class ReferralStore(AggregateStore):
             [(field, value)] = scope.items()  # a unit or a region (`_scope`)
             known = await self.days.find({"scope": f"{field}:{value}"}, {"day": 1}).to_list()
             days = sorted({d["day"] for d in known}, reverse=True)
+            listed = {d["_id"] for d in found}  # one closed since it was read as open is not listed twice
             for day in days:
                 docs = await self.collection.find({**filters, **scope, "created_day": day}, _HIDDEN).to_list()
-                found += _open_then_newest([d for d in docs if d.get("status") not in OPEN_STATUSES])
+                found += _open_then_newest([d for d in docs
+                                            if d.get("status") not in OPEN_STATUSES and d["_id"] not in listed])
                 if len(found) >= offset + limit:
                     break
         return found[offset:offset + limit]
