@@ -28,7 +28,7 @@ import structlog
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared.clock import Clock, SystemClock
 from shared.contracts.envelope import Envelope
@@ -251,6 +251,9 @@ class OutboxRelay:
                 await claims.bulk_write([UpdateOne({"_id": cid}, update) for cid, update in updates.items()],
                                         ordered=False)
             except Exception as exc:  # noqa: BLE001 - the claims stay open until a later flush or the sweeper
+                if isinstance(exc, BulkWriteError):  # the others were written: not again (they $inc)
+                    refused = {e["index"] for e in exc.details.get("writeErrors", [])}
+                    updates = {cid: u for i, (cid, u) in enumerate(updates.items()) if i in refused}
                 log.warning("outbox_marks_deferred", claims=len(updates), error=describe(exc))
                 written = False
                 self._marks[name] = (claims, {**updates, **self._marks.get(name, (claims, {}))[1]})

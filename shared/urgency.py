@@ -13,7 +13,6 @@ from shared import reference, topics
 from shared.contracts import intake
 
 DEPARTURE_WINDOW_DAYS = 3  # "departure within 72 hours", counted in calendar days
-HEADER = topics.HEADER_URGENT
 
 
 def age_on(person: intake.Person, day: date) -> int | None:
@@ -44,4 +43,4 @@ def is_urgent(report: intake.CaseReported, today: date) -> bool:
 
 
 def headers(report: intake.CaseReported, today: date) -> dict[str, str]:
-    return {HEADER: "1"} if is_urgent(report, today) else {}
+    return {topics.HEADER_URGENT: "1"} if is_urgent(report, today) else {}

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -138,3 +139,16 @@ async def referrals_of(http: httpx.AsyncClient, case_id: str, headers: dict[str,
         return items if len(items) >= count else None
 
     return await eventually(probe, timeout=30)
+
+
+def calls_to(monkeypatch, owner: Any, name: str) -> list:
+    """The first argument of every call to `owner.name` from now on (an async method, still doing its work)."""
+    calls: list = []
+    method = getattr(owner, name)
+
+    async def counted(first, *args, **kwargs):
+        calls.append(first)
+        return await method(first, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls

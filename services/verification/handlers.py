@@ -164,9 +164,9 @@ def subscribers(runtime: Runtime, store: CaseStore, keys: KeyStore) -> None:
         # Reports applied side by side that share a person, a recruiter or a village-day take turns from reading
         # the index to adding themselves to it, so the later one finds the earlier one.
         async with linking_turns.hold_all([identity.digest for identity in mine] + [linking.own_bucket(report)]):
-            entries = await store.entries_of(mine, linking.bucket_ids(report))  # each read once
-            matches, beyond = await store.identity_matches(mine, event.case_id, entries)
-            nearby = await store.reported_near(linking.bucket_ids(report), event.case_id, entries)
+            entries = await store.entries_of([i.digest for i in mine], linking.bucket_ids(report))  # each read once
+            matches, beyond = store.identity_matches(mine, event.case_id, entries)
+            nearby = store.reported_near(linking.bucket_ids(report), event.case_id, entries)
             # The earlier cases are not rewritten (their pages find this one in the index), only told by event.
             await store.index_identities(this_case, mine, entries)
             await store.index_report(linking.own_bucket(report), this_case, entries)

@@ -43,22 +43,21 @@ class CaseStore(AggregateStore):
 
     # The link index is keyed by _id (a digest, a village-day), so a lookup is a primary-key read on any server.
 
-    async def entries_of(self, identities: list[Any], bucket_ids: list[str]) -> dict[str, dict[str, Any] | None]:
-        """The link-index entries of `identities` and of the village-days `bucket_ids`, each read once by _id (None:
-        no entry yet); pass them on to the matches below and to the writes that add a case to them."""
+    async def entries_of(self, identity_ids: list[str], bucket_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """The link-index entries of identifier digests and of village-days, each read once by _id (None: no entry
+        yet); pass them on to the matches below and to the writes that add a case to them."""
         entries: dict[str, dict[str, Any] | None] = {}
-        for collection, doc_ids in ((self.identities, [i.digest for i in identities]), (self.buckets, bucket_ids)):
+        for collection, doc_ids in ((self.identities, identity_ids), (self.buckets, bucket_ids)):
             for doc_id in doc_ids:
                 if doc_id not in entries:
                     entries[doc_id] = await collection.load(doc_id)
         return entries
 
-    async def identity_matches(self, identities: list[Any], case_id: str,
-                               entries: dict[str, dict[str, Any] | None] | None = None
-                               ) -> tuple[list[dict[str, Any]], int]:
+    @staticmethod
+    def identity_matches(identities: list[Any], case_id: str, entries: dict[str, dict[str, Any] | None]
+                         ) -> tuple[list[dict[str, Any]], int]:
         """References to OTHER cases sharing one of `identities`, each with the `kind` of identifier shared, and
         how many more cases the entries counted beyond the ones they keep (`entries`: as `entries_of` read them)."""
-        entries = entries if entries is not None else await self.entries_of(identities, [])
         matches, beyond = [], 0
         for identity in identities:
             doc = entries.get(identity.digest) or {}
@@ -101,22 +100,19 @@ class CaseStore(AggregateStore):
     async def link_entries(self, identity_ids: list[str], bucket_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
         """The link-index entries of a case's identifiers (with their kind) and of the village-days around its
         own ("bucket"), each read by _id."""
-        entries = []
-        for collection, doc_ids in ((self.identities, identity_ids), (self.buckets, bucket_ids)):
-            for doc_id in doc_ids:
-                entry = await collection.load(doc_id)
-                if entry is not None:
-                    entries.append((entry.get("kind", "") if collection is self.identities else "bucket", entry))
-        return entries
+        entries = await self.entries_of(identity_ids, bucket_ids)
+        return [(entry.get("kind", ""), entry) for i in identity_ids if (entry := entries[i]) is not None] + \
+               [("bucket", entry) for b in bucket_ids if (entry := entries[b]) is not None]
 
     async def linking_to(self, case_id: str) -> list[str]:
         """Ids of the cases whose links name `case_id` (an erasure's rare query; an index on MongoDB)."""
         return [doc["_id"] async for doc in self.collection.find({"links.case_id": case_id}, {"_id": 1})]
 
-    async def reported_near(self, bucket_ids: list[str], case_id: str,
-                            entries: dict[str, dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:
-        """References to other cases of the same village observed around the same days."""
-        entries = entries if entries is not None else await self.entries_of([], bucket_ids)
+    @staticmethod
+    def reported_near(bucket_ids: list[str], case_id: str,
+                      entries: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
+        """References to other cases of the same village observed around the same days (`entries`: as `entries_of`
+        read them)."""
         return [r for bucket_id in bucket_ids for r in (entries.get(bucket_id) or {}).get("cases", [])
                 if r["case_id"] != case_id]
 

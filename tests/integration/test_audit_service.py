@@ -19,7 +19,7 @@ from shared.contracts.access import CaseViewed
 from shared.contracts.envelope import Actor, Envelope, new_event
 from shared.contracts.verification import CaseInfoRequested, CaseRejected, CaseVerified, Situation
 from tests.builders import PILOT_VILLAGE, case_reported
-from tests.conftest import auth, eventually, serving
+from tests.conftest import auth, calls_to, eventually, serving
 from tests.kafka_helpers import publish
 
 pytestmark = pytest.mark.integration
@@ -372,14 +372,7 @@ async def test_a_batch_of_one_cases_links_is_chained_on_a_head_held_in_memory_an
     await store.ensure_indexes()
     reported, other = case_reported(), case_reported()
     links = [_follow_up(reported, CaseLinked(linked_case_id=str(uuid.uuid4()), reasons=["phone"])) for _ in range(10)]
-    reads = []
-    case = store.case
-
-    async def counted(case_id):
-        reads.append(case_id)
-        return await case(case_id)
-
-    monkeypatch.setattr(store, "case", counted)
+    reads = calls_to(monkeypatch, store, "case")
     await _apply_batch(store, [reported, *links[:5], other, *links[5:]])
     entries = await store.trail_of(reported.case_id)
     assert [e["event_id"] for e in entries] == [reported.event_id, *(e.event_id for e in links)]

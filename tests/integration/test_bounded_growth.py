@@ -53,7 +53,7 @@ async def test_a_common_name_keeps_one_bounded_entry_and_counts_the_rest(db):
     newest = sorted(refs, key=lambda r: (r["received_at"], r["case_id"]), reverse=True)[:INDEX_KEEP]
     assert [r["case_id"] for r in entry["cases"]] == [r["case_id"] for r in newest]
     assert entry["total"] == INDEX_KEEP + 15
-    matches, beyond = await store.identity_matches([identity], "new-case")
+    matches, beyond = store.identity_matches([identity], "new-case", await store.entries_of([identity.digest], []))
     assert len(matches) == INDEX_KEEP and beyond == 15
 
 

@@ -11,6 +11,7 @@ from pymongo.errors import DuplicateKeyError
 from shared.clock import ManualClock, SystemClock
 from shared.outbox import OutboxRelay
 from shared.versions import VersionedCollection
+from tests.conftest import calls_to
 
 pytestmark = pytest.mark.integration
 
@@ -86,14 +87,7 @@ async def test_the_sweeper_reads_each_document_once_however_many_claims_it_has(t
         await things.write(doc_id, {"n": 0, "version": 1})
         for n in range(1, 6):
             await _next(things, doc_id, n=n)
-    reads = []
-    version = things._version
-
-    async def counted(doc_id):
-        reads.append(doc_id)
-        return await version(doc_id)
-
-    monkeypatch.setattr(things, "_version", counted)
+    reads = calls_to(monkeypatch, things, "_version")
     assert await things.repair(None) == 0  # twelve claims, all written through
     assert sorted(reads) == ["d", "e"]
     reads.clear()
