@@ -172,6 +172,7 @@ class OutboxRelay:
         self._marks: dict[str, tuple[AsyncCollection, dict[str, dict[str, Any]]]] = {}
         self._mark_delay_s = mark_delay_s
         self._marking: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Lock()
 
     def remember(self, claims: AsyncCollection, claim_id: str) -> None:
         self._retry[(claims.full_name, claim_id)] = (claims, claim_id)
@@ -244,7 +245,12 @@ class OutboxRelay:
 
     async def flush_marks(self) -> bool:
         """Write the queued marks: one unordered bulk write per claims collection; False if one failed. What
-        fails (a database outage) is queued again for the next flush or sweep."""
+        fails (a database outage) is queued again for the next flush or sweep. One flush at a time: a caller that
+        comes while the background one writes waits for it (the sweeper must not find those claims still open)."""
+        async with self._flushing:
+            return await self._flush_marks()
+
+    async def _flush_marks(self) -> bool:
         marks, self._marks, written = self._marks, {}, True
         for name, (claims, updates) in marks.items():
             try:

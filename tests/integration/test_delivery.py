@@ -301,3 +301,30 @@ async def test_in_the_background_a_write_returns_before_its_events_go_out_and_th
         assert {e["status"] for e in (await store.outbox(case_id)).values()} == {"published"}
     finally:
         await client.close()
+
+
+async def test_a_sweep_waits_for_the_marks_being_written_and_does_not_find_those_claims_open(infra, isolation,
+                                                                                            monkeypatch):
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    relay = OutboxRelay(lambda *a: asyncio.sleep(0), SystemClock(), mark_delay_s=0)
+    store = AggregateStore(client[f"{isolation['db_prefix']}_marking"]["things"], relay)
+    claims = store.versions.claims
+    writing, bulk_write = asyncio.Event(), claims.bulk_write
+
+    async def slow_bulk_write(requests, **kwargs):
+        writing.set()
+        await asyncio.sleep(0.3)  # the database is slow to answer the background flush
+        return await bulk_write(requests, **kwargs)
+
+    monkeypatch.setattr(claims, "bulk_write", slow_bulk_write)
+    event = new_event(CaseWithdrawn(reason="x"), case_id="m", producer="test", actor=None, correlation_id="m",
+                      causation_id=None)
+    try:
+        await store.create({"_id": "m"}, [Outgoing(topics.INTAKE, event)])
+        await writing.wait()  # the marks are on their way
+        assert await relay.sweep_once(full=True) == 0
+        claim = await claims.find_one({"doc_id": "m"})
+    finally:
+        await relay.drain()
+        await client.close()
+    assert claim["outbox_open"] is False and claim["outbox"][event.event_id]["status"] == "published"
