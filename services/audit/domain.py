@@ -315,6 +315,22 @@ def report_week(reported_at: Any) -> str:
         return NO_WEEK
 
 
+def report_day(reported_at: Any) -> str:
+    """The day (UTC) a case was reported on: what the search reads at a time where a week holds many cases."""
+    try:
+        return datetime.fromisoformat(reported_at).astimezone(UTC).date().isoformat()
+    except (TypeError, ValueError):
+        return NO_WEEK
+
+
+def days_of(week: str, start: datetime | None, end: datetime | None) -> list[str]:
+    """The days of a report week that reach into [start, end), newest first."""
+    first = datetime.fromisoformat(week).replace(tzinfo=UTC)
+    days = [first + timedelta(days=n) for n in range(6, -1, -1)]
+    return [d.date().isoformat() for d in days
+            if (start is None or d + timedelta(days=1) > start) and (end is None or d < end)]
+
+
 def weeks_between(start: datetime | None, end: datetime | None, known: Sequence[str]) -> tuple[list[str], list[str]]:
     """Of the known report weeks, those wholly inside [start, end) and those only partly inside (whose cases
     must be filtered one by one). Without bounds every week is whole, NO_WEEK included; with bounds NO_WEEK is out
@@ -436,7 +452,7 @@ def _timestamp_or(value: Any, default: str) -> str:
 def new_case(now: datetime) -> dict[str, Any]:
     """A case document (without its _id) before any facet is known: every facet older than any event."""
     return {"case_number": None, "village_code": None, "region_path": [], "status": None, "types": [],
-            "reported_at": None, "reported_week": NO_WEEK, "trail_seq": 0, "trail_hash": None,
+            "reported_at": None, "reported_week": NO_WEEK, "reported_day": NO_WEEK, "trail_seq": 0, "trail_hash": None,
             "first_seen_at": timestamp(now),
             **{f"{facet}_at": "" for facet in FACETS}}
 

@@ -61,11 +61,11 @@ def _reported_between(reported_from: datetime | None, reported_to: datetime | No
 
 
 async def backfill_report_weeks(store: AuditStore) -> None:
-    """Once per database: case documents stored before they carried their report week get it (the figures are
-    kept per report week)."""
+    """Once per database: case documents stored before they carried their report week and day get them (the
+    figures are kept per report week; the search reads a day or a week at a time)."""
     try:
-        if weeks := await store.backfill_report_weeks():
-            log.info("report_weeks_backfilled", weeks=weeks)
+        if cases := await store.backfill_report_weeks():
+            log.info("report_weeks_backfilled", cases=cases)
     except Exception as exc:  # noqa: BLE001 - tried again at the next start
         log.warning("report_weeks_backfill_failed", error=describe(exc))
 

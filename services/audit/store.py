@@ -22,6 +22,10 @@ from shared.versions import VersionedCollection, set_path
 BuildEntry = Callable[[Mapping[str, Any] | None], dict[str, Any]]
 
 
+# A day with at least this many of the region's matching cases: the search reads the next day of its week alone.
+BUSY_DAY = 40
+
+
 class TrailContention(Exception):
     """Other writers kept taking the next seq of a case: the consumer retries the event later."""
 
@@ -44,6 +48,13 @@ class AuditStore:
         # document shows it] (`record`); emptied as the batch ends.
         self._batch_heads: dict[str, list[Any]] = {}
         self.stats_weeks = db["stats_weeks"]
+        # The days cases were reported on (`reported_day`), each registered before the first case of it is written
+        # (once per process): the search reads busy weeks a day at a time, and only days that have cases. Each also
+        # holds a token like its week's, changed whenever a case of that day changes: a week whose figures are out
+        # of date is counted again from its days' kept parts, reading only the cases of the days that changed.
+        self.report_days = db["report_days"]
+        self._days_complete = False  # every case document carries its day (backfilled): figures may use days
+        self._known_days: set[str] = set()
         self.stats_parts = db["stats_parts"]
         self.meta = db["meta"]
 
@@ -56,7 +67,9 @@ class AuditStore:
         # Led by fields searches select on: on FerretDB over PostgreSQL an index's first field also gets the index
         # its equality filters can use (infra/local/postgres/lookups.sql).
         await self.cases.create_index([("reported_week", ASCENDING), ("region_path", ASCENDING)])
+        await self.cases.create_index([("reported_day", ASCENDING), ("region_path", ASCENDING)])
         await self.cases.create_index([("status", ASCENDING), ("region_path", ASCENDING)])
+        await self.report_days.create_index([("week", ASCENDING)])
         await self.dead_letters.create_index([("region_path", ASCENDING), ("recorded_at", DESCENDING)])
         await self.dead_letters.create_index([("case_id", ASCENDING)])
         await self.directory.create_index([("trail", ASCENDING), ("seq", ASCENDING)], unique=True)
@@ -219,21 +232,27 @@ class AuditStore:
             # The head moves with them: a case document at trail_seq n has taken in every entry up to n.
             if int(case.get("trail_seq") or 0) < entry["seq"]:
                 fields.update({"trail_seq": entry["seq"], "trail_hash": entry["hash"]})
-            week = domain.report_week(fields.get("reported_at") or case.get("reported_at"))
+            reported_at = fields.get("reported_at") or case.get("reported_at")
+            week, day = domain.report_week(reported_at), domain.report_day(reported_at)
             if case.get("reported_week") != week:
                 fields["reported_week"] = week
+            if case.get("reported_day") != day:
+                fields["reported_day"] = day
             if not fields and not new:
                 if updates:  # perhaps a redelivery after a crash between the write below and the touch
-                    await self.touch_weeks([week])
+                    await self.touch_figures([(week, day)])
                 return
+            if "reported_day" in fields:
+                await self.note_day(day)
             changed = dict(case)
             for path, value in {**fields, "updated_at": stamp}.items():
                 set_path(changed, path, value)
             try:
                 await self.case_versions.write(case_id, {**changed, "version": int(case["version"]) + 1},
                                                base=None if new else case)
-                if updates or "reported_week" in fields:  # after the write: see `stats`
-                    await self.touch_weeks({week} if new else {week, case.get("reported_week") or domain.NO_WEEK})
+                if updates or "reported_week" in fields or "reported_day" in fields:  # after the write: see `stats`
+                    before = (case.get("reported_week") or domain.NO_WEEK, case.get("reported_day") or domain.NO_WEEK)
+                    await self.touch_figures({(week, day)} if new else {(week, day), before})
                 if fields.get("region_path") and not case.get("region_path"):
                     await self.claim_dead_letters(case_id, fields["region_path"])
                 return
@@ -244,87 +263,166 @@ class AuditStore:
     async def case(self, case_id: str) -> dict[str, Any] | None:
         return await self.cases.find_one({"_id": case_id})
 
+    async def note_day(self, day: str) -> None:
+        """Register a day cases were reported on (before a case of it is written: a search never misses one)."""
+        if day in self._known_days or day == domain.NO_WEEK:
+            return
+        try:
+            await self.report_days.insert_one({"_id": day, "week": domain.week_of(day), "token": None})
+        except DuplicateKeyError:
+            pass  # known already (another case, another process)
+        self._known_days.add(day)
+
     async def search(self, region: str, filters: dict[str, Any], offset: int, limit: int,
                      start: datetime | None = None, end: datetime | None = None) -> list[dict[str, Any]]:
-        """The region's cases matching, newest report first: read a report week at a time from the newest until
-        the page is full (an equality on the week narrows what FerretDB reads; a sort over the whole region
-        would read every case of it)."""
+        """The region's cases matching, newest report first, read from the newest report week until the page is
+        full (an equality on the week or the day is what narrows what FerretDB reads; a sort over the whole region
+        would read every case of it). Within a week a day at a time while its days are busy (a year of a province's
+        reports puts thousands in a week; the page wants fifty), else the rest of the week in one read, and the weeks
+        after a quiet one whole."""
         known = [d["_id"] for d in await self.stats_weeks.find({}, {"_id": 1}).to_list()]
         whole, partial = domain.weeks_between(start, end, sorted(known))
         weeks = sorted((w for w in whole + partial if w != domain.NO_WEEK), reverse=True)
-        weeks += [domain.NO_WEEK] if domain.NO_WEEK in whole else []  # no report time: last, as a sort puts them
+        wanted, by_day = offset + limit, True
         found: list[dict[str, Any]] = []
         for week in weeks:
-            docs = await self.cases.find({"region_path": region, "reported_week": week, **filters}).to_list()
-            docs.sort(key=lambda d: d["_id"])
-            docs.sort(key=lambda d: d.get("reported_at") or "", reverse=True)  # stable: ties stay in _id order
-            found += docs
-            if len(found) >= offset + limit:
+            read: list[str] = []
+            days: list[str] = []
+            in_week = 0
+            if by_day:
+                known_days = {d["_id"] for d in await self.report_days.find({"week": week}, {"_id": 1}).to_list()}
+                days = [day for day in domain.days_of(week, start, end) if day in known_days]
+                for day in days:
+                    docs = await self._search_read(region, {"reported_day": day}, filters)
+                    found += docs
+                    in_week += len(docs)
+                    read.append(day)
+                    if len(found) >= wanted or len(docs) < BUSY_DAY:
+                        break
+            if len(found) < wanted and (len(read) < len(days) or not days):
+                # The rest of the week at once (a case written before it carried its day is found here, and in no day)
+                docs = [d for d in await self._search_read(region, {"reported_week": week}, filters)
+                        if d.get("reported_day") not in read]
+                found += docs
+                in_week += len(docs)
+            if len(found) >= wanted:
                 break
+            by_day = in_week >= 3 * BUSY_DAY  # a quiet week: the next one is likely read at once too
+        if len(found) < wanted and domain.NO_WEEK in whole:  # no report time: last, as a sort puts them
+            found += await self._search_read(region, {"reported_week": domain.NO_WEEK}, filters)
         return found[offset:offset + limit]
+
+    async def _search_read(self, region: str, where: dict[str, Any], filters: dict[str, Any]) -> list[dict[str, Any]]:
+        docs = await self.cases.find({"region_path": region, **where, **filters}).to_list()
+        docs.sort(key=lambda d: d["_id"])
+        docs.sort(key=lambda d: d.get("reported_at") or "", reverse=True)  # stable: ties stay in _id order
+        return docs
 
     # --- the region's figures -------------------------------------------------------------------------------
 
-    async def touch_weeks(self, weeks: Iterable[str]) -> None:
-        """A case of these report weeks changed: their kept figures are out of date. Called after the case is
-        written, so figures counted from a token read before the touch are counted again later. In a consumer's
-        batch each week is touched once, when the whole batch is written (a crash before that redelivers the batch,
-        and `project` touches the week of an event it finds already projected)."""
-        for week in weeks:
-            await consumer.at_batch_end(("stats_week", week), lambda week=week: self._touch_week(week))
+    async def touch_figures(self, marks: Iterable[tuple[str, str]]) -> None:
+        """A case of these report weeks and days changed: their kept figures are out of date. Called after the case
+        is written, so figures counted from a token read before the touch are counted again later. In a consumer's
+        batch each week and day is touched once, when the whole batch is written (a crash before that redelivers the
+        batch, and `project` touches the week and day of an event it finds already projected)."""
+        for week, day in marks:
+            if day == domain.NO_WEEK:
+                await consumer.at_batch_end(("stats_week", week), lambda week=week: self._touch(self.stats_weeks, week))
+            else:  # the day first, then its week: a reader that sees the week's new token sees the day's too
+                await consumer.at_batch_end(("stats_day", day), lambda day=day, week=week: self._touch_day(day, week))
 
-    async def _touch_week(self, week: str) -> None:
-        for upsert in (True, False):  # two first touches of a week at once: one inserts, the other updates
+    async def _touch_day(self, day: str, week: str) -> None:
+        await self._touch(self.report_days, day, week=week)
+        await self._touch(self.stats_weeks, week)
+
+    @staticmethod
+    async def _touch(tokens: Any, key: str, **fields: str) -> None:
+        for upsert in (True, False):  # two first touches at once: one inserts, the other updates
             try:
-                await self.stats_weeks.update_one({"_id": week}, {"$set": {"token": uuid.uuid4().hex}}, upsert=upsert)
+                await tokens.update_one({"_id": key}, {"$set": {"token": uuid.uuid4().hex, **fields}}, upsert=upsert)
                 return
             except DuplicateKeyError:
                 continue
 
     async def stats(self, region: str, start: datetime | None, end: datetime | None) -> dict[str, Any]:
         """The figures of the region's cases reported in [start, end): each whole week's part as kept (counted
-        again when a case of the week changed since), the weeks cut by a bound counted case by case."""
+        again when a case of the week changed since, from its days' kept parts), the weeks cut by a bound counted
+        case by case."""
         tokens = {d["_id"]: d.get("token") for d in await self.stats_weeks.find({}).to_list()}
         whole, partial = domain.weeks_between(start, end, sorted(tokens))
 
         async def kept(week: str) -> dict[str, Any]:
             key = f"{region}|{week}"
-            part = await self.stats_parts.find_one({"_id": key})
-            if part is not None and part.get("token") == tokens[week]:
-                return json.loads(part["part"])
-            counted = domain.stats_part(await self._stats_rows(region, week))
+            kept = await self.stats_parts.find_one({"_id": key})
+            if kept is not None and kept.get("token") == tokens[week]:
+                return json.loads(kept["part"])
+            counted, days = await self._count_week(region, week, json.loads((kept or {}).get("days") or "{}"))
             try:
-                await self.stats_parts.replace_one({"_id": key}, {"token": tokens[week], "part": json.dumps(counted)},
-                                                   upsert=True)
+                await self.stats_parts.replace_one({"_id": key}, {"token": tokens[week], "part": json.dumps(counted),
+                                                                  "days": json.dumps(days)}, upsert=True)
             except DuplicateKeyError:
                 pass  # another reader kept it first
             return counted
 
         async def cut(week: str) -> dict[str, Any]:
             low, high = start and domain.timestamp(start), end and domain.timestamp(end)
-            return domain.stats_part([r for r in await self._stats_rows(region, week)
+            return domain.stats_part([r for r in await self._stats_rows(region, {"reported_week": week})
                                       if (not low or r["reported_at"] >= low) and (not high or r["reported_at"] < high)])
 
         parts = await asyncio.gather(*(kept(w) for w in whole), *(cut(w) for w in partial))
         return domain.merge_parts(parts)
 
-    async def _stats_rows(self, region: str, week: str) -> list[dict[str, Any]]:
-        return await self.cases.find({"region_path": region, "reported_week": week},
-                                     dict.fromkeys(domain.STATS_FIELDS, 1)).to_list()
+    async def _count_week(self, region: str, week: str, kept: dict[str, list[Any]]
+                          ) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+        """A week's figures counted anew, and its days' parts to keep with them (day -> [token, part]): each day's
+        part as kept unless a case of that day changed since, so a busy week whose today changed costs today's
+        cases, not the week's. Where most days changed (the first count of a week) the week is read at once and
+        parted by day; while older case documents are being given their day, case by case and no days kept."""
+        if week == domain.NO_WEEK or not await self._days_filled():
+            return domain.stats_part(await self._stats_rows(region, {"reported_week": week})), {}
+        tokens = {d["_id"]: d.get("token") for d in await self.report_days.find({"week": week}).to_list()}
+        stale = [day for day, token in tokens.items() if day not in kept or kept[day][0] != token]
+        if len(stale) > 2:
+            rows = await self._stats_rows(region, {"reported_week": week})
+            by_day: dict[str, list[dict[str, Any]]] = {}
+            for row in rows:
+                by_day.setdefault(row.get("reported_day") or domain.NO_WEEK, []).append(row)
+            return domain.stats_part(rows), {day: [token, domain.stats_part(by_day.get(day, []))]
+                                             for day, token in tokens.items()}
+        counted = await asyncio.gather(*(self._stats_rows(region, {"reported_day": day}) for day in stale))
+        days = {day: [token, kept[day][1]] for day, token in tokens.items() if day not in stale}
+        days.update({day: [tokens[day], domain.stats_part(rows)] for day, rows in zip(stale, counted, strict=True)})
+        return domain.merge_parts([part for _, part in days.values()]), days
+
+    async def _days_filled(self) -> bool:
+        if not self._days_complete:
+            self._days_complete = await self.meta.find_one({"_id": "report_days"}) is not None
+        return self._days_complete
+
+    async def _stats_rows(self, region: str, where: dict[str, str]) -> list[dict[str, Any]]:
+        return await self.cases.find({"region_path": region, **where},
+                                     dict.fromkeys((*domain.STATS_FIELDS, "reported_day"), 1)).to_list()
 
     async def backfill_report_weeks(self) -> int:
-        """Case documents written before they carried their report week get it (once per database)."""
-        if await self.meta.find_one({"_id": "report_weeks"}):
-            return 0
-        weeks: set[str] = set()
-        async for case in self.cases.find({"reported_week": {"$exists": False}}, {"reported_at": 1}):
-            week = domain.report_week(case.get("reported_at"))
-            await self.cases.update_one({"_id": case["_id"], "reported_week": {"$exists": False}},
-                                        {"$set": {"reported_week": week}})
-            weeks.add(week)
-        await self.touch_weeks(weeks)
-        await self.meta.replace_one({"_id": "report_weeks"}, {"done": True}, upsert=True)
-        return len(weeks)
+        """Case documents written before they carried their report week, or day, get them (once per database).
+        Returns how many documents were given one."""
+        given = 0
+        for field, of, marker in (("reported_week", domain.report_week, "report_weeks"),
+                                  ("reported_day", domain.report_day, "report_days")):
+            if await self.meta.find_one({"_id": marker}):
+                continue
+            weeks: set[str] = set()
+            async for case in self.cases.find({field: {"$exists": False}}, {"reported_at": 1}):
+                if field == "reported_day":
+                    await self.note_day(of(case.get("reported_at")))
+                await self.cases.update_one({"_id": case["_id"], field: {"$exists": False}},
+                                            {"$set": {field: of(case.get("reported_at"))}})
+                weeks.add(domain.report_week(case.get("reported_at")))
+                given += 1
+            if field == "reported_week":
+                await self.touch_figures((week, domain.NO_WEEK) for week in weeks)
+            await self.meta.replace_one({"_id": marker}, {"done": True}, upsert=True)
+        return given
 
     # --- dead letters ---------------------------------------------------------------------------------------
 
@@ -365,7 +463,8 @@ class AuditStore:
                        "version": int(case["version"]) + 1}
             try:
                 await self.case_versions.write(case_id, flagged, base=case)
-                await self.touch_weeks([case.get("reported_week") or domain.report_week(case.get("reported_at"))])
+                await self.touch_figures([(case.get("reported_week") or domain.report_week(case.get("reported_at")),
+                                           case.get("reported_day") or domain.report_day(case.get("reported_at")))])
                 return
             except DuplicateKeyError:
                 continue  # another writer first: flag its version

@@ -76,6 +76,12 @@ def created_day(created_at: str) -> str:
     return datetime.fromisoformat(created_at).astimezone(UTC).date().isoformat()
 
 
+def created_week(created_at: str) -> str:
+    """The week (its Monday, UTC) a referral was created in: what a full list reads at once where days are quiet."""
+    day = datetime.fromisoformat(created_at).astimezone(UTC).date()
+    return (day - timedelta(days=day.weekday())).isoformat()
+
+
 # --- request bodies ----------------------------------------------------------------------------------------
 
 
@@ -227,6 +233,7 @@ def _new_referral(referral_id: str, case: dict[str, Any], decision: routing.Rout
         "needs_supervisor": False,
         "created_at": at,
         "created_day": created_day(at),
+        "created_week": created_week(at),
         "updated_at": at,
         "history": [{"status": "created", "action": "create", "at": at, "by": None,
                      "event_id": created.event_id}],

@@ -8,13 +8,15 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.referral.domain import PRIORITY_RANK, created_day
+from services.referral.domain import PRIORITY_RANK, created_day, created_week
 
 OPEN_STATUSES = ("created", "acknowledged", "accepted")  # the ones with a next deadline
 from shared.clock import Clock
 from shared.outbox import AggregateStore, OutboxRelay, Outgoing
 
 _HIDDEN = {"outbox": 0, "applied": 0}
+# A day with at least this many referrals of a list: the list reads the next day of its week alone.
+BUSY_DAY = 40
 _URGENT_FIRST = [("priority_rank", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
 
 
@@ -26,6 +28,7 @@ class ReferralStore(AggregateStore):
         self.days = db["referral_days"]
         self._known_days: set[str] = set()
         self.meta = db["meta"]
+        self._weeks_filled = False  # every referral carries its creation week (backfilled): lists may read by week
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("agency_id", ASCENDING), *_URGENT_FIRST[:2]])
@@ -39,6 +42,7 @@ class ReferralStore(AggregateStore):
         await self.collection.create_index([("status", ASCENDING), ("agency_id", ASCENDING)])
         await self.collection.create_index([("needs_supervisor", ASCENDING)])
         await self.collection.create_index([("created_day", ASCENDING), ("agency_id", ASCENDING)])
+        await self.collection.create_index([("created_week", ASCENDING), ("agency_id", ASCENDING)])
         await self.days.create_index([("scope", ASCENDING)])
 
     async def open(self, doc: dict[str, Any], events: list[Outgoing], applied: str) -> bool:
@@ -85,10 +89,21 @@ class ReferralStore(AggregateStore):
             known = await self.days.find({"scope": f"{field}:{value}"}, {"day": 1}).to_list()
             days = sorted({d["day"] for d in known}, reverse=True)
             listed = {d["_id"] for d in found}  # one closed since it was read as open is not listed twice
-            for day in days:
-                docs = await self.collection.find({**filters, **scope, "created_day": day}, _HIDDEN).to_list()
-                found += _open_then_newest([d for d in docs
-                                            if d.get("status") not in OPEN_STATUSES and d["_id"] not in listed])
+            by_week = await self._weeks_complete()
+            for week in sorted({created_week(day) for day in days}, reverse=True):
+                # A day at a time while the week's days are busy, else the rest of the week in one read.
+                week_days, read = [day for day in days if created_week(day) == week], []
+                for day in week_days:
+                    docs = await self.collection.find({**filters, **scope, "created_day": day}, _HIDDEN).to_list()
+                    found += _open_then_newest([d for d in docs
+                                                if d.get("status") not in OPEN_STATUSES and d["_id"] not in listed])
+                    read.append(day)
+                    if len(found) >= offset + limit or (by_week and len(docs) < BUSY_DAY):
+                        break
+                if len(found) < offset + limit and len(read) < len(week_days):
+                    docs = await self.collection.find({**filters, **scope, "created_week": week}, _HIDDEN).to_list()
+                    found += _open_then_newest([d for d in docs if d.get("created_day") not in read
+                                                and d.get("status") not in OPEN_STATUSES and d["_id"] not in listed])
                 if len(found) >= offset + limit:
                     break
         return found[offset:offset + limit]
@@ -104,20 +119,30 @@ class ReferralStore(AggregateStore):
         return found
 
     async def backfill_created_days(self) -> int:
-        """Once per database: referrals stored before they carried their creation day get it (the full lists
-        find the others by it); returns how many."""
-        if await self.meta.find_one({"_id": "created_days"}):
-            return 0
+        """Once per database: referrals stored before they carried their creation day, or week, get them (the
+        full lists find the others by them); returns how many."""
         filled = 0
-        async for doc in self.collection.find({"created_day": {"$exists": False}},
-                                              {"created_at": 1, "agency_id": 1, "region_path": 1}):
-            day = created_day(doc["created_at"])
-            await self.note_day({**doc, "created_day": day})
-            result = await self.collection.update_one({"_id": doc["_id"], "created_day": {"$exists": False}},
-                                                      {"$set": {"created_day": day}})
-            filled += result.modified_count
-        await self.meta.replace_one({"_id": "created_days"}, {"done": True}, upsert=True)
+        if not await self.meta.find_one({"_id": "created_days"}):
+            async for doc in self.collection.find({"created_day": {"$exists": False}},
+                                                  {"created_at": 1, "agency_id": 1, "region_path": 1}):
+                day = created_day(doc["created_at"])
+                await self.note_day({**doc, "created_day": day})
+                result = await self.collection.update_one({"_id": doc["_id"], "created_day": {"$exists": False}},
+                                                          {"$set": {"created_day": day}})
+                filled += result.modified_count
+            await self.meta.replace_one({"_id": "created_days"}, {"done": True}, upsert=True)
+        if not await self.meta.find_one({"_id": "created_weeks"}):
+            async for doc in self.collection.find({"created_week": {"$exists": False}}, {"created_at": 1}):
+                result = await self.collection.update_one({"_id": doc["_id"], "created_week": {"$exists": False}},
+                                                          {"$set": {"created_week": created_week(doc["created_at"])}})
+                filled += result.modified_count
+            await self.meta.replace_one({"_id": "created_weeks"}, {"done": True}, upsert=True)
         return filled
+
+    async def _weeks_complete(self) -> bool:
+        if not self._weeks_filled:
+            self._weeks_filled = await self.meta.find_one({"_id": "created_weeks"}) is not None
+        return self._weeks_filled
 
     async def due_for_escalation(self, now_ts: float, limit: int = 1000) -> list[dict[str, Any]]:
         """Referrals whose next deadline has passed without an escalation for it (a scan on FerretDB: periodic)."""

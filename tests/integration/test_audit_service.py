@@ -12,7 +12,7 @@ from pymongo import AsyncMongoClient
 
 from services.audit import domain
 from services.audit.app import AuditSettings, create_app
-from services.audit.store import AuditStore
+from services.audit.store import BUSY_DAY, AuditStore
 from shared import topics
 from shared.clock import SystemClock
 from shared.contracts.access import CaseViewed
@@ -413,3 +413,133 @@ async def test_a_head_left_unwritten_by_a_failed_batch_end_is_found_by_the_next_
     assert domain.verify_chain(entries)["valid"] is True
     doc = await audit_db["cases"].find_one({"_id": reported.case_id})
     assert (doc["trail_seq"], doc["status"]) == (5, "info_requested")
+
+
+async def test_the_search_reads_busy_weeks_a_day_at_a_time_in_the_same_order_as_a_sort(audit_db):
+    """The search reads a report week at a time, and a busy week a day at a time: pages come out in the order one
+    sort of every matching case would give, however the days and weeks are filled, within a period too; a case
+    stored before cases carried their report day is given it once and found in its place."""
+    store = AuditStore(audit_db, SystemClock())
+    await store.ensure_indexes()
+    region = ["36", "36.03"]
+    monday = datetime(2026, 6, 1, tzinfo=UTC)
+    rng, busy = random.Random(7), BUSY_DAY + 5
+    # a busy Sunday and Saturday (more than a day's read), a quiet Friday, a quiet week before, one case a week
+    # earlier still, and cases of another region and of no report time
+    spots = ([monday + timedelta(days=6, minutes=rng.randrange(1440)) for _ in range(busy)]
+             + [monday + timedelta(days=5, minutes=rng.randrange(1440)) for _ in range(busy)]
+             + [monday + timedelta(days=4, minutes=n) for n in range(3)]
+             + [monday - timedelta(days=d, hours=3) for d in (1, 3, 3, 6)] + [monday - timedelta(days=10)])
+    docs = []
+    for n, at in enumerate(spots):
+        stamp = domain.timestamp(at)
+        docs.append({"_id": f"c{n:03d}", "region_path": region, "status": "verified" if n % 3 else "reported",
+                     "reported_at": stamp, "reported_week": domain.report_week(stamp),
+                     "reported_day": domain.report_day(stamp)})
+    docs.append({**docs[0], "_id": "elsewhere", "region_path": ["36", "36.01"]})
+    docs.append({"_id": "untimed", "region_path": region, "status": "reported", "reported_at": None,
+                 "reported_week": domain.NO_WEEK, "reported_day": domain.NO_WEEK})
+    for day in {d["reported_day"] for d in docs}:  # as `project` registers them, before a case of the day
+        await store.note_day(day)
+    await audit_db["cases"].insert_many(docs)
+    for week in {d["reported_week"] for d in docs}:
+        await store._touch(store.stats_weeks, week)
+
+    def expected(status=None, low=None, high=None):
+        chosen = [d for d in docs if "36.03" in d["region_path"] and (status is None or d["status"] == status)
+                  and (low is None or (d["reported_at"] or "") >= low) and (high is None or (d["reported_at"] or "") < high)
+                  and (d["reported_at"] or low is None and high is None)]
+        chosen.sort(key=lambda d: d["_id"])
+        chosen.sort(key=lambda d: d["reported_at"] or "", reverse=True)
+        return [d["_id"] for d in chosen]
+
+    async def pages(size, filters=None, start=None, end=None):
+        out, offset = [], 0
+        while page := await store.search("36.03", filters or {}, offset, size, start, end):
+            out += [d["_id"] for d in page]
+            offset += size
+        return out
+
+    assert [d["_id"] for d in await store.search("36.03", {}, 0, 200)] == expected()
+    assert expected()[-1] == "untimed" and len(expected()) == 2 * busy + 3 + 4 + 1 + 1
+    for size in (1, 7, 44, 45, 50, 91):
+        assert await pages(size) == expected(), size
+    assert await pages(10, {"status": "reported"}) == expected("reported")
+    start, end = monday - timedelta(days=3, hours=4), monday + timedelta(days=5, hours=12)
+    window = {"reported_at": {"$gte": domain.timestamp(start), "$lt": domain.timestamp(end)}}
+    assert await pages(5, window, start, end) == expected(low=domain.timestamp(start), high=domain.timestamp(end))
+    # a case written before cases carried their day (nor was its day registered): found in its week's whole read,
+    # and given its day once
+    await audit_db["cases"].update_one({"_id": "c096"}, {"$unset": {"reported_day": ""}})
+    await audit_db["report_days"].delete_one({"_id": docs[96]["reported_day"]})
+    assert await pages(13) == expected()
+    await audit_db["meta"].delete_many({})
+    restarted = AuditStore(audit_db, SystemClock())
+    assert await restarted.backfill_report_weeks() == 1
+    assert await restarted.backfill_report_weeks() == 0  # once per database
+    assert (await audit_db["cases"].find_one({"_id": "c096"}))["reported_day"] == docs[96]["reported_day"]
+    assert await audit_db["report_days"].find_one({"_id": docs[96]["reported_day"]})
+    assert await pages(13) == expected()
+
+
+async def test_a_changed_week_is_counted_again_from_its_days_reading_only_the_day_that_changed(audit_db):
+    """A week whose figures are out of date is the sum of its days' kept parts: a day no case of which changed is
+    not counted again (a mark put in its kept part shows through), the day that changed is, and the sum is what
+    counting every case of the week gives."""
+    store = AuditStore(audit_db, SystemClock())
+    await store.ensure_indexes()
+    await store.backfill_report_weeks()  # nothing to fill in: figures may use days
+    monday = datetime(2026, 7, 6, tzinfo=UTC)
+    region, week = ["36", "36.03"], domain.report_week(domain.timestamp(monday))
+
+    async def report(case_id, at, status="reported"):
+        stamp = domain.timestamp(at)
+        doc = {"_id": case_id, "region_path": region, "status": status, "reported_at": stamp,
+               "reported_week": week, "reported_day": domain.report_day(stamp), "village_code": "36.03.11.2009",
+               "suspected_types": ["tppo"]}
+        await store.note_day(doc["reported_day"])
+        await audit_db["cases"].replace_one({"_id": case_id}, doc, upsert=True)
+        await store.touch_figures([(week, doc["reported_day"])])  # as `project` does after the write
+
+    for n in range(3):
+        await report(f"tue{n}", monday + timedelta(days=1, hours=n))
+    await report("thu0", monday + timedelta(days=3))
+    figures = domain.stats_of("36.03", await store.stats("36.03", None, None))
+    assert figures["total"] == 4 and figures["by_status"] == {"reported": 4}
+    kept = await audit_db["stats_parts"].find_one({"_id": f"36.03|{week}"})
+    days = json.loads(kept["days"])
+    tuesday = domain.report_day(domain.timestamp(monday + timedelta(days=1)))
+    days[tuesday][1]["by_village"].append(["mark", 1])  # proves the kept part is what is used, not a recount
+    await audit_db["stats_parts"].update_one({"_id": kept["_id"]}, {"$set": {"days": json.dumps(days)}})
+
+    await report("thu0", monday + timedelta(days=3), status="verified")  # Thursday changes; Tuesday does not
+    figures = domain.stats_of("36.03", await store.stats("36.03", None, None))
+    assert figures["by_status"] == {"reported": 3, "verified": 1}
+    assert figures["by_village"].get("mark") == 1  # Tuesday's kept part, not counted again
+    every = domain.stats_of("36.03", domain.stats_part(await audit_db["cases"].find({"reported_week": week}).to_list()))
+    marked_out = ("by_village", "by_district")  # (the mark counts as a village, and as a district)
+    assert {k: v for k, v in figures.items() if k not in marked_out} == \
+        {k: v for k, v in every.items() if k not in marked_out}
+
+    await report("tue1", monday + timedelta(days=1, hours=1), status="rejected")  # now Tuesday changes
+    figures = domain.stats_of("36.03", await store.stats("36.03", None, None))
+    assert "mark" not in figures["by_village"] and figures["by_status"] == {"reported": 2, "rejected": 1,
+                                                                            "verified": 1}
+    every = domain.stats_of("36.03", domain.stats_part(await audit_db["cases"].find({"reported_week": week}).to_list()))
+    assert figures == every
+    # most of a week's days changed (as after a bulk load): the week is read at once and parted by day again (a
+    # mark in a day that did not change goes: it was counted again with the rest)
+    kept = await audit_db["stats_parts"].find_one({"_id": f"36.03|{week}"})
+    days = json.loads(kept["days"])
+    days[tuesday][1]["by_village"].append(["mark", 1])
+    await audit_db["stats_parts"].update_one({"_id": kept["_id"]}, {"$set": {"days": json.dumps(days)}})
+    for n, day in enumerate((0, 2, 4)):
+        await report(f"more{n}", monday + timedelta(days=day))
+    figures = domain.stats_of("36.03", await store.stats("36.03", None, None))
+    assert "mark" not in figures["by_village"]
+    assert figures["total"] == 7 and figures == domain.stats_of("36.03", domain.stats_part(
+        await audit_db["cases"].find({"reported_week": week}).to_list()))
+    kept = json.loads((await audit_db["stats_parts"].find_one({"_id": f"36.03|{week}"}))["days"])
+    assert sorted(kept) == sorted({domain.report_day(domain.timestamp(monday + timedelta(days=d)))
+                                   for d in (0, 1, 2, 3, 4)})
+    assert sum(sum(n for _, n in part["by_status"]) for _, part in kept.values()) == 7

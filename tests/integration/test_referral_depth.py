@@ -257,7 +257,7 @@ async def test_the_overdue_list_pages_in_order_beyond_the_first_page(infra, isol
 async def test_a_full_list_shows_open_referrals_first_then_the_others_newest_first_a_day_at_a_time(infra, isolation):
     from pymongo import AsyncMongoClient
 
-    from services.referral.domain import created_day
+    from services.referral.domain import created_day, created_week
     from services.referral.store import ReferralStore
     from shared.outbox import OutboxRelay
 
@@ -271,7 +271,7 @@ async def test_a_full_list_shows_open_referrals_first_then_the_others_newest_fir
         at = (START - timedelta(days=days_ago, minutes=rank)).isoformat()
         await store.open({"_id": name, "referral_id": name, "case_id": f"case-{name}", "agency_id": agency,
                           "region_path": region, "status": status, "priority_rank": rank, "created_at": at,
-                          "created_day": created_day(at)}, [], applied=None)
+                          "created_day": created_day(at), "created_week": created_week(at)}, [], applied=None)
 
     try:
         await referral("closed-old", "closed", 0, 300)
@@ -289,12 +289,20 @@ async def test_a_full_list_shows_open_referrals_first_then_the_others_newest_fir
         region_wide = [d["_id"] for d in await store.search({"region_path": "36.03"}, {}, 0, 3)]
         assert region_wide == ["open-critical", "other-unit", "open-low-old"]
         assert [d["_id"] for d in await store.search(unit, {"status": "closed"}, 0, 50)] == ["closed-old", "closed-new"]
-        # a referral stored before referrals carried their day is given it once, and is listed again
-        await db["referrals"].update_one({"_id": "closed-old"}, {"$unset": {"created_day": ""}})
+        # a referral stored before referrals carried their day and week is given them once, and is listed again
+        await db["referrals"].update_one({"_id": "closed-old"}, {"$unset": {"created_day": "", "created_week": ""}})
         assert "closed-old" not in [d["_id"] for d in await store.search(unit, {}, 0, 50)]
         restarted = ReferralStore(db, OutboxRelay(lambda *a: asyncio.sleep(0)), ManualClock(START))
-        assert await restarted.backfill_created_days() == 1
+        assert await restarted.backfill_created_days() == 2
         assert await restarted.backfill_created_days() == 0  # once per database
         assert [d["_id"] for d in await store.search(unit, {}, 0, 50)] == whole
+        # quiet days (fewer than a busy day's referrals): the rest of a week is read at once, in the same order
+        await referral("closed-saturday", "closed", 2, 1)  # the week of closed-new, a day later
+        whole.insert(whole.index("closed-new"), "closed-saturday")
+        for _ in range(2):  # by week; then a day at a time, as while the week's backfill is not done
+            assert [d["_id"] for d in await restarted.search(unit, {}, 0, 50)] == whole
+            assert sum([[d["_id"] for d in await restarted.search(unit, {}, n, 1)] for n in range(8)], []) == whole
+            await restarted.meta.delete_one({"_id": "created_weeks"})
+            restarted = ReferralStore(db, OutboxRelay(lambda *a: asyncio.sleep(0)), ManualClock(START))
     finally:
         await client.close()
