@@ -81,8 +81,8 @@ class ReferralStore(AggregateStore):
             docs = await self.collection.find({**filters, **scope}, _HIDDEN).to_list()
             return _open_then_newest(docs)[offset:offset + limit]
         found: list[dict[str, Any]] = []
-        for status in OPEN_STATUSES:
-            found += await self._urgent_first({**filters, **scope, "status": status}, None)
+        for status in OPEN_STATUSES:  # every open one is listed first: one read per status, ordered here
+            found += await self.collection.find({**filters, **scope, "status": status}, _HIDDEN).to_list()
         found = _open_then_newest(found)
         if len(found) < offset + limit:
             [(field, value)] = scope.items()  # a unit or a region (`_scope`)
