@@ -37,7 +37,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import BulkWriteError
 
 from services.audit import domain as audit_domain
-from services.referral.domain import created_day, created_week
+from services.referral.domain import created_day, created_hour, created_week
 from services.referral.store import day_scopes
 from shared import crypto
 from shared.settings import DEV_MASTER_KEY
@@ -90,7 +90,8 @@ class History:
         self.rng = random.Random(5)
         self.weeks: set[str] = set()
         self.report_days: set[str] = set()
-        self.days: set[tuple[str, str]] = set()  # (unit or region, day): the referral days the copies moved to
+        # (unit or region, day) -> how many copied referrals: the referral days the copies moved to
+        self.days: dict[tuple[str, str], int] = {}
 
     async def load_templates(self) -> None:
         by_case: dict[str, dict[str, Any]] = {}
@@ -123,9 +124,9 @@ class History:
         text = template["text"].replace(template["case_id"], new_id).replace(template["number"], number)
         for old in template["renamed"]:
             text = text.replace(old, str(uuid.uuid4()))
-        # A year of history: each copy happened a whole number of days earlier, up to a year (every time in it moves
-        # together, so its deadlines and spans stay as they were).
-        back = timedelta(days=self.rng.randrange(0, 365))
+        # A year of history: each copy happened some time earlier, up to a year, at any time of day (every time in it
+        # moves together, so its deadlines and spans stay as they were).
+        back = timedelta(days=self.rng.randrange(0, 365), seconds=self.rng.randrange(0, 86400))
         text = INSTANT.sub(lambda m: _earlier(m.group(0), back), text)
         docs = json_util.loads(text)
         out = []
@@ -141,8 +142,9 @@ class History:
             if name == "referrals":  # a year of history: the copies' referrals were worked and closed long ago
                 doc.update(status="closed", outcome="police_report_filed", next_deadline=None, next_due_ts=None,
                            escalation_pending=False, created_day=created_day(doc["created_at"]),
-                           created_week=created_week(doc["created_at"]))
-                self.days.update((scope, doc["created_day"]) for scope in day_scopes(doc))
+                           created_week=created_week(doc["created_at"]), created_hour=created_hour(doc["created_at"]))
+                for scope in day_scopes(doc):
+                    self.days[(scope, doc["created_day"])] = self.days.get((scope, doc["created_day"]), 0) + 1
             out.append((service, name, doc))
         return new_id, key, out
 
@@ -170,24 +172,28 @@ class History:
         # Written past audit's projection: its kept weekly figures must be counted again, as after any change, and
         # the weeks the copies moved to become known to its search and figures.
         report_days = self.client[f"{self.prefix}_audit"]["report_days"]  # the days its search reads busy weeks by
-        try:
+        known = {d["_id"] for d in await report_days.find({}, {"_id": 1}).to_list()}
+        # Only the new ones: in one run FerretDB ran out of PostgreSQL connections (and stopped answering) right after
+        # this registration refused some 340 duplicates and the referral days were upserted in one bulk write.
+        if fresh := sorted(self.report_days - known):
             await report_days.insert_many([{"_id": day, "week": audit_domain.week_of(day), "token": None}
-                                           for day in sorted(self.report_days)], ordered=False)
-        except BulkWriteError as exc:  # the days an earlier growth registered already
-            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                raise
+                                           for day in fresh], ordered=False)
         await report_days.update_many({}, {"$set": {"token": uuid.uuid4().hex}})  # the days, then their weeks
         weeks = self.client[f"{self.prefix}_audit"]["stats_weeks"]
         for week in sorted(self.weeks):
             await weeks.update_one({"_id": week}, {"$set": {"token": uuid.uuid4().hex}}, upsert=True)
         await weeks.update_many({}, {"$set": {"token": uuid.uuid4().hex}})
-        days = self.client[f"{self.prefix}_referral"]["referral_days"]  # where the full referral lists walk back
-        try:
-            await days.insert_many([{"_id": f"{scope}|{day}", "scope": scope, "day": day}
-                                    for scope, day in sorted(self.days)], ordered=False)
-        except BulkWriteError as exc:  # the days an earlier growth registered already
-            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                raise
+        # Where the full referral lists walk back, with each day's count (as `ReferralStore.count_day` keeps it):
+        # new entries inserted, known ones counted up one by one.
+        days = self.client[f"{self.prefix}_referral"]["referral_days"]
+        known = {d["_id"] for d in await days.find({}, {"_id": 1}).to_list()}
+        counts = {f"{scope}|{day}": (scope, day, n) for (scope, day), n in self.days.items()}
+        if fresh := sorted(set(counts) - known):
+            await days.insert_many([{"_id": key, "scope": counts[key][0], "day": counts[key][1], "n": counts[key][2]}
+                                    for key in fresh], ordered=False)
+        for key in sorted(set(counts) & known):
+            await days.update_one({"_id": key}, {"$inc": {"n": counts[key][2]}})
+        self.days.clear()  # counted; the next growth adds its own
         return time.monotonic() - started
 
 
@@ -195,8 +201,12 @@ INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{
 
 
 def _earlier(stamp: str, back: timedelta) -> str:
-    """An ISO time `back` (whole days) earlier: only its date changes, written as it was."""
-    return (date.fromisoformat(stamp[:10]) - back).isoformat() + stamp[10:]
+    """An ISO time `back` earlier, written in the form it was (as many fraction digits, `Z` or the same offset)."""
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00")) - back
+    fraction = re.search(r"\.(\d+)", stamp)
+    digits = f".{moment.microsecond:06d}"[:1 + len(fraction.group(1))].ljust(1 + len(fraction.group(1)), "0") \
+        if fraction else ""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + digits + ("Z" if stamp.endswith("Z") else stamp[-6:])
 
 
 def reseal(value: Any, old_key: bytes | None, old_id: str, key: bytes, case_id: str) -> Any:

@@ -76,6 +76,11 @@ def created_day(created_at: str) -> str:
     return datetime.fromisoformat(created_at).astimezone(UTC).date().isoformat()
 
 
+def created_hour(created_at: str) -> str:
+    """The (UTC) hour a referral was created in ("2026-12-02T09"): what a full list reads a busy day by."""
+    return datetime.fromisoformat(created_at).astimezone(UTC).strftime("%Y-%m-%dT%H")
+
+
 def created_week(created_at: str) -> str:
     """The week (its Monday, UTC) a referral was created in: what a full list reads at once where days are quiet."""
     day = datetime.fromisoformat(created_at).astimezone(UTC).date()
@@ -234,6 +239,7 @@ def _new_referral(referral_id: str, case: dict[str, Any], decision: routing.Rout
         "created_at": at,
         "created_day": created_day(at),
         "created_week": created_week(at),
+        "created_hour": created_hour(at),
         "updated_at": at,
         "history": [{"status": "created", "action": "create", "at": at, "by": None,
                      "event_id": created.event_id}],

@@ -8,7 +8,8 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.referral.domain import PRIORITY_RANK, created_day, created_week
+from services.referral.domain import PRIORITY_RANK, created_day, created_hour, created_week
+from shared import consumer
 
 OPEN_STATUSES = ("created", "acknowledged", "accepted")  # the ones with a next deadline
 from shared.clock import Clock
@@ -17,6 +18,9 @@ from shared.outbox import AggregateStore, OutboxRelay, Outgoing
 _HIDDEN = {"outbox": 0, "applied": 0}
 # A day with at least this many referrals of a list: the list reads the next day of its week alone.
 BUSY_DAY = 40
+# A day with at least this many referrals of a list (as its registry counts them): the list reads it an hour at a
+# time, newest first, until the page is full, rather than all of it.
+BUSY_HOURS_DAY = 150
 _URGENT_FIRST = [("priority_rank", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)]
 
 
@@ -29,6 +33,8 @@ class ReferralStore(AggregateStore):
         self._known_days: set[str] = set()
         self.meta = db["meta"]
         self._weeks_filled = False  # every referral carries its creation week (backfilled): lists may read by week
+        self._hours_filled = False  # ... and its hour
+        self._day_counts: dict[str, int] = {}  # referrals opened in this batch per registry entry, not yet added
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("agency_id", ASCENDING), *_URGENT_FIRST[:2]])
@@ -43,6 +49,7 @@ class ReferralStore(AggregateStore):
         await self.collection.create_index([("needs_supervisor", ASCENDING)])
         await self.collection.create_index([("created_day", ASCENDING), ("agency_id", ASCENDING)])
         await self.collection.create_index([("created_week", ASCENDING), ("agency_id", ASCENDING)])
+        await self.collection.create_index([("created_hour", ASCENDING), ("agency_id", ASCENDING)])
         await self.days.create_index([("scope", ASCENDING)])
 
     async def open(self, doc: dict[str, Any], events: list[Outgoing], applied: str) -> bool:
@@ -53,7 +60,21 @@ class ReferralStore(AggregateStore):
             await self.create(doc, events, applied=applied)
         except DuplicateKeyError:
             return False
+        await self.count_day(doc)
         return True
+
+    async def count_day(self, doc: dict[str, Any]) -> None:
+        """Add the referral to its days' counts (`n`), once per batch and entry: how busy a day is, which decides
+        whether a list reads it an hour at a time. A count, not a guard: a crash between the referral and its count
+        leaves the day one short, which costs a list some speed, never a referral."""
+        for scope in day_scopes(doc):
+            entry_id = f"{scope}|{doc['created_day']}"
+            self._day_counts[entry_id] = self._day_counts.get(entry_id, 0) + 1
+            await consumer.at_batch_end(("referral_day_count", entry_id), lambda e=entry_id: self._add_count(e))
+
+    async def _add_count(self, entry_id: str) -> None:
+        if n := self._day_counts.pop(entry_id, 0):
+            await self.days.update_one({"_id": entry_id}, {"$inc": {"n": n}})
 
     async def note_day(self, doc: dict[str, Any]) -> None:
         """Register the referral's day under its unit and each region it is in (once per process and key)."""
@@ -86,17 +107,31 @@ class ReferralStore(AggregateStore):
         found = _open_then_newest(found)
         if len(found) < offset + limit:
             [(field, value)] = scope.items()  # a unit or a region (`_scope`)
-            known = await self.days.find({"scope": f"{field}:{value}"}, {"day": 1}).to_list()
+            known = await self.days.find({"scope": f"{field}:{value}"}, {"day": 1, "n": 1}).to_list()
             days = sorted({d["day"] for d in known}, reverse=True)
+            busy = {d["day"] for d in known if int(d.get("n") or 0) >= BUSY_HOURS_DAY}
             listed = {d["_id"] for d in found}  # one closed since it was read as open is not listed twice
             by_week = await self._weeks_complete()
+            by_hour = await self._hours_complete()
             for week in sorted({created_week(day) for day in days}, reverse=True):
-                # A day at a time while the week's days are busy, else the rest of the week in one read.
+                # A day at a time while the week's days are busy, else the rest of the week in one read; a very
+                # busy day an hour at a time.
                 week_days, read = [day for day in days if created_week(day) == week], []
                 for day in week_days:
-                    docs = await self.collection.find({**filters, **scope, "created_day": day}, _HIDDEN).to_list()
-                    found += _open_then_newest([d for d in docs
-                                                if d.get("status") not in OPEN_STATUSES and d["_id"] not in listed])
+                    if by_hour and day in busy:
+                        docs = []
+                        for hour in range(23, -1, -1):
+                            got = await self.collection.find(
+                                {**filters, **scope, "created_hour": f"{day}T{hour:02d}"}, _HIDDEN).to_list()
+                            docs += got
+                            found += _open_then_newest([d for d in got if d.get("status") not in OPEN_STATUSES
+                                                        and d["_id"] not in listed])
+                            if len(found) >= offset + limit:
+                                break
+                    else:
+                        docs = await self.collection.find({**filters, **scope, "created_day": day}, _HIDDEN).to_list()
+                        found += _open_then_newest([d for d in docs
+                                                    if d.get("status") not in OPEN_STATUSES and d["_id"] not in listed])
                     read.append(day)
                     if len(found) >= offset + limit or (by_week and len(docs) < BUSY_DAY):
                         break
@@ -137,7 +172,18 @@ class ReferralStore(AggregateStore):
                                                           {"$set": {"created_week": created_week(doc["created_at"])}})
                 filled += result.modified_count
             await self.meta.replace_one({"_id": "created_weeks"}, {"done": True}, upsert=True)
+        if not await self.meta.find_one({"_id": "created_hours"}):
+            async for doc in self.collection.find({"created_hour": {"$exists": False}}, {"created_at": 1}):
+                result = await self.collection.update_one({"_id": doc["_id"], "created_hour": {"$exists": False}},
+                                                          {"$set": {"created_hour": created_hour(doc["created_at"])}})
+                filled += result.modified_count
+            await self.meta.replace_one({"_id": "created_hours"}, {"done": True}, upsert=True)
         return filled
+
+    async def _hours_complete(self) -> bool:
+        if not self._hours_filled:
+            self._hours_filled = await self.meta.find_one({"_id": "created_hours"}) is not None
+        return self._hours_filled
 
     async def _weeks_complete(self) -> bool:
         if not self._weeks_filled:

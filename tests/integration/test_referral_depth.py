@@ -257,7 +257,7 @@ async def test_the_overdue_list_pages_in_order_beyond_the_first_page(infra, isol
 async def test_a_full_list_shows_open_referrals_first_then_the_others_newest_first_a_day_at_a_time(infra, isolation):
     from pymongo import AsyncMongoClient
 
-    from services.referral.domain import created_day, created_week
+    from services.referral.domain import created_day, created_hour, created_week
     from services.referral.store import ReferralStore
     from shared.outbox import OutboxRelay
 
@@ -271,7 +271,8 @@ async def test_a_full_list_shows_open_referrals_first_then_the_others_newest_fir
         at = (START - timedelta(days=days_ago, minutes=rank)).isoformat()
         await store.open({"_id": name, "referral_id": name, "case_id": f"case-{name}", "agency_id": agency,
                           "region_path": region, "status": status, "priority_rank": rank, "created_at": at,
-                          "created_day": created_day(at), "created_week": created_week(at)}, [], applied=None)
+                          "created_day": created_day(at), "created_week": created_week(at),
+                          "created_hour": created_hour(at)}, [], applied=None)
 
     try:
         await referral("closed-old", "closed", 0, 300)
@@ -289,11 +290,12 @@ async def test_a_full_list_shows_open_referrals_first_then_the_others_newest_fir
         region_wide = [d["_id"] for d in await store.search({"region_path": "36.03"}, {}, 0, 3)]
         assert region_wide == ["open-critical", "other-unit", "open-low-old"]
         assert [d["_id"] for d in await store.search(unit, {"status": "closed"}, 0, 50)] == ["closed-old", "closed-new"]
-        # a referral stored before referrals carried their day and week is given them once, and is listed again
-        await db["referrals"].update_one({"_id": "closed-old"}, {"$unset": {"created_day": "", "created_week": ""}})
+        # a referral stored before referrals carried their day, week and hour is given them once, and is listed again
+        await db["referrals"].update_one({"_id": "closed-old"},
+                                         {"$unset": {"created_day": "", "created_week": "", "created_hour": ""}})
         assert "closed-old" not in [d["_id"] for d in await store.search(unit, {}, 0, 50)]
         restarted = ReferralStore(db, OutboxRelay(lambda *a: asyncio.sleep(0)), ManualClock(START))
-        assert await restarted.backfill_created_days() == 2
+        assert await restarted.backfill_created_days() == 3
         assert await restarted.backfill_created_days() == 0  # once per database
         assert [d["_id"] for d in await store.search(unit, {}, 0, 50)] == whole
         # quiet days (fewer than a busy day's referrals): the rest of a week is read at once, in the same order
@@ -304,5 +306,52 @@ async def test_a_full_list_shows_open_referrals_first_then_the_others_newest_fir
             assert sum([[d["_id"] for d in await restarted.search(unit, {}, n, 1)] for n in range(8)], []) == whole
             await restarted.meta.delete_one({"_id": "created_weeks"})
             restarted = ReferralStore(db, OutboxRelay(lambda *a: asyncio.sleep(0)), ManualClock(START))
+    finally:
+        await client.close()
+
+
+async def test_a_busy_day_is_listed_an_hour_at_a_time_in_the_same_order(infra, isolation, monkeypatch):
+    """A day with many referrals (as its registry counts them, each referral once) is read an hour at a time, newest
+    first, until the page is full: the pages are what one sort of the whole list gives."""
+    from pymongo import AsyncMongoClient
+
+    from services.referral import store as referral_store
+    from services.referral.domain import created_day, created_hour, created_week
+    from services.referral.store import ReferralStore
+    from shared.outbox import OutboxRelay
+
+    monkeypatch.setattr(referral_store, "BUSY_HOURS_DAY", 4)
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    db = client[f"{isolation['db_prefix']}_referral"]
+    store = ReferralStore(db, OutboxRelay(lambda *a: asyncio.sleep(0), ManualClock(START)), ManualClock(START))
+    await store.ensure_indexes()
+    await store.backfill_created_days()  # nothing to fill in: the lists may read by week and by hour
+    region = ["36", "36.03", "36.03.11", "36.03.11.2005"]
+    names = []
+
+    async def referral(name, at, status="closed"):
+        stamp = at.isoformat()
+        await store.open({"_id": name, "referral_id": name, "case_id": f"case-{name}", "agency_id": "polresta_tangerang",
+                          "region_path": region, "status": status, "priority_rank": 1, "created_at": stamp,
+                          "created_day": created_day(stamp), "created_week": created_week(stamp),
+                          "created_hour": created_hour(stamp)}, [], applied=None)
+        names.append((stamp, name))
+
+    busy = START - timedelta(days=2)
+    for n, hour in enumerate((1, 1, 5, 9, 9, 9, 17, 23)):  # a busy day
+        await referral(f"busy{n}", busy.replace(hour=hour, minute=n))
+    await referral("quiet", START - timedelta(days=3, hours=4))  # a quiet day before it
+    await referral("open", START - timedelta(days=2, hours=10), status="created")  # listed first
+    try:
+        unit = {"agency_id": "polresta_tangerang"}
+        entry = await store.days.find_one({"_id": f"agency_id:polresta_tangerang|{created_day(busy.isoformat())}"})
+        assert entry["n"] == 8  # every referral of the day counted once
+        whole = ["open"] + [name for _, name in sorted(names, reverse=True) if name != "open"]
+        assert [d["_id"] for d in await store.search(unit, {}, 0, 50)] == whole
+        for size in (1, 2, 3):
+            pages = [[d["_id"] for d in await store.search(unit, {}, n, size)] for n in range(0, len(whole), size)]
+            assert sum(pages, []) == whole, size
+        region_wide = [d["_id"] for d in await store.search({"region_path": "36.03"}, {}, 0, 4)]
+        assert region_wide == whole[:4]
     finally:
         await client.close()
