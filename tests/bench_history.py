@@ -176,13 +176,15 @@ class History:
         # Only the new ones: in one run FerretDB ran out of PostgreSQL connections (and stopped answering) right after
         # this registration refused some 340 duplicates and the referral days were upserted in one bulk write.
         if fresh := sorted(self.report_days - known):
-            await report_days.insert_many([{"_id": day, "week": audit_domain.week_of(day), "token": None}
+            await report_days.insert_many([{"_id": day, "week": audit_domain.week_of(day)}
                                            for day in fresh], ordered=False)
-        await report_days.update_many({}, {"$set": {"token": uuid.uuid4().hex}})  # the days, then their weeks
+        # Every week and the copies' days in it counted again (`AuditStore.touch_figures`).
         weeks = self.client[f"{self.prefix}_audit"]["stats_weeks"]
+        token = uuid.uuid4().hex
         for week in sorted(self.weeks):
-            await weeks.update_one({"_id": week}, {"$set": {"token": uuid.uuid4().hex}}, upsert=True)
-        await weeks.update_many({}, {"$set": {"token": uuid.uuid4().hex}})
+            days = {f"days.{day}": token for day in sorted(self.report_days) if audit_domain.week_of(day) == week}
+            await weeks.update_one({"_id": week}, {"$set": {"token": token, **days}}, upsert=True)
+        await weeks.update_many({}, {"$set": {"token": token}})
         # Where the full referral lists walk back, with each day's count (as `ReferralStore.count_day` keeps it):
         # new entries inserted, known ones counted up one by one.
         days = self.client[f"{self.prefix}_referral"]["referral_days"]
@@ -266,11 +268,10 @@ def touch_this_week(mongo: str, prefix: str) -> Callable[[], None]:
     def touch() -> None:
         today = datetime.now(UTC).date().isoformat()
         week = audit_domain.week_of(today)
+        token = uuid.uuid4().hex
         with MongoClient(mongo) as client:
-            audit = client[f"{prefix}_audit"]
-            audit["stats_weeks"].update_one({"_id": week}, {"$set": {"token": uuid.uuid4().hex}}, upsert=True)
-            audit["report_days"].update_one({"_id": today}, {"$set": {"token": uuid.uuid4().hex, "week": week}},
-                                            upsert=True)
+            client[f"{prefix}_audit"]["stats_weeks"].update_one(
+                {"_id": week}, {"$set": {"token": token, f"days.{today}": token}}, upsert=True)
     return touch
 
 

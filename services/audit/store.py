@@ -49,12 +49,14 @@ class AuditStore:
         self._batch_heads: dict[str, list[Any]] = {}
         self.stats_weeks = db["stats_weeks"]
         # The days cases were reported on (`reported_day`), each registered before the first case of it is written
-        # (once per process): the search reads busy weeks a day at a time, and only days that have cases. Each also
-        # holds a token like its week's, changed whenever a case of that day changes: a week whose figures are out
-        # of date is counted again from its days' kept parts, reading only the cases of the days that changed.
+        # (once per process): the search reads busy weeks a day at a time, and only days that have cases. A week's
+        # document in `stats_weeks` holds, beside its token, one per day changed whenever a case of that day changes:
+        # a week whose figures are out of date is counted again from its days' kept parts, reading only the cases of
+        # the days that changed.
         self.report_days = db["report_days"]
         self._days_complete = False  # every case document carries its day (backfilled): figures may use days
         self._known_days: set[str] = set()
+        self._touched_days: dict[str, set[str]] = {}  # week -> its days changed in this batch, not yet touched
         self.stats_parts = db["stats_parts"]
         self.meta = db["meta"]
 
@@ -268,7 +270,7 @@ class AuditStore:
         if day in self._known_days or day == domain.NO_WEEK:
             return
         try:
-            await self.report_days.insert_one({"_id": day, "week": domain.week_of(day), "token": None})
+            await self.report_days.insert_one({"_id": day, "week": domain.week_of(day)})
         except DuplicateKeyError:
             pass  # known already (another case, another process)
         self._known_days.add(day)
@@ -326,20 +328,18 @@ class AuditStore:
         batch each week and day is touched once, when the whole batch is written (a crash before that redelivers the
         batch, and `project` touches the week and day of an event it finds already projected)."""
         for week, day in marks:
-            if day == domain.NO_WEEK:
-                await consumer.at_batch_end(("stats_week", week), lambda week=week: self._touch(self.stats_weeks, week))
-            else:  # the day first, then its week: a reader that sees the week's new token sees the day's too
-                await consumer.at_batch_end(("stats_day", day), lambda day=day, week=week: self._touch_day(day, week))
+            if day != domain.NO_WEEK:
+                self._touched_days.setdefault(week, set()).add(day)
+            await consumer.at_batch_end(("stats_week", week), lambda week=week: self._touch_week(week))
 
-    async def _touch_day(self, day: str, week: str) -> None:
-        await self._touch(self.report_days, day, week=week)
-        await self._touch(self.stats_weeks, week)
-
-    @staticmethod
-    async def _touch(tokens: Any, key: str, **fields: str) -> None:
-        for upsert in (True, False):  # two first touches at once: one inserts, the other updates
+    async def _touch_week(self, week: str) -> None:
+        """One write: the week's token and those of its days that changed (kept in the week's document, so a reader
+        that sees the week's new token sees its days' too)."""
+        token = uuid.uuid4().hex
+        days = {f"days.{day}": token for day in sorted(self._touched_days.pop(week, ()))}
+        for upsert in (True, False):  # two first touches of a week at once: one inserts, the other updates
             try:
-                await tokens.update_one({"_id": key}, {"$set": {"token": uuid.uuid4().hex, **fields}}, upsert=upsert)
+                await self.stats_weeks.update_one({"_id": week}, {"$set": {"token": token, **days}}, upsert=upsert)
                 return
             except DuplicateKeyError:
                 continue
@@ -348,7 +348,8 @@ class AuditStore:
         """The figures of the region's cases reported in [start, end): each whole week's part as kept (counted
         again when a case of the week changed since, from its days' kept parts), the weeks cut by a bound counted
         case by case."""
-        tokens = {d["_id"]: d.get("token") for d in await self.stats_weeks.find({}).to_list()}
+        weeks = {d["_id"]: d for d in await self.stats_weeks.find({}).to_list()}
+        tokens = {week: doc.get("token") for week, doc in weeks.items()}
         whole, partial = domain.weeks_between(start, end, sorted(tokens))
 
         async def kept(week: str) -> dict[str, Any]:
@@ -356,7 +357,8 @@ class AuditStore:
             kept = await self.stats_parts.find_one({"_id": key})
             if kept is not None and kept.get("token") == tokens[week]:
                 return json.loads(kept["part"])
-            counted, days = await self._count_week(region, week, json.loads((kept or {}).get("days") or "{}"))
+            counted, days = await self._count_week(region, week, json.loads((kept or {}).get("days") or "{}"),
+                                                   weeks[week].get("days") or {})
             try:
                 await self.stats_parts.replace_one({"_id": key}, {"token": tokens[week], "part": json.dumps(counted),
                                                                   "days": json.dumps(days)}, upsert=True)
@@ -372,7 +374,7 @@ class AuditStore:
         parts = await asyncio.gather(*(kept(w) for w in whole), *(cut(w) for w in partial))
         return domain.merge_parts(parts)
 
-    async def _count_week(self, region: str, week: str, kept: dict[str, list[Any]]
+    async def _count_week(self, region: str, week: str, kept: dict[str, list[Any]], day_tokens: dict[str, str]
                           ) -> tuple[dict[str, Any], dict[str, list[Any]]]:
         """A week's figures counted anew, and its days' parts to keep with them (day -> [token, part]): each day's
         part as kept unless a case of that day changed since, so a busy week whose today changed costs today's
@@ -380,7 +382,9 @@ class AuditStore:
         parted by day; while older case documents are being given their day, case by case and no days kept."""
         if week == domain.NO_WEEK or not await self._days_filled():
             return domain.stats_part(await self._stats_rows(region, {"reported_week": week})), {}
-        tokens = {d["_id"]: d.get("token") for d in await self.report_days.find({"week": week}).to_list()}
+        # Every day of the week that has cases (registered before its first case was written), with its token (none
+        # while no case of it has changed since it was registered).
+        tokens = {d["_id"]: day_tokens.get(d["_id"]) for d in await self.report_days.find({"week": week}).to_list()}
         stale = [day for day, token in tokens.items() if day not in kept or kept[day][0] != token]
         if len(stale) > 2:
             rows = await self._stats_rows(region, {"reported_week": week})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -35,6 +35,7 @@ class ReferralStore(AggregateStore):
         self._weeks_filled = False  # every referral carries its creation week (backfilled): lists may read by week
         self._hours_filled = False  # ... and its hour
         self._day_counts: dict[str, int] = {}  # referrals opened in this batch per registry entry, not yet added
+        self._busy_days: set[str] = set()  # registry entries counted busy: not counted on
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("agency_id", ASCENDING), *_URGENT_FIRST[:2]])
@@ -64,17 +65,23 @@ class ReferralStore(AggregateStore):
         return True
 
     async def count_day(self, doc: dict[str, Any]) -> None:
-        """Add the referral to its days' counts (`n`), once per batch and entry: how busy a day is, which decides
-        whether a list reads it an hour at a time. A count, not a guard: a crash between the referral and its count
-        leaves the day one short, which costs a list some speed, never a referral."""
+        """Add the referral to its days' counts (`n`), once per batch and entry, until a day is known to be busy:
+        how busy a day is decides whether a list reads it an hour at a time, so past BUSY_HOURS_DAY it is not counted
+        on (a busy region's referrals then cost no count at all). A count, not a guard: a crash between the referral
+        and its count leaves the day one short, which costs a list some speed, never a referral."""
         for scope in day_scopes(doc):
             entry_id = f"{scope}|{doc['created_day']}"
+            if entry_id in self._busy_days:
+                continue
             self._day_counts[entry_id] = self._day_counts.get(entry_id, 0) + 1
             await consumer.at_batch_end(("referral_day_count", entry_id), lambda e=entry_id: self._add_count(e))
 
     async def _add_count(self, entry_id: str) -> None:
         if n := self._day_counts.pop(entry_id, 0):
-            await self.days.update_one({"_id": entry_id}, {"$inc": {"n": n}})
+            counted = await self.days.find_one_and_update({"_id": entry_id}, {"$inc": {"n": n}},
+                                                          return_document=ReturnDocument.AFTER)
+            if counted is not None and int(counted.get("n") or 0) >= BUSY_HOURS_DAY:
+                self._busy_days.add(entry_id)
 
     async def note_day(self, doc: dict[str, Any]) -> None:
         """Register the referral's day under its unit and each region it is in (once per process and key)."""

@@ -443,7 +443,7 @@ async def test_the_search_reads_busy_weeks_a_day_at_a_time_in_the_same_order_as_
         await store.note_day(day)
     await audit_db["cases"].insert_many(docs)
     for week in {d["reported_week"] for d in docs}:
-        await store._touch(store.stats_weeks, week)
+        await store._touch_week(week)
 
     def expected(status=None, low=None, high=None):
         chosen = [d for d in docs if "36.03" in d["region_path"] and (status is None or d["status"] == status)
