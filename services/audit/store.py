@@ -24,6 +24,8 @@ BuildEntry = Callable[[Mapping[str, Any] | None], dict[str, Any]]
 
 # A day with at least this many of the region's matching cases: the search reads the next day of its week alone.
 BUSY_DAY = 40
+# A changed week with more changed days than this is read whole and parted by day, rather than a day at a time.
+STALE_DAYS_READ_ONE_BY_ONE = 2
 
 
 class TrailContention(Exception):
@@ -386,7 +388,7 @@ class AuditStore:
         # while no case of it has changed since it was registered).
         tokens = {d["_id"]: day_tokens.get(d["_id"]) for d in await self.report_days.find({"week": week}).to_list()}
         stale = [day for day, token in tokens.items() if day not in kept or kept[day][0] != token]
-        if len(stale) > 2:
+        if len(stale) > STALE_DAYS_READ_ONE_BY_ONE:
             rows = await self._stats_rows(region, {"reported_week": week})
             by_day: dict[str, list[dict[str, Any]]] = {}
             for row in rows:

@@ -32,8 +32,8 @@ class ReferralStore(AggregateStore):
         self.days = db["referral_days"]
         self._known_days: set[str] = set()
         self.meta = db["meta"]
-        self._weeks_filled = False  # every referral carries its creation week (backfilled): lists may read by week
-        self._hours_filled = False  # ... and its hour
+        # The backfills done (e.g. every referral carries its creation week and hour: lists may read by them).
+        self._backfills_done: set[str] = set()
         self._day_counts: dict[str, int] = {}  # referrals opened in this batch per registry entry, not yet added
         self._busy_days: set[str] = set()  # registry entries counted busy: not counted on
 
@@ -100,7 +100,7 @@ class ReferralStore(AggregateStore):
         """Referrals within `scope` (a unit or a region). With a status: most urgent first, then oldest, read one
         priority at a time until the page is full (an equality on the priority narrows what FerretDB reads; a
         sort over the whole unit would read every referral it ever had). Without one: the open ones first in that
-        order (a unit's work, never many), then all the others newest first, read one creation day at a time
+        order (a unit's work, never many), then all the others newest first, read by creation week, day or hour
         from the newest until the page is full, so a unit's year of closed referrals is not read for its first
         page. A case's referrals (`case_id`) are few: read at once, in the same order."""
         if "status" in filters:
@@ -118,8 +118,12 @@ class ReferralStore(AggregateStore):
             days = sorted({d["day"] for d in known}, reverse=True)
             busy = {d["day"] for d in known if int(d.get("n") or 0) >= BUSY_HOURS_DAY}
             listed = {d["_id"] for d in found}  # one closed since it was read as open is not listed twice
-            by_week = await self._weeks_complete()
-            by_hour = await self._hours_complete()
+
+            def closed(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                return _open_then_newest([d for d in docs
+                                          if d.get("status") not in OPEN_STATUSES and d["_id"] not in listed])
+
+            by_week, by_hour = await self._backfilled("created_weeks"), await self._backfilled("created_hours")
             for week in sorted({created_week(day) for day in days}, reverse=True):
                 # A day at a time while the week's days are busy, else the rest of the week in one read; a very
                 # busy day an hour at a time.
@@ -131,21 +135,18 @@ class ReferralStore(AggregateStore):
                             got = await self.collection.find(
                                 {**filters, **scope, "created_hour": f"{day}T{hour:02d}"}, _HIDDEN).to_list()
                             docs += got
-                            found += _open_then_newest([d for d in got if d.get("status") not in OPEN_STATUSES
-                                                        and d["_id"] not in listed])
+                            found += closed(got)
                             if len(found) >= offset + limit:
                                 break
                     else:
                         docs = await self.collection.find({**filters, **scope, "created_day": day}, _HIDDEN).to_list()
-                        found += _open_then_newest([d for d in docs
-                                                    if d.get("status") not in OPEN_STATUSES and d["_id"] not in listed])
+                        found += closed(docs)
                     read.append(day)
                     if len(found) >= offset + limit or (by_week and len(docs) < BUSY_DAY):
                         break
                 if len(found) < offset + limit and len(read) < len(week_days):
                     docs = await self.collection.find({**filters, **scope, "created_week": week}, _HIDDEN).to_list()
-                    found += _open_then_newest([d for d in docs if d.get("created_day") not in read
-                                                and d.get("status") not in OPEN_STATUSES and d["_id"] not in listed])
+                    found += closed([d for d in docs if d.get("created_day") not in read])
                 if len(found) >= offset + limit:
                     break
         return found[offset:offset + limit]
@@ -173,29 +174,22 @@ class ReferralStore(AggregateStore):
                                                           {"$set": {"created_day": day}})
                 filled += result.modified_count
             await self.meta.replace_one({"_id": "created_days"}, {"done": True}, upsert=True)
-        if not await self.meta.find_one({"_id": "created_weeks"}):
-            async for doc in self.collection.find({"created_week": {"$exists": False}}, {"created_at": 1}):
-                result = await self.collection.update_one({"_id": doc["_id"], "created_week": {"$exists": False}},
-                                                          {"$set": {"created_week": created_week(doc["created_at"])}})
+        for field, of, marker in (("created_week", created_week, "created_weeks"),
+                                  ("created_hour", created_hour, "created_hours")):
+            if await self.meta.find_one({"_id": marker}):
+                continue
+            async for doc in self.collection.find({field: {"$exists": False}}, {"created_at": 1}):
+                result = await self.collection.update_one({"_id": doc["_id"], field: {"$exists": False}},
+                                                          {"$set": {field: of(doc["created_at"])}})
                 filled += result.modified_count
-            await self.meta.replace_one({"_id": "created_weeks"}, {"done": True}, upsert=True)
-        if not await self.meta.find_one({"_id": "created_hours"}):
-            async for doc in self.collection.find({"created_hour": {"$exists": False}}, {"created_at": 1}):
-                result = await self.collection.update_one({"_id": doc["_id"], "created_hour": {"$exists": False}},
-                                                          {"$set": {"created_hour": created_hour(doc["created_at"])}})
-                filled += result.modified_count
-            await self.meta.replace_one({"_id": "created_hours"}, {"done": True}, upsert=True)
+            await self.meta.replace_one({"_id": marker}, {"done": True}, upsert=True)
         return filled
 
-    async def _hours_complete(self) -> bool:
-        if not self._hours_filled:
-            self._hours_filled = await self.meta.find_one({"_id": "created_hours"}) is not None
-        return self._hours_filled
-
-    async def _weeks_complete(self) -> bool:
-        if not self._weeks_filled:
-            self._weeks_filled = await self.meta.find_one({"_id": "created_weeks"}) is not None
-        return self._weeks_filled
+    async def _backfilled(self, marker: str) -> bool:
+        """Whether the backfill `marker` names is done in this database (remembered once it is)."""
+        if marker not in self._backfills_done and await self.meta.find_one({"_id": marker}) is not None:
+            self._backfills_done.add(marker)
+        return marker in self._backfills_done
 
     async def due_for_escalation(self, now_ts: float, limit: int = 1000) -> list[dict[str, Any]]:
         """Referrals whose next deadline has passed without an escalation for it (a scan on FerretDB: periodic)."""
