@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
+
 from pymongo import AsyncMongoClient
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
@@ -9,15 +12,37 @@ from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionFailure,)
 DUPLICATE_KEY = 11000
 
+# FerretDB v1 (internal/handler/msg_update.go) keeps each update statement's read of its document open until the
+# whole update command is done, one PostgreSQL connection each, out of a pool of 50; writing a document takes one
+# more. A bulk write of 50 updates therefore waits for itself forever, and FerretDB answers nobody again until it is
+# restarted. Bulk updates go in commands of at most this many statements (MongoDB would take them in one).
+UPDATES_PER_COMMAND = 4
 
-def connect(uri: str) -> AsyncMongoClient:
+T = TypeVar("T")
+
+
+def commands_of(requests: Sequence[T], size: int = UPDATES_PER_COMMAND) -> Iterator[Sequence[T]]:
+    """`requests` in slices of at most `size`: one bulk write command each."""
+    for start in range(0, len(requests), size):
+        yield requests[start:start + size]
+
+
+# The same holds for single updates: each holds one connection while it waits for another to write, so 50 update
+# commands at once can wait for each other forever. Each process keeps at most this many commands in flight
+# (WASPADA_MONGO_POOL_SIZE), and infra/local/infra.sh gives FerretDB a pool of 190 connections: two copies of the
+# six services and the web app, each at this bound and one bulk command of marks, stay below it.
+POOL_SIZE = 10
+
+
+def connect(uri: str, pool_size: int = POOL_SIZE) -> AsyncMongoClient:
     # Created lazily by pymongo: no I/O until the first operation.
     return AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000,
-                            appname="waspada")
+                            appname="waspada", maxPoolSize=pool_size)
 
 
 async def ping(client: AsyncMongoClient) -> None:
     await client.admin.command("ping")
 
 
-__all__ = ["DUPLICATE_KEY", "TRANSIENT_ERRORS", "OperationFailure", "PyMongoError", "connect", "ping"]
+__all__ = ["DUPLICATE_KEY", "POOL_SIZE", "TRANSIENT_ERRORS", "UPDATES_PER_COMMAND", "OperationFailure",
+           "PyMongoError", "commands_of", "connect", "ping"]

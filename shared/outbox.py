@@ -32,6 +32,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared.clock import Clock, SystemClock
 from shared.contracts.envelope import Envelope
+from shared.mongo import commands_of
 from shared.versions import SUFFIX, ConcurrentUpdate, VersionedCollection, set_path
 from shared.logging import describe
 
@@ -253,16 +254,19 @@ class OutboxRelay:
     async def _flush_marks(self) -> bool:
         marks, self._marks, written = self._marks, {}, True
         for name, (claims, updates) in marks.items():
-            try:
-                await claims.bulk_write([UpdateOne({"_id": cid}, update) for cid, update in updates.items()],
-                                        ordered=False)
-            except Exception as exc:  # noqa: BLE001 - the claims stay open until a later flush or the sweeper
-                if isinstance(exc, BulkWriteError):  # the others were written: not again (they $inc)
-                    refused = {e["index"] for e in exc.details.get("writeErrors", [])}
-                    updates = {cid: u for i, (cid, u) in enumerate(updates.items()) if i in refused}
-                log.warning("outbox_marks_deferred", claims=len(updates), error=describe(exc))
-                written = False
-                self._marks[name] = (claims, {**updates, **self._marks.get(name, (claims, {}))[1]})
+            pending = list(updates.items())
+            for part in commands_of(list(updates.items())):  # shared/mongo.py: never one command of many updates
+                try:
+                    await claims.bulk_write([UpdateOne({"_id": cid}, update) for cid, update in part], ordered=False)
+                    pending = pending[len(part):]
+                except Exception as exc:  # noqa: BLE001 - the claims stay open until a later flush or the sweeper
+                    if isinstance(exc, BulkWriteError):  # the others of this command were written: not again ($inc)
+                        refused = {e["index"] for e in exc.details.get("writeErrors", [])}
+                        pending = [m for i, m in enumerate(part) if i in refused] + pending[len(part):]
+                    log.warning("outbox_marks_deferred", claims=len(pending), error=describe(exc))
+                    written = False
+                    self._marks[name] = (claims, {**dict(pending), **self._marks.get(name, (claims, {}))[1]})
+                    break
         if self._marks:
             self._mark_soon()
         return written

@@ -66,7 +66,7 @@ class Runtime:
 def build_runtime(settings: ServiceSettings, clock: Clock | None = None) -> Runtime:
     configure_logging(settings.service, settings.log_level, settings.log_json)
     clock = clock or SystemClock()
-    client = mongo.connect(settings.mongodb_uri)
+    client = mongo.connect(settings.mongodb_uri, settings.mongo_pool_size)
     broker = kafka.create_broker(settings.kafka_bootstrap_servers, client_id=f"waspada-{settings.service}")
     relay = OutboxRelay(kafka.publisher_for(broker), send=kafka.sender_for(broker), clock=clock,
                         grace_s=settings.outbox_sweep_grace_s,

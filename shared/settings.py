@@ -44,6 +44,8 @@ class ServiceSettings(BaseSettings):
         "mongodb://127.0.0.1:27017/?directConnection=true",
         validation_alias=AliasChoices("MONGODB_URI", "WASPADA_MONGODB_URI"),
     )
+    # Database commands one process keeps in flight at most (shared/mongo.py says why FerretDB needs a bound).
+    mongo_pool_size: int = Field(10, ge=1, le=100)
     # Prefixes keep a test run's databases and consumer groups apart from a running `make up`.
     db_prefix: str = "waspada"
     group_prefix: str = "waspada"

@@ -169,7 +169,9 @@ start_ferretdb() {
   local store=(--handler sqlite --sqlite-url "file:$ferret_data/")
   if [[ "$backend" == postgresql ]]; then
     start_postgres
-    store=(--handler postgresql --postgresql-url "postgres://postgres@127.0.0.1:$pg_port/ferretdb")
+    # 190 of PostgreSQL's 200 connections: FerretDB v1 holds one per update statement until its command ends
+    # and takes another to write, so a small pool can wait for itself forever (shared/mongo.py)
+    store=(--handler postgresql --postgresql-url "postgres://postgres@127.0.0.1:$pg_port/ferretdb?pool_max_conns=190")
   fi
   nohup "$ferret_bin" --listen-addr "127.0.0.1:$ferret_port" "${store[@]}" --log-level warn \
     ${FERRETDB_PPROF_ADDR:+--pprof-addr "$FERRETDB_PPROF_ADDR"} >"$logs/ferretdb.log" 2>&1 &

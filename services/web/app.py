@@ -61,7 +61,7 @@ def create_app(settings: WebSettings | None = None, clock: Clock | None = None) 
     settings = settings or WebSettings()
     configure_logging(settings.service, settings.log_level, settings.log_json)
     clock = clock or SystemClock()
-    client = mongo.connect(settings.mongodb_uri)
+    client = mongo.connect(settings.mongodb_uri, settings.mongo_pool_size)
     sessions = SessionStore(client[settings.database_name], clock, idle=timedelta(hours=settings.session_idle_hours),
                             longest=timedelta(hours=settings.session_longest_hours))
     upstream = Upstream({"identity": settings.identity_url, "intake": settings.intake_url,

@@ -13,6 +13,7 @@ from shared.clock import SystemClock
 from shared.contracts.envelope import Envelope
 from shared.contracts.intake import CaseWithdrawn
 from shared.contracts.envelope import new_event
+from shared.mongo import UPDATES_PER_COMMAND
 from shared.outbox import AggregateStore, Change, OutboxRelay, Outgoing
 from shared.kafka import publisher_for, create_broker
 from tests.builders import case_reported
@@ -274,6 +275,32 @@ async def test_a_changes_events_go_out_in_order_and_the_marks_of_several_changes
     assert updates.count == 1  # nine entries of three changes marked published and their claims closed in one write
     assert len(claims) == 3 and all(claim["outbox_open"] is False for claim in claims)
     assert {(e["status"], e["attempts"]) for claim in claims for e in claim["outbox"].values()} == {("published", 1)}
+
+
+async def test_the_marks_of_many_changes_do_not_stall_the_database(infra, isolation):
+    """FerretDB v1 holds a PostgreSQL connection for every update of a command until the command ends (50 in its
+    pool): one bulk write of 60 marks never finished and left FerretDB answering nobody. They go in small commands."""
+    updates = _Updates("things_versions")
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True, event_listeners=[updates])
+    broker = create_broker(infra["kafka"], "test-relay-many")
+    await broker.connect()
+    relay = OutboxRelay(publisher_for(broker), SystemClock(), mark_delay_s=60)  # marks wait for the flush below
+    things = client[f"{isolation['db_prefix']}_many"]["things"]
+    store = AggregateStore(things, relay)
+    case_ids = [str(uuid.uuid4()) for _ in range(60)]
+    try:
+        await asyncio.gather(*(store.create({"_id": case_id}, [Outgoing(topics.INTAKE, new_event(
+            CaseWithdrawn(reason="r"), case_id=case_id, producer="test", actor=None, correlation_id="c",
+            causation_id=None))]) for case_id in case_ids))
+        assert updates.count == 0  # all 60 published, their marks queued
+        assert await asyncio.wait_for(relay.flush_marks(), 60) is True
+        claims = await asyncio.wait_for(
+            things.database["things_versions"].find({"doc_id": {"$in": case_ids}}).to_list(), 30)
+    finally:
+        await broker.stop()
+        await client.close()
+    assert updates.count == -(-60 // UPDATES_PER_COMMAND)
+    assert len(claims) == 60 and all(claim["outbox_open"] is False for claim in claims)
 
 
 async def test_in_the_background_a_write_returns_before_its_events_go_out_and_they_keep_their_order(infra, isolation):

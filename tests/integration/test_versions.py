@@ -8,6 +8,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
+from shared import mongo
 from shared.clock import ManualClock, SystemClock
 from shared.outbox import OutboxRelay
 from shared.versions import VersionedCollection
@@ -106,3 +107,22 @@ async def test_a_writer_whose_version_was_claimed_and_pruned_long_ago_is_refused
         await things.write("c", {**stale, "n": 42, "version": 2}, base=stale)
     assert ((await things.load("c"))["version"], (await things.load("c"))["n"]) == (3, 2)
     assert await things.claims.count_documents({}) == 0  # its claim withdrawn
+
+
+async def test_the_updates_of_two_copies_of_every_service_at_once_do_not_stall_the_database(infra, isolation):
+    """FerretDB v1 holds a PostgreSQL connection per update while it waits for another to write: with pymongo's
+    default pool (100 commands in flight per client) against FerretDB's 50 connections, 200 updates at once left it
+    answering nobody. A service's client keeps `mongo.POOL_SIZE` in flight, and infra/local gives FerretDB a pool
+    larger than two copies of every service together: here 14 clients, each with 100 updates at once."""
+    clients = [mongo.connect(infra["mongo"]) for _ in range(14)]
+    try:
+        for _ in range(3):
+            await asyncio.wait_for(asyncio.gather(*(
+                client[f"{isolation['db_prefix']}_many"]["counters"].update_one(
+                    {"_id": f"{c}-{i}"}, {"$inc": {"n": 1}}, upsert=True)
+                for c, client in enumerate(clients) for i in range(100))), 120)
+        counters = clients[0][f"{isolation['db_prefix']}_many"]["counters"]
+        assert [d["n"] for d in await asyncio.wait_for(counters.find({}).to_list(), 30)] == [3] * 1400
+    finally:
+        for client in clients:
+            await client.close()
