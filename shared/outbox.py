@@ -450,18 +450,23 @@ class AggregateStore:
             doc = await self.load(aggregate_id)
         if doc is None or int(doc["version"]) != version:
             raise ConcurrentUpdate(f"{aggregate_id} is no longer at version {version}")
-        return await self._change(doc, change, applied)
+        return int((await self._change(doc, change, applied))["version"])
 
-    async def _change(self, doc: dict[str, Any], change: Change, applied: str | None) -> int:
+    async def update(self, doc: dict[str, Any], change: Change) -> dict[str, Any]:
+        """Apply a change to `doc` as the caller just loaded it (no second read); returns the document as written.
+        ConcurrentUpdate if another writer moved it since."""
+        return await self._change(doc, change, None)
+
+    async def _change(self, doc: dict[str, Any], change: Change, applied: str | None) -> dict[str, Any]:
         new, evicted = applied_to(doc, change, applied)
         if evicted:  # before the claim: a marker for an event not yet applied only costs a skipped redelivery
             with contextlib.suppress(DuplicateKeyError):  # already there from an earlier attempt
                 await self._applied.insert_many([{"_id": f"{doc['_id']}|{e}"} for e in evicted], ordered=False)
         try:
-            await self._write(new, change.events, doc)
+            claim = await self._write(new, change.events, doc)
         except DuplicateKeyError as exc:
             raise ConcurrentUpdate(f"{doc['_id']} is no longer at version {doc['version']}") from exc
-        return int(new["version"])
+        return {**new, "rev": claim["set"]["rev"]}
 
     async def was_applied(self, doc: Mapping[str, Any] | None, event_id: str) -> bool:
         if doc is None:
@@ -478,13 +483,19 @@ class AggregateStore:
         `decide` gets the current document (None if there is none yet) and returns the change, or None for
         "nothing to do". Returns whether something was written.
         """
-        for _ in range(attempts):
-            doc = await self.load(aggregate_id)
-            if await self.was_applied(doc, event_id):
+        for attempt in range(attempts):
+            # First as this process last wrote it (no read, if it did); after a refused write as stored.
+            doc = self.versions.remembered(aggregate_id) if attempt == 0 else None
+            from_memory = doc is not None
+            if doc is None:
+                doc = await self.load(aggregate_id)
+            if await self.was_applied(doc, event_id):  # applied ids only grow: believed of a remembered one too
                 log.info("event_already_applied", event_id=event_id)
                 return False
             change = decide(doc)
             if change is None:
+                if from_memory:
+                    continue  # "nothing to do" is only believed of the stored document
                 return False
             try:
                 if doc is None:

@@ -16,10 +16,12 @@ retention, fully published and written through, so the claims collection holds o
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from datetime import timedelta
 from collections.abc import Mapping
 from typing import Any
 
+import bson
 import structlog
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -31,6 +33,9 @@ from shared.clock import Clock, SystemClock
 log = structlog.get_logger()
 
 SUFFIX = "_versions"
+# Documents this process wrote last, kept (encoded) as the base of its next write of them, which then needs no read
+# (a consumer applying a case's next event, audit appending to a case's trail). Never an answer to a reader.
+RECENT = 1000
 
 
 class ConcurrentUpdate(Exception):
@@ -52,13 +57,35 @@ def claim_id(doc_id: str, version: int) -> str:
 class VersionedCollection:
     """One collection whose documents carry `version` and `rev` and are written only through `write`."""
 
-    def __init__(self, collection: AsyncCollection, clock: Clock | None = None) -> None:
+    def __init__(self, collection: AsyncCollection, clock: Clock | None = None, recent: int = RECENT) -> None:
         self.collection = collection
         self.claims = collection.database[collection.name + SUFFIX]
         self.clock = clock or SystemClock()
+        self._recent: OrderedDict[Any, bytes] = OrderedDict()
+        self._recent_max = recent
 
     async def load(self, doc_id: str) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": doc_id})
+
+    def remembered(self, doc_id: Any) -> dict[str, Any] | None:
+        """The document as this process last wrote it, if among its recent writes (else None): the base for a next
+        write only. If another process wrote it since, that write's claim is refused (the version is taken) and the
+        writer reads it again; but "nothing to change" decided on it must be checked against the stored one."""
+        raw = self._recent.get(doc_id)
+        if raw is None:
+            return None
+        self._recent.move_to_end(doc_id)
+        return bson.decode(raw, codec_options=self.collection.codec_options)  # as a read would return it
+
+    def forget(self, doc_id: Any) -> None:
+        self._recent.pop(doc_id, None)
+
+    def _remember(self, doc_id: Any, doc: dict[str, Any]) -> None:
+        if self._recent_max:
+            self._recent[doc_id] = bson.encode(doc, codec_options=self.collection.codec_options)
+            self._recent.move_to_end(doc_id)
+            while len(self._recent) > self._recent_max:
+                self._recent.popitem(last=False)
 
     async def write(self, doc_id: str, new: dict[str, Any], record: dict[str, Any] | None = None,
                     base: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -75,12 +102,14 @@ class VersionedCollection:
         claim = {"_id": claim_id(doc_id, version), "doc_id": doc_id, "version": version,
                  "base_rev": base.get("rev") if base else None, "at": self.clock.now().isoformat(),
                  "set": changed, "unset": removed, **(record or {})}
+        self.forget(doc_id)
         try:
             await self.claims.insert_one(claim)
         except DuplicateKeyError:
             await self.catch_up(doc_id)
             raise
         if await self._write_through(doc_id, new, base):
+            self._remember(doc_id, new)
             # No catch-up read: a later version is built on this one's rev, which nobody could read before this
             # write unless a catch-up wrote this claim first, and then the rev no longer matched. (Only FerretDB's
             # query-then-replace could interleave one: the next writer, or the sweeper's repair, writes it through.)
@@ -116,6 +145,7 @@ class VersionedCollection:
     async def catch_up(self, doc_id: str, known: dict[str, Any] | None = None) -> int:
         """Write through every claimed version the document does not show yet; returns its version.
         `known`: the document as the caller just wrote it (saves a read)."""
+        self.forget(doc_id)
         doc = known
         version = int(doc["version"]) if doc else await self._version(doc_id)
         while (claim := await self.claims.find_one({"_id": claim_id(doc_id, version + 1)})) is not None:

@@ -96,13 +96,16 @@ class AuditStore:
             if entry["seq"] > held[0]["seq"]:
                 held[:] = [entry, False]
             return entry, appended
-        case = await self.case(case_id)
+        case = self.case_versions.remembered(case_id)  # as this process last wrote it, if it did: no read
+        remembered = case is not None
+        if case is None:
+            case = await self.case(case_id)
         head = case
         if held is not None and (case is None or int(case.get("trail_seq") or 0) < held[0]["seq"]):
             head = _head(held[0])  # appended in this batch, not written to the case yet
         entry, appended = await self.append(case_id, event_id, build, case=head)
         # Also on a redelivery: the previous attempt may have stopped between the trail and the case document.
-        await self.project(case_id, entry, updates, case=case)
+        await self.project(case_id, entry, updates, case=case, remembered=remembered)
         if held is None:
             self._batch_heads[case_id] = [entry, True]
             await consumer.at_batch_end(("trail_head", case_id), lambda: self._write_head(case_id))
@@ -204,17 +207,24 @@ class AuditStore:
     # --- the case read model --------------------------------------------------------------------------------
 
     async def project(self, case_id: str, entry: Mapping[str, Any], updates: list[domain.CaseUpdate],
-                      case: dict[str, Any] | None | Literal["unread"] = "unread") -> None:
+                      case: dict[str, Any] | None | Literal["unread"] = "unread", remembered: bool = False) -> None:
         """Bring the case document up to date with an entry; idempotent and tolerant of reordering.
 
         One read by _id (none when the caller passes the `case` it just read) and one version claim: of two
         processes projecting into one case at once, one writes and the other reads again and adds its entry to
-        what the first wrote."""
+        what the first wrote. `remembered`: `case` is as this process last wrote it (`VersionedCollection.remembered`),
+        so "nothing to change" is checked against the stored one."""
         now = self._clock.now()
         stamp = domain.timestamp(now)
         known = case
-        for _ in range(20):
-            case = await self.case_versions.load(case_id) if known == "unread" else known
+        for attempt in range(20):
+            # First as this process last wrote it, if it did (no read); after a refused write as stored.
+            if known != "unread":
+                case, from_memory = known, remembered
+            elif attempt == 0 and (case := self.case_versions.remembered(case_id)) is not None:
+                from_memory = True
+            else:
+                case, from_memory = await self.case_versions.load(case_id), False
             known = "unread"
             new = case is None
             if case is None:
@@ -243,6 +253,8 @@ class AuditStore:
             if case.get("reported_day") != day:
                 fields["reported_day"] = day
             if not fields and not new:
+                if from_memory:
+                    continue  # "nothing to change" is only believed of the stored document
                 if updates:  # perhaps a redelivery after a crash between the write below and the touch
                     await self.touch_figures([(week, day)])
                 return

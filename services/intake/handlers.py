@@ -171,7 +171,7 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
         for _ in range(5):
             doc = await _own(case_id, principal)
             try:
-                await store.change(case_id, doc["version"], decide(doc))
+                written = await store.update(doc, decide(doc))
             except domain.InvalidTransition as exc:
                 raise ApiError(409, "conflict", str(exc), {"status": doc["status"]}) from exc
             except domain.FieldProblem as exc:
@@ -180,7 +180,7 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
                 raise case_erased() from exc
             except ConcurrentUpdate:
                 continue
-            return domain.reporter_view(await _own(case_id, principal), await keys.key(case_id))
+            return domain.reporter_view(written, await keys.key(case_id))
         raise ApiError(409, "conflict", "the report changed meanwhile; try again")
 
     async def _own(case_id: str, principal: Principal) -> dict[str, Any]:

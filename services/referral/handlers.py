@@ -99,14 +99,14 @@ def routes(runtime: Runtime, store: ReferralStore, access_log: AccessLog, keys: 
                 raise not_found("referral")
             seal = await keys.sealer(doc["case_id"])
             try:
-                await store.change(referral_id, doc["version"], decide(doc, clock.now(), seal))
+                written = await store.update(doc, decide(doc, clock.now(), seal))
             except domain.InvalidTransition as exc:
                 raise ApiError(409, "conflict", str(exc), {"status": doc["status"]}) from exc
             except crypto.CaseErased as exc:
                 raise case_erased() from exc
             except ConcurrentUpdate:
                 continue
-            return domain.referral_view(await store.load(referral_id))  # masked: the answer to an action
+            return domain.referral_view(written)  # masked: the answer to an action
         raise ApiError(409, "conflict", "the referral changed while recording this; try again")
 
     @router.post("/referrals/{referral_id}/acknowledge", **ACTION, summary="Your unit has received the referral")

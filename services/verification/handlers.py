@@ -101,7 +101,7 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
                            {"current": domain.queue_item(doc) | {"status": doc["status"]}})
         try:
             change = domain.decide(doc, decision, principal, runtime.clock.now(), await keys.sealer(case_id))
-            new_version = await store.change(case_id, expected, change)
+            written = await store.update(found, change)
         except crypto.CaseErased as exc:
             raise case_erased() from exc
         except domain.InvalidTransition as exc:
@@ -112,8 +112,9 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
             raise ApiError(409, "version_conflict", "another decision was recorded first",
                            {"current": domain.queue_item(current) | {"status": current["status"]}
                             if current else None}) from exc
-        doc = domain.with_later_links(await store.load(case_id), entries)
-        return JSONResponse(domain.verifier_view(doc, await keys.key(case_id)), headers={"ETag": f'"{new_version}"'})
+        doc = domain.with_later_links(written, entries)
+        return JSONResponse(domain.verifier_view(doc, await keys.key(case_id)),
+                            headers={"ETag": f'"{written["version"]}"'})
 
     supervisor = runtime.require("supervisor")
     id_key = runtime.settings.identifier_key.get_secret_value().encode()

@@ -2,7 +2,7 @@
 completed by the next writer (or the sweeper), and a writer whose version was claimed long ago is refused."""
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -10,7 +10,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared import mongo
 from shared.clock import ManualClock, SystemClock
-from shared.outbox import OutboxRelay
+from shared.outbox import AggregateStore, Change, OutboxRelay
 from shared.versions import VersionedCollection
 from tests.conftest import calls_to
 
@@ -126,3 +126,43 @@ async def test_the_updates_of_two_copies_of_every_service_at_once_do_not_stall_t
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_the_next_write_of_a_document_this_process_wrote_is_based_on_it_without_a_read(things, monkeypatch):
+    await things.write("r", {"n": 0, "when": datetime(2026, 12, 2, 8, 0, tzinfo=UTC), "version": 1})
+    doc = await things.load("r")
+    await things.write("r", {**doc, "n": 1, "version": 2}, base=doc)
+    reads = calls_to(monkeypatch, things.collection, "find_one")
+    base = things.remembered("r")
+    assert reads == []  # from memory
+    assert base == await things.load("r")  # as a read returns it (the datetime comes back as the database gives it)
+    await things.write("r", {**base, "n": 2, "version": 3}, base=base)
+    assert (await things.load("r"))["n"] == 2
+
+
+async def test_a_remembered_document_another_process_wrote_since_is_read_again_and_nothing_is_lost(infra, isolation):
+    """Two processes (two stores on one collection): the first remembers what it wrote; the second writes after it;
+    the first's next event is decided on its stale memory, refused (the version is taken), decided again on what is
+    stored, and both changes are kept; an event the second applied is not applied again by the first."""
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    relay = OutboxRelay(lambda *a: asyncio.sleep(0), SystemClock())
+    collection = client[f"{isolation['db_prefix']}_recent"]["things"]
+    first, second = AggregateStore(collection, relay), AggregateStore(collection, relay)
+
+    def add(tag):
+        return lambda doc: Change(set={"tags": [*(doc or {}).get("tags", []), tag]})
+
+    try:
+        assert await first.apply_once("a", "e1", add("one"))
+        assert await second.apply_once("a", "e2", add("two"))  # reads what the first wrote; the first still remembers v1
+        assert await first.apply_once("a", "e3", add("three"))
+        assert not await first.apply_once("a", "e2", add("two again"))  # applied by the second: not twice
+        assert await second.apply_once("a", "e4", lambda doc: Change(set={"closed": True}))
+        # Decided on the first's memory (not closed) this event would change nothing; on what is stored it does.
+        assert await first.apply_once("a", "e5", lambda doc: Change(set={"archived": True}) if doc.get("closed")
+                                      else None)
+        doc = await first.load("a")
+    finally:
+        await client.close()
+    assert doc["tags"] == ["one", "two", "three"] and doc["version"] == 5 and doc["archived"] is True
+    assert doc["applied"] == ["e1", "e2", "e3", "e4", "e5"]
