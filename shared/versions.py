@@ -6,7 +6,8 @@ the filter does not make it atomic. An insert against a unique `_id` is atomic o
 document at version n becomes version n+1 only through inserting the claim `<id>#<n+1>` into `<collection>_versions`:
 of two writers, exactly one inserts it; the other gets DuplicateKeyError, reloads and decides again.
 
-The claim is the commit record: it holds what the version changes (the top-level fields set and removed, and for
+A new document that causes no events is inserted without a claim (its insert is atomic on its `_id` and leaves
+nothing to publish or repair). The claim is the commit record: it holds what the version changes (the top-level fields set and removed, and for
 aggregates the events the change causes). The document in the collection is written from the claim right after (a replace by `_id`); a writer that
 crashed in between, or a late replace of an older version, is repaired by whoever next meets the claim
 (`catch_up`): by the next writer, or by the outbox sweeper. Claims are deleted once they are older than the
@@ -103,6 +104,16 @@ class VersionedCollection:
                  "base_rev": base.get("rev") if base else None, "at": self.clock.now().isoformat(),
                  "set": changed, "unset": removed, **(record or {})}
         self.forget(doc_id)
+        if base is None and version == 1 and not (record or {}).get("outbox"):
+            # A new document that causes no events needs no claim: its insert is atomic on its _id (of two first
+            # writers one inserts, the other gets DuplicateKeyError), and there is nothing to publish or repair.
+            try:
+                await self.collection.insert_one(new)
+            except DuplicateKeyError:
+                await self.catch_up(doc_id)
+                raise
+            self._remember(doc_id, new)
+            return claim
         try:
             await self.claims.insert_one(claim)
         except DuplicateKeyError:
