@@ -255,7 +255,7 @@ class OutboxRelay:
         marks, self._marks, written = self._marks, {}, True
         for name, (claims, updates) in marks.items():
             pending = list(updates.items())
-            for part in commands_of(list(updates.items())):  # shared/mongo.py: never one command of many updates
+            for part in commands_of(pending):  # shared/mongo.py: never one command of many updates
                 try:
                     await claims.bulk_write([UpdateOne({"_id": cid}, update) for cid, update in part], ordered=False)
                     pending = pending[len(part):]
@@ -485,10 +485,8 @@ class AggregateStore:
         """
         for attempt in range(attempts):
             # First as this process last wrote it (no read, if it did); after a refused write as stored.
-            doc = self.versions.remembered(aggregate_id) if attempt == 0 else None
-            from_memory = doc is not None
-            if doc is None:
-                doc = await self.load(aggregate_id)
+            doc, from_memory = await self.versions.base_for_write(aggregate_id) if attempt == 0 \
+                else (await self.load(aggregate_id), False)
             if await self.was_applied(doc, event_id):  # applied ids only grow: believed of a remembered one too
                 log.info("event_already_applied", event_id=event_id)
                 return False

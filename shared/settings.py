@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.mongo import POOL_SIZE
+
 # The documented development key pair: accepted only with WASPADA_ENV=dev (DESIGN.md, "Who may do what").
 DEV_JWT_PRIVATE_KEY = """-----BEGIN PRIVATE KEY-----
 MC4CAQAwBQYDK2VwBCIEIB0IHJtBf3GGJyM5u1+JG0vIj7jDVHLhT9eeSzezTCaH
@@ -45,7 +47,7 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("MONGODB_URI", "WASPADA_MONGODB_URI"),
     )
     # Database commands one process keeps in flight at most (shared/mongo.py says why FerretDB needs a bound).
-    mongo_pool_size: int = Field(10, ge=1, le=100)
+    mongo_pool_size: int = Field(POOL_SIZE, ge=1, le=100)
     # Prefixes keep a test run's databases and consumer groups apart from a running `make up`.
     db_prefix: str = "waspada"
     group_prefix: str = "waspada"

@@ -78,6 +78,11 @@ class VersionedCollection:
         self._recent.move_to_end(doc_id)
         return bson.decode(raw, codec_options=self.collection.codec_options)  # as a read would return it
 
+    async def base_for_write(self, doc_id: Any) -> tuple[dict[str, Any] | None, bool]:
+        """The remembered copy if there is one, else the stored document; and whether it is the remembered copy."""
+        doc = self.remembered(doc_id)
+        return (doc, True) if doc is not None else (await self.load(doc_id), False)
+
     def forget(self, doc_id: Any) -> None:
         self._recent.pop(doc_id, None)
 

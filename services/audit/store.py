@@ -96,10 +96,7 @@ class AuditStore:
             if entry["seq"] > held[0]["seq"]:
                 held[:] = [entry, False]
             return entry, appended
-        case = self.case_versions.remembered(case_id)  # as this process last wrote it, if it did: no read
-        remembered = case is not None
-        if case is None:
-            case = await self.case(case_id)
+        case, remembered = await self.case_versions.base_for_write(case_id)  # as this process last wrote it: no read
         head = case
         if held is not None and (case is None or int(case.get("trail_seq") or 0) < held[0]["seq"]):
             head = _head(held[0])  # appended in this batch, not written to the case yet
@@ -221,8 +218,8 @@ class AuditStore:
             # First as this process last wrote it, if it did (no read); after a refused write as stored.
             if known != "unread":
                 case, from_memory = known, remembered
-            elif attempt == 0 and (case := self.case_versions.remembered(case_id)) is not None:
-                from_memory = True
+            elif attempt == 0:
+                case, from_memory = await self.case_versions.base_for_write(case_id)
             else:
                 case, from_memory = await self.case_versions.load(case_id), False
             known = "unread"

@@ -247,14 +247,19 @@ class _Updates(monitoring.CommandListener):
         pass
 
 
-async def test_a_changes_events_go_out_in_order_and_the_marks_of_several_changes_are_one_update(infra, isolation):
+async def _marking_store(infra, isolation, name):
+    """A store whose relay publishes to Kafka and keeps its marks until flushed, and the count of its updates."""
     updates = _Updates("things_versions")
     client = AsyncMongoClient(infra["mongo"], tz_aware=True, event_listeners=[updates])
-    broker = create_broker(infra["kafka"], "test-relay-batch")
+    broker = create_broker(infra["kafka"], f"test-relay-{name}")
     await broker.connect()
-    relay = OutboxRelay(publisher_for(broker), SystemClock(), mark_delay_s=30)  # marks wait for the flush below
-    things = client[f"{isolation['db_prefix']}_batch"]["things"]
-    store = AggregateStore(things, relay)
+    relay = OutboxRelay(publisher_for(broker), SystemClock(), mark_delay_s=60)  # marks wait for the test's flush
+    things = client[f"{isolation['db_prefix']}_{name}"]["things"]
+    return updates, client, broker, relay, things, AggregateStore(things, relay)
+
+
+async def test_a_changes_events_go_out_in_order_and_the_marks_of_several_changes_are_one_update(infra, isolation):
+    updates, client, broker, relay, things, store = await _marking_store(infra, isolation, "batch")
     case_ids = [str(uuid.uuid4()) for _ in range(3)]
     events = {case_id: [new_event(CaseWithdrawn(reason=f"r{i}"), case_id=case_id, producer="test", actor=None,
                                   correlation_id="c", causation_id=None) for i in range(3)] for case_id in case_ids}
@@ -280,13 +285,7 @@ async def test_a_changes_events_go_out_in_order_and_the_marks_of_several_changes
 async def test_the_marks_of_many_changes_do_not_stall_the_database(infra, isolation):
     """FerretDB v1 holds a PostgreSQL connection for every update of a command until the command ends (50 in its
     pool): one bulk write of 60 marks never finished and left FerretDB answering nobody. They go in small commands."""
-    updates = _Updates("things_versions")
-    client = AsyncMongoClient(infra["mongo"], tz_aware=True, event_listeners=[updates])
-    broker = create_broker(infra["kafka"], "test-relay-many")
-    await broker.connect()
-    relay = OutboxRelay(publisher_for(broker), SystemClock(), mark_delay_s=60)  # marks wait for the flush below
-    things = client[f"{isolation['db_prefix']}_many"]["things"]
-    store = AggregateStore(things, relay)
+    updates, client, broker, relay, things, store = await _marking_store(infra, isolation, "many")
     case_ids = [str(uuid.uuid4()) for _ in range(60)]
     try:
         await asyncio.gather(*(store.create({"_id": case_id}, [Outgoing(topics.INTAKE, new_event(
