@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +37,10 @@ SUFFIX = "_versions"
 # Documents this process wrote last, kept (encoded) as the base of its next write of them, which then needs no read
 # (a consumer applying a case's next event, audit appending to a case's trail). Never an answer to a reader.
 RECENT = 1000
+# The sweeper reads claims a minute at a time (`minute`, an equality FerretDB pushes into its SQL and an index
+# answers) rather than by a range of `at` (which FerretDB filters only after decoding every claim it holds); a window
+# longer than this is read in one pass instead.
+MINUTES_READ_ONE_BY_ONE = 180
 
 
 class ConcurrentUpdate(Exception):
@@ -55,6 +59,22 @@ def claim_id(doc_id: str, version: int) -> str:
     return f"{doc_id}#{version:010d}"
 
 
+def minute_of(at: datetime | str) -> str:
+    """A claim's minute in UTC, `YYYY-MM-DDTHH:MM` (a timestamp or its ISO text)."""
+    when = datetime.fromisoformat(at) if isinstance(at, str) else at
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+
+
+def minutes_between(first: str, last: str) -> list[str]:
+    """Every minute from `first` to `last` (both `minute_of` values), both included."""
+    at, end = datetime.fromisoformat(first + "+00:00"), datetime.fromisoformat(last + "+00:00")
+    found = []
+    while at <= end:
+        found.append(at.strftime("%Y-%m-%dT%H:%M"))
+        at += timedelta(minutes=1)
+    return found
+
+
 class VersionedCollection:
     """One collection whose documents carry `version` and `rev` and are written only through `write`."""
 
@@ -64,6 +84,11 @@ class VersionedCollection:
         self.clock = clock or SystemClock()
         self._recent: OrderedDict[Any, bytes] = OrderedDict()
         self._recent_max = recent
+        # Pruning: the claims of minutes before this one have been read once (None: not yet in this process, whose
+        # first prune reads every old claim, those of earlier versions without a minute too); and earlier minutes
+        # that still held a claim that could not go (an event not out yet, a document behind), read again.
+        self._pruned_before: str | None = None
+        self._prune_again: set[str] = set()
 
     async def load(self, doc_id: str) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": doc_id})
@@ -105,8 +130,9 @@ class VersionedCollection:
         new = {**new, "_id": doc_id, "rev": uuid.uuid4().hex}
         changed = {k: v for k, v in new.items() if base is None or k not in base or base[k] != v}
         removed = [k for k in (base or {}) if k not in new]
+        now = self.clock.now()
         claim = {"_id": claim_id(doc_id, version), "doc_id": doc_id, "version": version,
-                 "base_rev": base.get("rev") if base else None, "at": self.clock.now().isoformat(),
+                 "base_rev": base.get("rev") if base else None, "at": now.isoformat(), "minute": minute_of(now),
                  "set": changed, "unset": removed, **(record or {})}
         self.forget(doc_id)
         if base is None and version == 1 and not (record or {}).get("outbox"):
@@ -195,10 +221,11 @@ class VersionedCollection:
         """Write through the changes claimed in [since, until) whose writer stopped before writing the document.
 
         One read per document, not per claim: a document's versions are written in order, so a document at or past
-        its latest claimed version shows every earlier one too, and one behind is brought up to date by catch_up."""
-        window = {op: at for op, at in (("$gte", since), ("$lt", until)) if at}
+        its latest claimed version shows every earlier one too, and one behind is brought up to date by catch_up.
+        A window of a few minutes is read a minute at a time (claims of other minutes are not decoded at all);
+        without `since` (a process's first sweep) every claim is read."""
         latest: dict[str, int] = {}
-        async for claim in self.claims.find({"at": window} if window else {}, {"doc_id": 1, "version": 1}):
+        for claim in await self._claims_in(since, until, {"doc_id": 1, "version": 1, "at": 1}):
             latest[claim["doc_id"]] = max(latest.get(claim["doc_id"], 0), int(claim["version"]))
         repaired = 0
         for doc_id, version in latest.items():
@@ -207,22 +234,80 @@ class VersionedCollection:
                 repaired += 1
         return repaired
 
+    async def _claims_in(self, since: str | None, until: str | None,
+                         projection: dict[str, int]) -> list[dict[str, Any]]:
+        """The claims stamped in [since, until) (either end open when None)."""
+        last = minute_of(until or self.clock.now())
+        if since is not None and len(span := minutes_between(minute_of(since), last)) <= MINUTES_READ_ONE_BY_ONE:
+            found = [c for minute in span for c in await self.claims.find({"minute": minute}, projection).to_list()]
+        else:
+            window = {op: at for op, at in (("$gte", since), ("$lt", until)) if at}
+            found = await self.claims.find({"at": window} if window else {}, projection).to_list()
+        return [c for c in found if (since is None or c["at"] >= since) and (until is None or c["at"] < until)]
+
     async def prune(self, retention_s: float, limit: int = 1000, rounds: int = 10) -> int:
-        """Delete claims older than the retention whose events are all out and whose document shows them: `limit`
-        at a time (one read per document, one bulk delete), until none is left or `rounds` are done."""
+        """Delete claims older than the retention whose events are all out and whose document shows them, one read
+        per document. The first prune of a process reads every old claim (`limit` at a time, up to `rounds` times);
+        later ones read only the minutes that have passed the retention since, each once, and the earlier minutes
+        that still held a claim that could not go."""
         cutoff = (self.clock.now() - timedelta(seconds=retention_s)).isoformat()
+        if self._pruned_before is None:
+            deleted, finished = await self._prune_all(cutoff, limit, rounds)
+            if finished:
+                self._pruned_before = minute_of(cutoff)  # its claims may be younger than the cutoff: read next time
+                # Old claims it had to leave (and those with an event not out yet) are read again by their minute.
+                for flag in ("outbox_open", "outbox_failed"):
+                    for claim in await self.claims.find({flag: True}, {"at": 1, "minute": 1}).to_list():
+                        if claim.get("minute") and claim["at"] < cutoff:
+                            self._prune_again.add(claim["minute"])
+            return deleted
+        now_minute = minute_of(cutoff)
+        todo = sorted(self._prune_again | set(minutes_between(self._pruned_before, now_minute)[:-1]))
+        if len(todo) > MINUTES_READ_ONE_BY_ONE:  # the process slept through hours (a suspended machine)
+            self._pruned_before, self._prune_again = None, set()
+            return await self.prune(retention_s, limit, rounds)
+        deleted = 0
+        for minute in todo:
+            claims = await self.claims.find({"minute": minute}, {"doc_id": 1, "version": 1, "at": 1, "outbox_open": 1,
+                                                                  "outbox_failed": 1}).to_list()
+            settled = [c for c in claims if c["at"] < cutoff and not c.get("outbox_open") and not c.get("outbox_failed")]
+            done = await self._written_through(settled)
+            if not claims:
+                self._prune_again.discard(minute)
+            elif len(done) == len(claims):  # the whole minute goes: one statement
+                deleted += (await self.claims.delete_many({"minute": minute, "outbox_open": {"$ne": True},
+                                                           "outbox_failed": {"$ne": True}})).deleted_count
+                self._prune_again.discard(minute)
+            else:
+                if done:
+                    deleted += (await self.claims.bulk_write([DeleteOne({"_id": c["_id"]}) for c in done],
+                                                             ordered=False)).deleted_count
+                self._prune_again.add(minute)
+        self._pruned_before = now_minute
+        return deleted
+
+    async def _prune_all(self, cutoff: str, limit: int, rounds: int) -> tuple[int, bool]:
         deleted = 0
         for _ in range(rounds):
             old = await self.claims.find({"at": {"$lt": cutoff}, "outbox_open": {"$ne": True},
                                           "outbox_failed": {"$ne": True}},
-                                         {"doc_id": 1, "version": 1}).limit(limit).to_list()
-            current: dict[str, int] = {}
-            for claim in old:
-                if claim["doc_id"] not in current:
-                    current[claim["doc_id"]] = await self._version(claim["doc_id"])
-            done = [DeleteOne({"_id": c["_id"]}) for c in old if current[c["doc_id"]] >= int(c["version"])]
+                                         {"doc_id": 1, "version": 1, "minute": 1}).limit(limit).to_list()
+            done = await self._written_through(old)
+            gone = {c["_id"] for c in done}
+            self._prune_again.update(c["minute"] for c in old if c.get("minute") and c["_id"] not in gone)
             if done:
-                deleted += (await self.claims.bulk_write(done, ordered=False)).deleted_count
-            if len(old) < limit or not done:
+                deleted += (await self.claims.bulk_write([DeleteOne({"_id": c["_id"]}) for c in done],
+                                                         ordered=False)).deleted_count
+            if len(old) < limit:
+                return deleted, True
+            if not done:
                 break
-        return deleted
+        return deleted, False
+
+    async def _written_through(self, claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Those of `claims` whose document shows their version (one read per document)."""
+        current: dict[str, int] = {}
+        for claim in claims:
+            if claim["doc_id"] not in current:
+                current[claim["doc_id"]] = await self._version(claim["doc_id"])
+        return [c for c in claims if current[c["doc_id"]] >= int(c["version"])]

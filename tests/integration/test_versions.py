@@ -176,3 +176,60 @@ async def test_a_remembered_document_another_process_wrote_since_is_read_again_a
         await client.close()
     assert doc["tags"] == ["one", "two", "three"] and doc["version"] == 5 and doc["archived"] is True
     assert doc["applied"] == ["e1", "e2", "e3", "e4", "e5"]
+
+
+async def test_after_its_first_sweep_the_sweeper_reads_claims_a_minute_at_a_time(infra, isolation, monkeypatch):
+    """FerretDB filters a range of `at` only after decoding every claim it holds (thousands within the retention);
+    an equality on the claim's minute it pushes into its SQL. So the sweeper's repair and prune read the minutes they
+    need, and a claim that could not go yet is read again with its minute until it goes."""
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    clock = ManualClock(datetime(2026, 12, 2, 8, 0, 30, tzinfo=UTC))
+    things = VersionedCollection(client[f"{isolation['db_prefix']}_versions"]["minutes"], clock)
+    await OutboxRelay(lambda *a: asyncio.sleep(0), clock).ensure_indexes()
+    try:
+        assert await things.repair(None) == 0 and await things.prune(retention_s=600) == 0  # the first: every claim
+        filters: list = []
+        find = things.claims.find
+        monkeypatch.setattr(things.claims, "find", lambda f, *a, **k: filters.append(f) or find(f, *a, **k))
+
+        await things.write("a", {"n": 0, "version": 1})
+        await _next(things, "a", n=1)  # 08:00
+        clock.advance(timedelta(minutes=1))
+        await _next(things, "a", n=2)  # 08:01
+        doc = await things.load("a")
+        await things.write("a", {**doc, "n": 3, "version": 4}, base=doc,  # 08:01, an event not out yet
+                           record={"outbox": {"e": {"status": "pending"}}, "outbox_open": True, "outbox_failed": False})
+
+        async def crash(*_):
+            raise ConnectionError("died between the claim and the write (simulated)")
+        monkeypatch.setattr(things, "_write_through", crash)
+        monkeypatch.setattr(things, "_replace", crash)
+        with pytest.raises(ConnectionError):
+            await _next(things, "a", n=4)  # 08:01, left half done
+        monkeypatch.setattr(things, "_write_through", VersionedCollection._write_through.__get__(things))
+        monkeypatch.setattr(things, "_replace", VersionedCollection._replace.__get__(things))
+        assert (await things.load("a"))["version"] == 4
+
+        clock.advance(timedelta(minutes=1))
+        assert await things.repair("2026-12-02T07:59:50+00:00", clock.now().isoformat()) == 1
+        assert (await things.load("a"))["version"] == 5
+        scans = [f for f in filters if "_id" not in f]  # reads of many claims (catch_up reads claims by _id)
+        assert [f["minute"] for f in scans] == ["2026-12-02T07:59", "2026-12-02T08:00", "2026-12-02T08:01",
+                                                "2026-12-02T08:02"]  # no range read
+        assert all(set(f) == {"minute"} for f in scans)
+
+        filters.clear()
+        clock.advance(timedelta(minutes=10))  # 08:12: 08:00 and 08:01 are past the retention
+        assert await things.prune(retention_s=600) == 3  # the open claim stays
+        assert await things.claims.count_documents({}) == 1
+        assert filters and all("minute" in f for f in filters)
+        await things.claims.update_one({"outbox_open": True}, {"$set": {"outbox_open": False}})
+        clock.advance(timedelta(minutes=1))
+        filters.clear()
+        assert await things.prune(retention_s=600) == 1  # 08:01 read again (and 08:02, empty)
+        assert sorted(f["minute"] for f in filters if "minute" in f) == ["2026-12-02T08:01", "2026-12-02T08:02"]
+        assert await things.claims.count_documents({}) == 0
+        filters.clear()
+        assert await things.prune(retention_s=600) == 0 and filters == []  # nothing left to read
+    finally:
+        await client.close()
