@@ -376,7 +376,8 @@ class OutboxRelay:
 
     async def _maintain(self) -> None:
         """Write through what a crashed writer left half done, and delete claims that are no longer needed."""
-        until = (self._clock.now() - timedelta(seconds=self._repair_after_s)).isoformat()
+        # Whole minutes: each minute of claims is read by one sweep's repair, not by the two whose windows it straddles.
+        until = (self._clock.now() - timedelta(seconds=self._repair_after_s)).replace(second=0, microsecond=0).isoformat()
         starting = self._repaired_until is None  # at start every claim, the freshest again next time
         for store in self._stores:
             if repaired := await store.repair(self._repaired_until, None if starting else until):

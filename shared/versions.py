@@ -237,7 +237,7 @@ class VersionedCollection:
     async def _claims_in(self, since: str | None, until: str | None,
                          projection: dict[str, int]) -> list[dict[str, Any]]:
         """The claims stamped in [since, until) (either end open when None)."""
-        last = minute_of(until or self.clock.now())
+        last = minute_of(datetime.fromisoformat(until) - timedelta(microseconds=1) if until else self.clock.now())
         if since is not None and len(span := minutes_between(minute_of(since), last)) <= MINUTES_READ_ONE_BY_ONE:
             found = [c for minute in span for c in await self.claims.find({"minute": minute}, projection).to_list()]
         else:
