@@ -1,5 +1,6 @@
 """Verification's HTTP routes and Kafka subscribers: parse, load, call the domain, save."""
 
+from collections import OrderedDict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query
@@ -19,6 +20,9 @@ from shared.http import ApiError, case_erased, errors, invalid, not_found
 from shared.outbox import ConcurrentUpdate, KeyedLocks
 from shared.service import Runtime
 
+SHOWN_KEPT = 200
+SHOWN_FOR_S = 900.0
+
 
 def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyStore) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["verification"])
@@ -37,9 +41,26 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
             if index.get("buckets") and doc.get("report") else []
         return await store.link_entries(index.get("identities", []), buckets)
 
+    # The link-index entries each case page was built from (the last SHOWN_KEPT pages of this process): a decision
+    # taken from that page within SHOWN_FOR_S lists the links the verifier was shown, without reading the entries
+    # again. A report linked in between is linked all the same (in both trails, and on the case page from then on);
+    # the decision records what its verifier saw. A decision without a page here reads them.
+    shown: OrderedDict[str, tuple[float, list[tuple[str, dict[str, Any]]]]] = OrderedDict()
+
     async def both_ways(doc: dict[str, Any]) -> dict[str, Any]:
         """The case with the links of later reports too."""
-        return domain.with_later_links(doc, await link_entries(doc))
+        entries = await link_entries(doc)
+        shown[doc["_id"]] = (runtime.clock.now().timestamp(), entries)
+        shown.move_to_end(doc["_id"])
+        while len(shown) > SHOWN_KEPT:
+            shown.popitem(last=False)
+        return domain.with_later_links(doc, entries)
+
+    async def entries_shown(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        at, entries = shown.pop(doc["_id"], (0.0, None))
+        if entries is None or runtime.clock.now().timestamp() - at > SHOWN_FOR_S:
+            return await link_entries(doc)
+        return entries
 
     @router.get("/queue", response_model=Page[QueueItem], responses=errors(401, 403, 422),
                 summary="Cases awaiting a decision in your region, most urgent first, then oldest "
@@ -94,7 +115,7 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
         except ValueError as exc:
             raise invalid("If-Match", 'must be the case version, e.g. "3"') from exc
         found = await in_region(case_id, principal)
-        entries = await link_entries(found)  # read once: a decision does not change the index
+        entries = await entries_shown(found)  # as the verifier's page showed them; a decision does not change them
         doc = domain.with_later_links(found, entries)
         if doc["version"] != expected:
             raise ApiError(409, "version_conflict", "the case changed since you loaded it",

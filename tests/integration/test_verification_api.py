@@ -7,7 +7,7 @@ import pytest
 from services.verification.app import VerificationSettings, create_app
 from shared import topics
 from shared.contracts import intake
-from shared.contracts.envelope import new_event
+from shared.contracts.envelope import Envelope, new_event
 from tests.builders import OTHER_VILLAGE, case_reported
 from tests.conftest import auth, eventually, serving
 from tests.kafka_helpers import TopicReader, header, publish
@@ -106,6 +106,30 @@ async def test_reports_from_two_villages_sharing_a_recruiter_are_linked_both_way
     assert older["links"][0]["kind"] == "shared_recruiter"
     # the later report did not rewrite the earlier case: its page finds the link in the index
     assert older["version"] == screened_first["version"]
+
+
+async def test_a_decision_lists_the_links_its_verifier_was_shown(infra, isolation):
+    """A decision taken from a case page lists the linked cases that page showed (their index entries are not read
+    again); a report linked in between is linked in both trails all the same, and on the page from then on."""
+    recruiter = {"role": "recruiter", "name": "Pak Darto", "phone": "+6281377778888"}
+    first = case_reported(persons=[intake.Person(person_id="a", **recruiter)])
+    second = case_reported(village_code=OTHER_VILLAGE, persons=[intake.Person(person_id="b", **recruiter)])
+    async with serving(_app(infra, isolation)) as http, TopicReader(infra["kafka"], topics.VERIFICATION) as out:
+        await publish(infra["kafka"], topics.INTAKE, first)
+        page = await _screened(http, first.case_id)
+        assert page.json()["links"] == []
+        await publish(infra["kafka"], topics.INTAKE, second)
+        await out.collect(lambda r: header(r, topics.HEADER_EVENT_TYPE) == "case.linked"
+                          and header(r, topics.HEADER_CASE_ID) == first.case_id)
+        decided = await http.post(f"/v1/cases/{first.case_id}/decision",
+                                  headers={**VERIFIER, "If-Match": page.headers["ETag"]},
+                                  json={"decision": "verify", "case_types": ["tppo"]})
+        assert decided.status_code == 200, decided.text
+        [verified] = await out.collect(lambda r: header(r, topics.HEADER_EVENT_TYPE) == "case.verified"
+                                       and header(r, topics.HEADER_CASE_ID) == first.case_id)
+        again = (await http.get(f"/v1/cases/{first.case_id}", headers=VERIFIER)).json()
+    assert Envelope.from_bytes(verified.value).data["linked_cases"] == []  # as the page showed it
+    assert [link["case_id"] for link in again["links"]] == [second.case_id]
 
 
 async def test_a_supervisors_watch_list_entry_is_hit_and_raises_priority(infra, isolation):
