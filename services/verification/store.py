@@ -20,6 +20,9 @@ INDEX_KEEP = 25
 BUCKET_KEEP = 200  # reports of one village on one day that corroboration compares
 
 
+WATCHLIST_STAMP = "watchlist"
+WATCHLIST_REREAD_S = 300.0
+
 QUEUE_ORDER = ("priority_rank", "received_at", "_id")
 UNREAD = object()  # an index entry the caller has not read (None: read, and there is none)
 
@@ -34,6 +37,14 @@ class CaseStore(AggregateStore):
         relay.watch(self.identities)  # the sweeper repairs and prunes their version claims
         relay.watch(self.buckets)
         self.watchlist = db["watchlist"]
+        # Every screened report is checked against the watch list. Read whole each time it cost a decode of every
+        # entry ever added (FerretDB pushes no `$in` down), growing with the list; so each process keeps the list
+        # with the version of its stamp (one small document, moved on by a version claim after every addition) and
+        # reads the list again only when the stamp has moved, or after WATCHLIST_REREAD_S (an addition whose
+        # stamp was never moved: its writer died in between).
+        self.watch_stamp = VersionedCollection(db["watchlist_stamp"], clock)
+        relay.watch(self.watch_stamp)
+        self._watch_kept: tuple[int, float, list[dict[str, Any]]] | None = None
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index(
@@ -155,10 +166,28 @@ class CaseStore(AggregateStore):
 
     async def watch_entries(self, region_path: list[str]) -> list[dict[str, Any]]:
         """Watch-list entries that apply to a case in `region_path` (entries of its village or any wider region)."""
-        return await self.watchlist.find({"region": {"$in": region_path}}).to_list()
+        regions = set(region_path)
+        return [entry for entry in await self._whole_watchlist() if entry["region"] in regions]
+
+    async def _whole_watchlist(self) -> list[dict[str, Any]]:
+        stamp = await self.watch_stamp.load(WATCHLIST_STAMP)  # first: an entry stamped by then is in the read below
+        version, now = int(stamp["version"]) if stamp else 0, self._clock.now().timestamp()
+        kept = self._watch_kept
+        if kept is None or kept[0] != version or now - kept[1] > WATCHLIST_REREAD_S:
+            kept = self._watch_kept = (version, now, await self.watchlist.find({}).to_list())
+        return kept[2]
 
     async def add_watch_entry(self, entry: dict[str, Any]) -> None:
         await self.watchlist.insert_one(entry)
+        for _ in range(50):  # then the stamp moves on, so every process reads the list again
+            stamp = await self.watch_stamp.load(WATCHLIST_STAMP)
+            try:
+                await self.watch_stamp.write(WATCHLIST_STAMP, {**(stamp or {}), "version": int((stamp or {}).get(
+                    "version") or 0) + 1}, base=stamp)
+                return
+            except DuplicateKeyError:
+                continue  # another addition moved it first: move it past that one too
+        raise ConcurrentUpdate("could not move the watch list's stamp")
 
     async def list_watch_entries(self, region: str, offset: int, limit: int) -> list[dict[str, Any]]:
         return await (self.watchlist.find({"region_path": region}).sort([("added_at", ASCENDING), ("_id", ASCENDING)])

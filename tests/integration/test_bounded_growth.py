@@ -78,3 +78,22 @@ async def test_outbox_entries_leave_the_aggregate_once_published_and_old(db):
     assert len(await store.outbox("b")) == 31  # each version's claim holds its own, published ones
     await relay.sweep_once(full=True)  # older than the retention (0 s here), published and written through
     assert await store.outbox("b") == {}
+
+
+async def test_the_watch_list_is_read_again_only_after_an_addition(db, monkeypatch):
+    """Each screened report is checked against the watch list: a process keeps the list and reads it again only
+    when an addition (by any process) has moved the list's stamp, not once per report as it grows."""
+    screening, supervising = (CaseStore(db, OutboxRelay(_nothing, SystemClock()), SystemClock()) for _ in range(2))
+    await supervising.add_watch_entry({"_id": "w1", "region": "36.03", "region_path": ["36", "36.03"]})
+    reads: list = []
+    find = screening.watchlist.find
+    monkeypatch.setattr(screening.watchlist, "find", lambda f, *a, **k: reads.append(f) or find(f, *a, **k))
+    village = ["36", "36.03", "36.03.11", "36.03.11.2009"]
+    for _ in range(5):
+        assert [e["_id"] for e in await screening.watch_entries(village)] == ["w1"]
+    assert len(reads) == 1  # five reports, one read of the list
+    await supervising.add_watch_entry({"_id": "w2", "region": "36.03.11.2009", "region_path": village})
+    await supervising.add_watch_entry({"_id": "w3", "region": "36.04", "region_path": ["36", "36.04"]})
+    assert sorted(e["_id"] for e in await screening.watch_entries(village)) == ["w1", "w2"]  # not 36.04's
+    assert [e["_id"] for e in await screening.watch_entries(["36", "36.04"])] == ["w3"]
+    assert len(reads) == 2
