@@ -10,7 +10,7 @@ export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:9092
 export MONGODB_URI ?= mongodb://127.0.0.1:27017/?directConnection=true
 
 
-.PHONY: lock install web-assets web-catalogs web-perf web-staff-perf infra-up infra-down topics run up down status token admin resend-failed test test-some test-unit test-integration test-e2e bench bench-history bench-recruiter bench-sign-in lint clean
+.PHONY: lock install web-assets web-catalogs web-perf web-staff-perf infra-up infra-down topics run up down status token admin resend-failed test test-some test-unit test-integration test-e2e bench bench-history bench-recruiter bench-growth bench-sign-in lint clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -130,6 +130,10 @@ bench-history: install ## the list endpoints with 1,000 and 100,000 stored cases
 bench-recruiter: install ## reports all naming one recruiter until all are screened (RECRUITER_ARGS="--reports 100"), on a fresh test instance
 	$(TEST_INFRA) $(INFRA) fresh
 	$(TEST_INFRA) $(PY) -m tests.bench_recruiter $(RECRUITER_ARGS); rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
+
+bench-growth: install ## what a sweeper round, a report's watch-list lookup and the directory page cost as what is stored grows (SIZES="100 1000 5000"), on a fresh test instance
+	$(TEST_INFRA) $(INFRA) fresh
+	$(TEST_INFRA) $(PY) -m tests.bench_growth --sizes $(or $(SIZES),100 1000 5000); rc=$$?; $(TEST_INFRA) $(INFRA) stop; exit $$rc
 
 bench-sign-in: install ## sign-in time with the production Argon2id parameters, on a fresh test instance
 	$(TEST_INFRA) $(INFRA) fresh
