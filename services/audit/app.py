@@ -18,6 +18,7 @@ class AuditSettings(ServiceSettings):
     service: str = "audit"
     port: int = 8004
     checkpoint_check_interval_s: float = Field(600.0, gt=0)  # a checkpoint is taken once per UTC day
+    directory_check_interval_s: float = Field(900.0, gt=0)  # the directory's whole chain recomputed
 
 
 def create_app(settings: AuditSettings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -28,6 +29,8 @@ def create_app(settings: AuditSettings | None = None, clock: Clock | None = None
     runtime.relay.watch(store.directory_heads)
     runtime.startup.append(store.ensure_indexes)
     runtime.background.append(lambda: handlers.backfill_report_weeks(store))
+    runtime.background.append(
+        lambda: handlers.directory_checks(store, runtime.clock, settings.directory_check_interval_s))
     runtime.background.append(
         lambda: handlers.checkpoint_daily(store, runtime.clock, settings.checkpoint_check_interval_s))
     keys = keystore_for(runtime.client, settings)

@@ -21,7 +21,9 @@ from shared.contracts import identity as identity_events
 from shared.contracts.envelope import Envelope
 
 GENESIS_HASH = "0" * 64
-NOT_HASHED = ("_id", "hash")  # every other stored field of an entry is covered by its hash
+# Every other stored field of an entry is covered by its hash. A directory entry's `block` is its seq's (checked
+# by the verification), so it could be added to the entries recorded before it existed.
+NOT_HASHED = ("_id", "hash", "block")
 
 # --- arbitrary event JSON in a MongoDB-wire database --------------------------------------------------------
 # FerretDB refuses keys with "." or a leading "$" and nested arrays, and turns -0.0 into 0. An event's `data` is
@@ -109,22 +111,32 @@ def head_of(case: Mapping[str, Any]) -> TrailHead:
     return TrailHead(int(case.get("trail_seq") or 0), case.get("trail_hash"))
 
 
-def verify_chain(entries: Sequence[Mapping[str, Any]], head: TrailHead | None = None) -> dict[str, Any]:
-    """Recompute a trail read in seq order: changed, deleted or reordered entries break it at the first bad seq."""
-    prev = GENESIS_HASH
-    for seq, entry in enumerate(entries, start=1):
+def verify_chain(entries: Sequence[Mapping[str, Any]], head: TrailHead | None = None,
+                 after: tuple[int, str] | None = None) -> dict[str, Any]:
+    """Recompute a trail read in seq order: changed, deleted or reordered entries break it at the first bad seq.
+    `after`: the seq and hash of an entry verified before, the trail then being the entries after it."""
+    start, prev = after or (0, GENESIS_HASH)
+    total = start + len(entries)
+    for seq, entry in enumerate(entries, start=start + 1):
         if not _intact(entry, seq, prev):
-            return _verdict(entries, seq)
+            return _verdict(total, seq)
         prev = entry["hash"]
-    if head is not None and head.seq > len(entries):
-        return _verdict(entries, len(entries) + 1)  # entries at the end were deleted
-    if head is not None and head.seq >= 1 and entries[head.seq - 1]["hash"] != head.hash:
-        return _verdict(entries, head.seq)  # rewritten consistently, but not what was appended
-    return {"valid": True, "entries": len(entries), "first_broken_seq": None}
+    if head is not None and head.seq > total:
+        return _verdict(total, total + 1)  # entries at the end were deleted
+    if head is not None and head.seq >= 1:
+        if head.seq > start:
+            shown = entries[head.seq - start - 1]["hash"]
+        else:  # the head is not after the entry verified before: it must be that entry
+            shown = after[1] if after and head.seq == start else None
+        if shown != head.hash:
+            return _verdict(total, head.seq)  # rewritten consistently, but not what was appended
+    return {"valid": True, "entries": total, "first_broken_seq": None}
 
 
 def _intact(entry: Mapping[str, Any], seq: int, prev_hash: str) -> bool:
     if type(entry.get("seq")) is not int or entry["seq"] != seq or entry.get("prev_hash") != prev_hash:
+        return False
+    if "block" in entry and entry["block"] != directory_block(seq):
         return False
     try:
         return chain_hash(prev_hash, entry) == entry.get("hash")
@@ -132,8 +144,8 @@ def _intact(entry: Mapping[str, Any], seq: int, prev_hash: str) -> bool:
         return False
 
 
-def _verdict(entries: Sequence[Mapping[str, Any]], broken_at: int) -> dict[str, Any]:
-    return {"valid": False, "entries": len(entries), "first_broken_seq": broken_at}
+def _verdict(total: int, broken_at: int) -> dict[str, Any]:
+    return {"valid": False, "entries": total, "first_broken_seq": broken_at}
 
 
 def trail_view(entry: Mapping[str, Any], key: bytes | None, records_key: bytes | None = None) -> dict[str, Any]:
@@ -179,6 +191,14 @@ def listing_entries(event: Envelope, listing: access.CasesListed) -> list[Envelo
 
 DIRECTORY = "directory"
 UNSCOPED = "*"  # an entry no region owns (a sign-in attempt at a username that does not exist)
+# The directory grows with every sign-in: its entries are read a block of seq at a time, by equality (which
+# FerretDB pushes into its SQL and an index answers), never by a range of seq, which it filters after decoding all.
+DIRECTORY_BLOCK = 100
+
+
+def directory_block(seq: int) -> int:
+    """The block of a directory entry: seq 1–100 are block 0, 101–200 block 1, and so on."""
+    return (int(seq) - 1) // DIRECTORY_BLOCK
 
 
 def is_directory_event(event: Envelope) -> bool:
@@ -190,8 +210,9 @@ def directory_entry(event: Envelope, previous: Mapping[str, Any] | None, recorde
     (the envelope's case_id), with the account's region path so each admin or supervisor reads their region."""
     region = event.data.get("region")
     region_path = regions.path(region) if isinstance(region, str) and regions.REGION_CODE.match(region) else [UNSCOPED]
-    return chain_entry(event, previous, recorded_at,
-                       trail={"trail": DIRECTORY, "account_id": event.case_id, "region_path": region_path})
+    entry = chain_entry(event, previous, recorded_at,
+                        trail={"trail": DIRECTORY, "account_id": event.case_id, "region_path": region_path})
+    return {**entry, "block": directory_block(entry["seq"])}
 
 
 def directory_view(entry: Mapping[str, Any]) -> dict[str, Any]:

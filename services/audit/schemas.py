@@ -64,6 +64,13 @@ class ChainVerdict(BaseModel):
     first_broken_seq: int | None
 
 
+class DirectoryVerdict(ChainVerdict):
+    whole_checked_at: str | None = Field(None, description="with since_checked: when the chain was last recomputed "
+                                         "from its first entry")
+    checked_from_seq: int | None = Field(None, description="with since_checked: the first entry recomputed now "
+                                         "(1: the whole chain)")
+
+
 class Week(BaseModel):
     week: str
     reports: int

@@ -26,6 +26,9 @@ BuildEntry = Callable[[Mapping[str, Any] | None], dict[str, Any]]
 BUSY_DAY = 40
 # A changed week with more changed days than this is read whole and parted by day, rather than a day at a time.
 STALE_DAYS_READ_ONE_BY_ONE = 2
+# A page of the accounts trail reads at most this many blocks of the directory (domain.DIRECTORY_BLOCK entries
+# each); one that found fewer of its region's entries than it wanted says where the next page goes on.
+DIRECTORY_BLOCKS_PER_PAGE = 20
 
 
 class TrailContention(Exception):
@@ -61,6 +64,7 @@ class AuditStore:
         self._touched_days: dict[str, set[str]] = {}  # week -> its days changed in this batch, not yet touched
         self.stats_parts = db["stats_parts"]
         self.meta = db["meta"]
+        self._blocks_ready = False  # every directory entry carries its block (backfilled): pages read blocks
 
     async def ensure_indexes(self) -> None:
         # The two unique indexes make appending safe without transactions: one entry per seq, one per event.
@@ -79,6 +83,7 @@ class AuditStore:
         await self.directory.create_index([("trail", ASCENDING), ("seq", ASCENDING)], unique=True)
         await self.directory.create_index([("trail", ASCENDING), ("event_id", ASCENDING)], unique=True)
         await self.directory.create_index([("account_id", ASCENDING), ("seq", ASCENDING)])
+        await self.directory.create_index([("block", ASCENDING)])
 
     # --- the trail ------------------------------------------------------------------------------------------
 
@@ -186,17 +191,78 @@ class AuditStore:
         return entry, new
 
     async def directory_trail(self, region: str, account_id: str | None, after_seq: int, limit: int
-                              ) -> list[dict[str, Any]]:
-        filters: dict[str, Any] = {"trail": domain.DIRECTORY, "seq": {"$gt": after_seq},
-                                   "region_path": {"$in": [region, domain.UNSCOPED]}}
+                              ) -> tuple[list[dict[str, Any]], int | None]:
+        """Up to `limit` entries of the region after `after_seq`, in chain order, and where to go on from when the
+        page stopped short of `limit` with more of the chain unread (None: nothing more). One account's entries are
+        read by its id; the region's a block at a time from `after_seq` on, at most DIRECTORY_BLOCKS_PER_PAGE."""
+        def mine(entry: Mapping[str, Any]) -> bool:
+            return entry.get("trail") == domain.DIRECTORY and int(entry["seq"]) > after_seq and \
+                bool({region, domain.UNSCOPED} & set(entry.get("region_path") or []))
         if account_id:
-            filters["account_id"] = account_id
-        return await self.directory.find(filters).sort([("seq", ASCENDING)]).limit(limit).to_list()
+            found = [e for e in await self.directory.find({"account_id": account_id}).to_list() if mine(e)]
+            return sorted(found, key=lambda e: e["seq"])[:limit], None
+        if not await self._directory_blocks_ready():
+            filters = {"trail": domain.DIRECTORY, "seq": {"$gt": after_seq},
+                       "region_path": {"$in": [region, domain.UNSCOPED]}}
+            return await self.directory.find(filters).sort([("seq", ASCENDING)]).limit(limit).to_list(), None
+        last_block = domain.directory_block(max(await self._directory_head_seq(), 1)) + 1  # an append the head lags
+        found, block = [], domain.directory_block(after_seq + 1)
+        for read in range(DIRECTORY_BLOCKS_PER_PAGE):
+            if block + read > last_block:
+                return found, None
+            found += sorted((e for e in await self.directory.find({"block": block + read}).to_list() if mine(e)),
+                            key=lambda e: e["seq"])
+            if len(found) >= limit:
+                return found[:limit], None
+        return found, (block + DIRECTORY_BLOCKS_PER_PAGE) * domain.DIRECTORY_BLOCK  # the last seq read
 
     async def whole_directory(self) -> tuple[list[dict[str, Any]], domain.TrailHead]:
         head = await self.directory_head.find_one({"_id": domain.DIRECTORY}) or {}  # the head first: see verify
         entries = await self.directory.find({"trail": domain.DIRECTORY}).sort([("seq", ASCENDING)]).to_list()
         return entries, domain.head_of(head)
+
+    async def directory_after(self, seq: int) -> tuple[list[dict[str, Any]], domain.TrailHead]:
+        """The head, then the directory's entries after `seq` in order, read a block at a time."""
+        head = await self.directory_head.find_one({"_id": domain.DIRECTORY}) or {}  # the head first: see verify
+        found, block = [], domain.directory_block(seq + 1)
+        while batch := [e for e in await self.directory.find({"block": block}).to_list()
+                        if e.get("trail") == domain.DIRECTORY and int(e["seq"]) > seq]:
+            found += batch
+            block += 1
+        return sorted(found, key=lambda e: e["seq"]), domain.head_of(head)
+
+    async def directory_checked(self) -> dict[str, Any] | None:
+        """How far the directory's chain was last found intact: `seq` and `hash` of that entry, and `whole_at`,
+        when it was last recomputed from its first entry (None: never, or not since blocks)."""
+        return await self.meta.find_one({"_id": "directory_checked"}) if await self._directory_blocks_ready() else None
+
+    async def note_directory_checked(self, seq: int, hash_: str, whole_at: str) -> None:
+        await self.meta.replace_one({"_id": "directory_checked"}, {"seq": seq, "hash": hash_, "whole_at": whole_at},
+                                    upsert=True)
+
+    async def _directory_head_seq(self) -> int:
+        head = await self.directory_head.find_one({"_id": domain.DIRECTORY}, {"trail_seq": 1}) or {}
+        return int(head.get("trail_seq") or 0)
+
+    async def _directory_blocks_ready(self) -> bool:
+        if not self._blocks_ready:
+            self._blocks_ready = await self.meta.find_one({"_id": "directory_blocks"}) is not None
+        return self._blocks_ready
+
+    async def backfill_directory_blocks(self) -> int:
+        """Directory entries recorded before they carried their block get it (once per database; the block is its
+        seq's and not hashed). Returns how many were given one."""
+        if await self._directory_blocks_ready():
+            return 0
+        given = 0
+        async for entry in self.directory.find({"trail": domain.DIRECTORY}, {"seq": 1, "block": 1}):
+            if "block" not in entry:
+                await self.directory.update_one({"_id": entry["_id"]},
+                                                {"$set": {"block": domain.directory_block(entry["seq"])}})
+                given += 1
+        await self.meta.replace_one({"_id": "directory_blocks"}, {"done": True}, upsert=True)
+        self._blocks_ready = True
+        return given
 
     async def trail_of(self, case_id: str) -> list[dict[str, Any]]:
         return await self.trail.find({"case_id": case_id}).sort([("seq", ASCENDING)]).to_list()

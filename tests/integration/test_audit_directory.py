@@ -109,3 +109,76 @@ async def test_a_checkpoint_holds_the_directory_head_so_a_deleted_directory_trai
             await client.close()
         verdict = (await http.get("/v1/checkpoints/verify", headers=admin)).json()
     assert verdict["valid"] is False and verdict["trails_not_matching"] == ["directory"]
+
+
+async def test_the_accounts_trail_reads_blocks_and_its_page_checks_only_what_was_appended_since(
+        infra, isolation, monkeypatch):
+    """Every sign-in is a directory entry, so the directory grows for ever: a page of the accounts trail reads
+    blocks of seq by equality (never every entry), the same pages as one sort of the region's entries, and the page's
+    check of the chain recomputes what was appended since the last entry found intact. A change to an older entry
+    shows at the next whole recomputation (every 15 minutes, and always on `GET /v1/directory/trail/verify`)."""
+    from datetime import UTC, datetime
+
+    from pymongo import AsyncMongoClient
+
+    from services.audit import domain
+    from services.audit.handlers import check_directory
+    from services.audit.store import AuditStore
+    from shared.clock import SystemClock
+
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    store = AuditStore(client[f"{isolation['db_prefix']}_audit"], SystemClock())
+    clock = SystemClock()
+    try:
+        await store.ensure_indexes()
+        regions = ["36.03", "36.04", "36.03", "36.03.11.2009"]
+        events_of = [_event(events.LoginFailed(username=f"u{i}", region=regions[i % 4], reason="bad_password",
+                                               failures=1), f"account-{i % 7}", region=regions[i % 4])
+                     for i in range(260)]
+        legacy, previous = [], None  # 230 recorded before entries carried their block
+        for event in events_of[:230]:
+            previous = domain.directory_entry(event, previous, datetime.now(UTC))
+            legacy.append({k: v for k, v in previous.items() if k != "block"})
+        await store.directory.insert_many(legacy)
+        await store.directory_head.insert_one({"_id": domain.DIRECTORY, "trail_seq": 230,
+                                               "trail_hash": previous["hash"], "version": 1})
+        assert await store.backfill_directory_blocks() == 230
+        for event in events_of[230:]:  # and 30 the usual way
+            await store.append_to_directory(event.event_id, lambda last, e=event: domain.directory_entry(
+                e, last, datetime.now(UTC)))
+
+        reads: list = []
+        find = store.directory.find
+        monkeypatch.setattr(store.directory, "find", lambda f, *a, **k: reads.append(f) or find(f, *a, **k))
+        everything = sorted((e for e in await find({}).to_list() if "36.03" in e["region_path"]),
+                            key=lambda e: e["seq"])
+        paged, after = [], 0
+        while True:
+            page, resume = await store.directory_trail("36.03", None, after, 41)
+            paged += page[:40]
+            after = page[39]["seq"] if len(page) > 40 else resume
+            if after is None:
+                break
+        assert [e["seq"] for e in paged] == [e["seq"] for e in everything]
+        assert reads and all(set(f) == {"block"} for f in reads)  # never the whole directory
+
+        whole = await check_directory(store, clock, since_checked=False)  # notes how far it is intact
+        assert whole == {"valid": True, "entries": 260, "first_broken_seq": None}
+        reads.clear()
+        event = _event(events.LoginFailed(username="new", region="36.03", reason="bad_code", failures=1), "acc-new")
+        await store.append_to_directory(event.event_id, lambda last: domain.directory_entry(
+            event, last, datetime.now(UTC)))
+        page_check = await check_directory(store, clock, since_checked=True)
+        assert page_check["valid"] and page_check["entries"] == 261 and page_check["checked_from_seq"] == 261
+        assert [f for f in reads if "trail" in f] == []  # only the block of the new entry
+        later = _event(events.LoginFailed(username="new", region="36.03", reason="bad_code", failures=2), "acc-new")
+        await store.append_to_directory(later.event_id, lambda last: domain.directory_entry(
+            later, last, datetime.now(UTC)))
+        await store.directory.update_one({"seq": 262}, {"$set": {"event.data.reason": "diubah"}})
+        assert (await check_directory(store, clock, since_checked=True))["first_broken_seq"] == 262  # not yet checked
+        await store.directory.update_one({"seq": 262}, {"$set": {"event.data.reason": "bad_code"}})
+        await store.directory.update_one({"seq": 12}, {"$set": {"event.data.reason": "diubah"}})
+        assert (await check_directory(store, clock, since_checked=True))["valid"]  # older than the last check
+        assert (await check_directory(store, clock, since_checked=False))["first_broken_seq"] == 12
+    finally:
+        await client.close()

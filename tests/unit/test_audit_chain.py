@@ -183,3 +183,29 @@ def test_stats_count_a_case_once_per_type_and_sum_villages_into_districts():
     assert stats["total"] == 3 and stats["by_status"] == {"reported": 1, "verified": 2}
     assert stats["by_type"] == {"np_pmi": 2, "tppo": 1}
     assert stats["by_district"] == {"36.03.11": 3}
+
+
+def test_a_chain_checked_from_an_entry_found_intact_before_catches_what_changed_after_it():
+    entries = _chain(6)
+    head = domain.TrailHead(6, entries[-1]["hash"])
+    mark = (3, entries[2]["hash"])
+    assert domain.verify_chain(_stored(entries[3:]), head, after=mark) == \
+        {"valid": True, "entries": 6, "first_broken_seq": None}
+    changed = _stored(entries[3:])
+    changed[1]["event"]["data"]["reason"] = "diubah"
+    assert domain.verify_chain(changed, head, after=mark)["first_broken_seq"] == 5
+    assert domain.verify_chain(_stored(entries[3:5]), head, after=mark)["first_broken_seq"] == 6  # the last deleted
+    assert domain.verify_chain([], domain.TrailHead(3, entries[2]["hash"]), after=mark)["valid"]  # nothing new
+    assert not domain.verify_chain([], domain.TrailHead(3, "f" * 64), after=mark)["valid"]
+
+
+def test_a_directory_entry_carries_its_block_outside_its_hash_and_a_wrong_block_breaks_the_chain():
+    entries = []
+    for i, event in enumerate(_events(str(uuid.uuid4()), 3)):
+        entries.append(domain.directory_entry(event, entries[-1] if entries else None, T0 + timedelta(seconds=i)))
+    assert [e["block"] for e in entries] == [0, 0, 0] and domain.directory_block(101) == 1
+    legacy = [{k: v for k, v in e.items() if k != "block"} for e in entries]  # recorded before blocks: same hashes
+    assert domain.verify_chain(_stored(legacy))["valid"] and domain.verify_chain(_stored(entries))["valid"]
+    moved = _stored(entries)
+    moved[1]["block"] = 7  # an entry hidden from the pages that read its block
+    assert domain.verify_chain(moved)["first_broken_seq"] == 2
