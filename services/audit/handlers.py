@@ -39,7 +39,7 @@ from shared.auth import Principal
 from shared.consumer import MAX_BACKOFF_S, record_headers
 from shared.contracts.envelope import Envelope
 from shared.contracts.intake import CaseType
-from shared.http import ApiError, case_erased, errors, not_found
+from shared.http import ApiError, case_erased, errors, invalid, not_found
 from shared.logging import describe
 from shared.mongo import TRANSIENT_ERRORS
 from shared.service import Runtime
@@ -202,14 +202,19 @@ def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: Key
         return domain.verify_chain(entries, domain.head_of(case))
 
     @router.get("/directory/trail", response_model=DirectoryTrail, responses=errors(401, 403, 422),
-                summary="Account changes and sign-ins of your region in order (the directory's own hash chain)")
+                summary="Account changes and sign-ins of your region in chain order, or newest first with `before` "
+                        "(the directory's own hash chain)")
     async def directory_trail(
         principal: Annotated[Principal, Depends(supervisor)],
         account_id: Annotated[str | None, Query(max_length=200)] = None,
         after: Annotated[int, Query(ge=0, description="entries after this seq")] = 0,
+        before: Annotated[int | None, Query(ge=0, description="newest first: entries before this seq (0: from "
+                                                              "the newest); `next` is then the next page's")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> dict[str, Any]:
-        entries, resume = await store.directory_trail(principal.region, account_id, after, limit + 1)
+        if before is not None and after:
+            raise invalid("before", "give `after` (chain order) or `before` (newest first), not both")
+        entries, resume = await store.directory_trail(principal.region, account_id, after, limit + 1, before)
         shown = entries[:limit]
         return {"trail": domain.DIRECTORY, "entries": [domain.directory_view(e) for e in shown],
                 "next": shown[-1]["seq"] if len(entries) > limit else resume}

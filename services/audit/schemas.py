@@ -55,7 +55,7 @@ class DirectoryEntry(TrailEntry):
 class DirectoryTrail(BaseModel):
     trail: str
     entries: list[DirectoryEntry]
-    next: int | None = Field(description="pass as `after` for the following entries; null at the end")
+    next: int | None = Field(description="pass as `after` (or, newest first, as `before`) for the following entries; null at the end")
 
 
 class ChainVerdict(BaseModel):

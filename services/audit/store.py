@@ -190,31 +190,45 @@ class AuditStore:
                 continue
         return entry, new
 
-    async def directory_trail(self, region: str, account_id: str | None, after_seq: int, limit: int
-                              ) -> tuple[list[dict[str, Any]], int | None]:
-        """Up to `limit` entries of the region after `after_seq`, in chain order, and where to go on from when the
-        page stopped short of `limit` with more of the chain unread (None: nothing more). One account's entries are
-        read by its id; the region's a block at a time from `after_seq` on, at most DIRECTORY_BLOCKS_PER_PAGE."""
+    async def directory_trail(self, region: str, account_id: str | None, after_seq: int, limit: int,
+                              before_seq: int | None = None) -> tuple[list[dict[str, Any]], int | None]:
+        """Up to `limit` entries of the region after `after_seq` in chain order, or (`before_seq` given; 0: from the
+        newest) before it, newest first; and where the next page goes on from when this one stopped short of `limit`
+        with more of the chain unread (None: nothing more). One account's entries are read by its id; the region's a
+        block at a time, at most DIRECTORY_BLOCKS_PER_PAGE."""
+        newest = before_seq is not None
+
         def mine(entry: Mapping[str, Any]) -> bool:
-            return entry.get("trail") == domain.DIRECTORY and int(entry["seq"]) > after_seq and \
+            seq = int(entry["seq"])
+            return entry.get("trail") == domain.DIRECTORY and \
+                (seq < before_seq if newest and before_seq else newest or seq > after_seq) and \
                 bool({region, domain.UNSCOPED} & set(entry.get("region_path") or []))
+
+        def ordered(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+            return sorted(entries, key=lambda e: e["seq"], reverse=newest)
+
         if account_id:
-            found = [e for e in await self.directory.find({"account_id": account_id}).to_list() if mine(e)]
-            return sorted(found, key=lambda e: e["seq"])[:limit], None
+            return ordered(e for e in await self.directory.find({"account_id": account_id}).to_list()
+                           if mine(e))[:limit], None
         if not await self._directory_blocks_ready():
-            filters = {"trail": domain.DIRECTORY, "seq": {"$gt": after_seq},
-                       "region_path": {"$in": [region, domain.UNSCOPED]}}
-            return await self.directory.find(filters).sort([("seq", ASCENDING)]).limit(limit).to_list(), None
-        last_block = domain.directory_block(max(await self._directory_head_seq(), 1)) + 1  # an append the head lags
-        found, block = [], domain.directory_block(after_seq + 1)
-        for read in range(DIRECTORY_BLOCKS_PER_PAGE):
-            if block + read > last_block:
-                return found, None
-            found += sorted((e for e in await self.directory.find({"block": block + read}).to_list() if mine(e)),
-                            key=lambda e: e["seq"])
+            return ordered(e for e in await self.directory.find({"trail": domain.DIRECTORY}).to_list()
+                           if mine(e))[:limit], None
+        head_seq = await self._directory_head_seq()
+        if newest:  # from the block of the newest entry (one more: an append the head lags), downwards
+            first = domain.directory_block(before_seq - 1 if before_seq else head_seq + domain.DIRECTORY_BLOCK)
+            blocks = range(max(first, 0), max(first - DIRECTORY_BLOCKS_PER_PAGE, -1), -1)
+        else:
+            first = domain.directory_block(after_seq + 1)
+            last = domain.directory_block(max(head_seq, 1)) + 1
+            blocks = range(first, min(first + DIRECTORY_BLOCKS_PER_PAGE, last + 1))
+        found: list[dict[str, Any]] = []
+        for block in blocks:
+            found += ordered(e for e in await self.directory.find({"block": block}).to_list() if mine(e))
             if len(found) >= limit:
                 return found[:limit], None
-        return found, (block + DIRECTORY_BLOCKS_PER_PAGE) * domain.DIRECTORY_BLOCK  # the last seq read
+        if len(blocks) < DIRECTORY_BLOCKS_PER_PAGE or (newest and blocks[-1] == 0):
+            return found, None  # the whole chain that way was read
+        return found, blocks[-1] * domain.DIRECTORY_BLOCK + (1 if newest else domain.DIRECTORY_BLOCK)
 
     async def whole_directory(self) -> tuple[list[dict[str, Any]], domain.TrailHead]:
         head = await self.directory_head.find_one({"_id": domain.DIRECTORY}) or {}  # the head first: see verify

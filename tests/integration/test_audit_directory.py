@@ -160,6 +160,16 @@ async def test_the_accounts_trail_reads_blocks_and_its_page_checks_only_what_was
             if after is None:
                 break
         assert [e["seq"] for e in paged] == [e["seq"] for e in everything]
+        newest, before = [], 0  # the page's order: newest first
+        while True:
+            page, resume = await store.directory_trail("36.03", None, 0, 41, before_seq=before)
+            newest += page[:40]
+            before = page[39]["seq"] if len(page) > 40 else resume
+            if before is None:
+                break
+        assert [e["seq"] for e in newest] == [e["seq"] for e in reversed(everything)]
+        sparse, resume = await store.directory_trail("36.03.11.2009", None, 0, 1000, before_seq=0)
+        assert len(sparse) == 65 and resume is None  # a village's few: every block read, nothing more to go to
         assert reads and all(set(f) == {"block"} for f in reads)  # never the whole directory
 
         whole = await check_directory(store, clock, since_checked=False)  # notes how far it is intact

@@ -227,22 +227,22 @@ def routes(staff: StaffPages) -> APIRouter:
     @router.get("/directory")
     async def directory(request: Request) -> Response:
         session = await staff.session(request, "supervisor", "admin")
-        try:
-            after = max(0, int(request.query_params.get("after") or 0))
+        try:  # newest first; `before`: the seq the previous page ended at
+            before = max(0, int(request.query_params.get("before") or 0))
         except ValueError:
-            after = 0
+            before = 0
         person = pages.person(session)
         # The chain since the last whole recomputation (audit's, every 15 minutes): a view costs what was appended
         # since, not every sign-in ever recorded.
         verdict = await person.call("audit", "GET", "/v1/directory/trail/verify", params={"since_checked": "true"})
-        trail = await person.call("audit", "GET", "/v1/directory/trail", params={"after": after, "limit": 100})
+        trail = await person.call("audit", "GET", "/v1/directory/trail", params={"before": before, "limit": 100})
         loc = pages.locale(request, session)
         available = verdict.status_code == 200 and trail.status_code == 200
         body = trail.json() if available else {"entries": [], "next": None}
         shown = timeline(body["entries"], verdict.json() if available else {}, loc, reads=True)
         return staff.render(request, "staff/directory.html", session, available=available,
                             verdict=verdict.json() if available else None, entries=shown, next=body.get("next"),
-                            after=after)
+                            before=before)
 
     return router
 
