@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import bson
@@ -41,6 +41,9 @@ RECENT = 1000
 # answers) rather than by a range of `at` (which FerretDB filters only after decoding every claim it holds); a window
 # longer than this is read in one pass instead.
 MINUTES_READ_ONE_BY_ONE = 180
+
+
+UNREAD: Any = object()  # a document the caller has not read (None: read, and there is none)
 
 
 class ConcurrentUpdate(Exception):
@@ -168,6 +171,26 @@ class VersionedCollection:
             await self._replace(doc_id, new)
         await self.catch_up(doc_id, new)  # a newer version written meanwhile must not be hidden by ours
         return claim
+
+    async def modify(self, doc_id: str, change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+                     attempts: int = 20, first: Any = UNREAD) -> dict[str, Any] | None:
+        """Write `change(current)` as the document's next version (`current` None: there is none yet); when another
+        writer claimed that version first, read the document again and decide again. `change` returns the new
+        document without its `version`, or None when there is nothing to write. `first`: the document as the caller
+        has just read it, the base of the first attempt (a stale one costs only a refused claim and a read).
+        Returns what was written (None: nothing); raises ConcurrentUpdate after `attempts` refused claims."""
+        for attempt in range(attempts):
+            base = first if attempt == 0 and first is not UNREAD else await self.load(doc_id)
+            new = change(base)
+            if new is None:
+                return None
+            new = {**new, "version": int((base or {}).get("version") or 0) + 1}
+            try:
+                await self.write(doc_id, new, base=base)
+                return new
+            except DuplicateKeyError:
+                continue  # another writer first: decide again on what it wrote
+        raise ConcurrentUpdate(f"{doc_id}: another writer came first {attempts} times")
 
     async def _write_through(self, doc_id: str, new: dict[str, Any], base: Mapping[str, Any] | None) -> bool:
         """The usual case in one statement: the document is still the version the claim was built on (replaced

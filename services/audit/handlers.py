@@ -69,17 +69,17 @@ async def check_whole_directory(store: AuditStore, clock: Any) -> dict[str, Any]
     verdict = domain.verify_chain(entries, head)
     if verdict["valid"] and entries:
         await store.note_directory_checked(entries[-1]["seq"], entries[-1]["hash"], at)
-    return verdict
+    return {**verdict, "whole_checked_at": at, "checked_from_seq": 1}
 
 
 async def check_directory(store: AuditStore, clock: Any, since_checked: bool) -> dict[str, Any]:
     """The directory's chain recomputed whole, or (`since_checked`) from the last entry found intact on top of the
     last whole recomputation: what the accounts trail page shows, at the cost of what was appended since."""
     if not since_checked:
-        return await check_whole_directory(store, clock)
+        whole = await check_whole_directory(store, clock)
+        return {k: whole[k] for k in ("valid", "entries", "first_broken_seq")}
     if (checked := await store.directory_checked()) is None:
-        at = domain.timestamp(clock.now())
-        return {**await check_whole_directory(store, clock), "whole_checked_at": at, "checked_from_seq": 1}
+        return await check_whole_directory(store, clock)
     entries, head = await store.directory_after(int(checked["seq"]))
     verdict = domain.verify_chain(entries, head, after=(int(checked["seq"]), checked["hash"]))
     if verdict["valid"] and entries:

@@ -17,7 +17,7 @@ from services.audit import domain, records
 from shared import consumer
 from shared.clock import Clock
 from shared.mongo import TRANSIENT_ERRORS as MONGO_TRANSIENT
-from shared.versions import VersionedCollection, set_path
+from shared.versions import ConcurrentUpdate, VersionedCollection, set_path
 
 BuildEntry = Callable[[Mapping[str, Any] | None], dict[str, Any]]
 
@@ -177,17 +177,15 @@ class AuditStore:
         """The directory trail: one chain for every account, appended like a case's trail, its head kept apart."""
         entry, new = await _append(self.directory, "trail", domain.DIRECTORY, event_id, build, attempts,
                                    lambda: self.directory_head.find_one({"_id": domain.DIRECTORY}))
-        for _ in range(20):  # the head moves forward only, through version claims (safe with several copies)
-            head = await self.directory_heads.load(domain.DIRECTORY)
+        def moved(head: dict[str, Any] | None) -> dict[str, Any] | None:  # forward only
             if head is not None and int(head.get("trail_seq") or 0) >= entry["seq"]:
-                break
-            moved = {**(head or {"_id": domain.DIRECTORY, "version": 0}), "trail_seq": entry["seq"],
-                     "trail_hash": entry["hash"], "version": int((head or {}).get("version") or 0) + 1}
-            try:
-                await self.directory_heads.write(domain.DIRECTORY, moved, base=head)
-                break
-            except DuplicateKeyError:
-                continue
+                return None
+            return {**(head or {"_id": domain.DIRECTORY}), "trail_seq": entry["seq"], "trail_hash": entry["hash"]}
+
+        try:  # through version claims (safe with several copies)
+            await self.directory_heads.modify(domain.DIRECTORY, moved)
+        except ConcurrentUpdate:
+            pass  # a head left behind costs the next append a collision and a search, as after a crash
         return entry, new
 
     async def directory_trail(self, region: str, account_id: str | None, after_seq: int, limit: int,
@@ -213,7 +211,7 @@ class AuditStore:
         if not await self._directory_blocks_ready():
             return ordered(e for e in await self.directory.find({"trail": domain.DIRECTORY}).to_list()
                            if mine(e))[:limit], None
-        head_seq = await self._directory_head_seq()
+        head_seq = (await self._directory_head()).seq
         if newest:  # from the block of the newest entry (one more: an append the head lags), downwards
             first = domain.directory_block(before_seq - 1 if before_seq else head_seq + domain.DIRECTORY_BLOCK)
             blocks = range(max(first, 0), max(first - DIRECTORY_BLOCKS_PER_PAGE, -1), -1)
@@ -231,19 +229,19 @@ class AuditStore:
         return found, blocks[-1] * domain.DIRECTORY_BLOCK + (1 if newest else domain.DIRECTORY_BLOCK)
 
     async def whole_directory(self) -> tuple[list[dict[str, Any]], domain.TrailHead]:
-        head = await self.directory_head.find_one({"_id": domain.DIRECTORY}) or {}  # the head first: see verify
+        head = await self._directory_head()  # the head first: see verify
         entries = await self.directory.find({"trail": domain.DIRECTORY}).sort([("seq", ASCENDING)]).to_list()
-        return entries, domain.head_of(head)
+        return entries, head
 
     async def directory_after(self, seq: int) -> tuple[list[dict[str, Any]], domain.TrailHead]:
         """The head, then the directory's entries after `seq` in order, read a block at a time."""
-        head = await self.directory_head.find_one({"_id": domain.DIRECTORY}) or {}  # the head first: see verify
+        head = await self._directory_head()  # the head first: see verify
         found, block = [], domain.directory_block(seq + 1)
         while batch := [e for e in await self.directory.find({"block": block}).to_list()
                         if e.get("trail") == domain.DIRECTORY and int(e["seq"]) > seq]:
             found += batch
             block += 1
-        return sorted(found, key=lambda e: e["seq"]), domain.head_of(head)
+        return sorted(found, key=lambda e: e["seq"]), head
 
     async def directory_checked(self) -> dict[str, Any] | None:
         """How far the directory's chain was last found intact: `seq` and `hash` of that entry, and `whole_at`,
@@ -254,9 +252,8 @@ class AuditStore:
         await self.meta.replace_one({"_id": "directory_checked"}, {"seq": seq, "hash": hash_, "whole_at": whole_at},
                                     upsert=True)
 
-    async def _directory_head_seq(self) -> int:
-        head = await self.directory_head.find_one({"_id": domain.DIRECTORY}, {"trail_seq": 1}) or {}
-        return int(head.get("trail_seq") or 0)
+    async def _directory_head(self) -> domain.TrailHead:
+        return domain.head_of(await self.directory_head.find_one({"_id": domain.DIRECTORY}) or {})
 
     async def _directory_blocks_ready(self) -> bool:
         if not self._blocks_ready:
@@ -550,19 +547,18 @@ class AuditStore:
             await self._flag(case_id, max(d["recorded_at"] for d in letters))
 
     async def _flag(self, case_id: str, at: str) -> None:
-        for _ in range(20):
-            case = await self.case_versions.load(case_id)
+        def flagged(case: dict[str, Any] | None) -> dict[str, Any] | None:
             if case is None or (case.get("needs_attention") and (case.get("attention_at") or "") >= at):
-                return
-            flagged = {**case, "needs_attention": True, "attention_at": max(at, case.get("attention_at") or ""),
-                       "version": int(case["version"]) + 1}
-            try:
-                await self.case_versions.write(case_id, flagged, base=case)
-                await self.touch_figures([(case.get("reported_week") or domain.report_week(case.get("reported_at")),
-                                           case.get("reported_day") or domain.report_day(case.get("reported_at")))])
-                return
-            except DuplicateKeyError:
-                continue  # another writer first: flag its version
+                return None
+            return {**case, "needs_attention": True, "attention_at": max(at, case.get("attention_at") or "")}
+
+        try:
+            case = await self.case_versions.modify(case_id, flagged)
+        except ConcurrentUpdate:
+            return  # other writers kept moving the case: given up after 20 refused claims, as before
+        if case is not None:
+            await self.touch_figures([(case.get("reported_week") or domain.report_week(case.get("reported_at")),
+                                       case.get("reported_day") or domain.report_day(case.get("reported_at")))])
 
     async def dead_letters_page(self, regions: list[str], filters: dict[str, Any], offset: int, limit: int
                                 ) -> list[dict[str, Any]]:

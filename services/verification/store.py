@@ -7,12 +7,11 @@ from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from shared import keyset
 from shared.clock import Clock
-from shared.outbox import AggregateStore, ConcurrentUpdate, OutboxRelay, document_writes
-from shared.versions import VersionedCollection
+from shared.outbox import AggregateStore, OutboxRelay, document_writes
+from shared.versions import UNREAD, VersionedCollection
 
 # An identifier's entry keeps the references of this many most recently received cases (a report links to at most
 # as many, `linking.MAX_LINKS`) and counts the rest, so a common name never grows one document without bound.
@@ -24,7 +23,6 @@ WATCHLIST_STAMP = "watchlist"
 WATCHLIST_REREAD_S = 300.0
 
 QUEUE_ORDER = ("priority_rank", "received_at", "_id")
-UNREAD = object()  # an index entry the caller has not read (None: read, and there is none)
 
 
 class CaseStore(AggregateStore):
@@ -96,18 +94,14 @@ class CaseStore(AggregateStore):
 
     @staticmethod
     async def _remove_ref_once(index: VersionedCollection, doc_id: str, case_id: str) -> None:
-        for _ in range(20):
-            doc = await index.load(doc_id)
+        def without(doc: dict[str, Any] | None) -> dict[str, Any] | None:
             if doc is None or not any(r["case_id"] == case_id for r in doc.get("cases", [])):
-                return
-            rest = [r for r in doc["cases"] if r["case_id"] != case_id]
-            try:  # the entry keeps no reference to the case (an empty entry names no case)
-                await index.write(doc_id, {**doc, "cases": rest, "total": max(0, int(doc.get("total", 1)) - 1),
-                                           "version": int(doc["version"]) + 1}, base=doc)
-                return
-            except DuplicateKeyError:
-                continue  # another writer moved the entry: remove from what it wrote
-        raise ConcurrentUpdate(f"could not remove {case_id} from {doc_id}")
+                return None
+            # the entry keeps no reference to the case (an empty entry names no case)
+            return {**doc, "cases": [r for r in doc["cases"] if r["case_id"] != case_id],
+                    "total": max(0, int(doc.get("total", 1)) - 1)}
+
+        await index.modify(doc_id, without)
 
     async def link_entries(self, identity_ids: list[str], bucket_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
         """The link-index entries of a case's identifiers (with their kind) and of the village-days around its
@@ -145,24 +139,17 @@ class CaseStore(AggregateStore):
     @staticmethod
     async def _add_ref_once(index: VersionedCollection, doc_id: str, ref: dict[str, Any], fields: dict[str, Any],
                             keep: int, known: Any = UNREAD) -> None:
-        for _ in range(20):
-            base = doc = await index.load(doc_id) if known is UNREAD else known
-            known = UNREAD
-            if doc is None:
-                doc = {"_id": doc_id, **fields, "version": 0, "cases": [], "total": 0}
+        def with_ref(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+            doc = doc or {"_id": doc_id, **fields, "cases": [], "total": 0}
             if any(r["case_id"] == ref["case_id"] for r in doc["cases"]):
-                return  # already indexed (redelivery or amendment)
+                return None  # already indexed (redelivery or amendment)
             cases = sorted([*doc["cases"], ref], key=lambda r: (r.get("received_at") or "", r["case_id"]),
                            reverse=True)[:keep]
             if ref not in cases:
-                return  # older than every case kept (a new report is always the newest): indexed before
-            try:
-                await index.write(doc_id, {**doc, "cases": cases, "total": int(doc["total"]) + 1,
-                                           "version": int(doc["version"]) + 1}, base=base)
-                return
-            except DuplicateKeyError:
-                continue  # another report indexed first: add to what it wrote
-        raise ConcurrentUpdate(f"could not index {ref['case_id']} under {doc_id}")
+                return None  # older than every case kept (a new report is always the newest): indexed before
+            return {**doc, "cases": cases, "total": int(doc["total"]) + 1}
+
+        await index.modify(doc_id, with_ref, first=known)
 
     async def watch_entries(self, region_path: list[str]) -> list[dict[str, Any]]:
         """Watch-list entries that apply to a case in `region_path` (entries of its village or any wider region)."""
@@ -179,15 +166,8 @@ class CaseStore(AggregateStore):
 
     async def add_watch_entry(self, entry: dict[str, Any]) -> None:
         await self.watchlist.insert_one(entry)
-        for _ in range(50):  # then the stamp moves on, so every process reads the list again
-            stamp = await self.watch_stamp.load(WATCHLIST_STAMP)
-            try:
-                await self.watch_stamp.write(WATCHLIST_STAMP, {**(stamp or {}), "version": int((stamp or {}).get(
-                    "version") or 0) + 1}, base=stamp)
-                return
-            except DuplicateKeyError:
-                continue  # another addition moved it first: move it past that one too
-        raise ConcurrentUpdate("could not move the watch list's stamp")
+        # then the stamp moves on (past another addition's too), so every process reads the list again
+        await self.watch_stamp.modify(WATCHLIST_STAMP, lambda stamp: stamp or {}, attempts=50)
 
     async def list_watch_entries(self, region: str, offset: int, limit: int) -> list[dict[str, Any]]:
         return await (self.watchlist.find({"region_path": region}).sort([("added_at", ASCENDING), ("_id", ASCENDING)])
