@@ -25,7 +25,7 @@ from shared.auth import load_public_keys
 from shared.clock import Clock, SystemClock
 from shared.consumer import EventConsumer, consumers_assigned, subscribe
 from shared.http import authenticator, create_api
-from shared.logging import configure_logging
+from shared.logging import configure_logging, describe
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
 
@@ -49,6 +49,18 @@ class Runtime:
     @functools.cached_property
     def require(self) -> Callable[..., Callable[..., Awaitable[object]]]:
         return authenticator(load_public_keys(self.settings.jwt_public_key))
+
+    def backfill_once(self, name: str, step: Callable[[], Awaitable[int]]) -> None:
+        """Run `step` (a once-per-database backfill; it returns how many documents it gave what they lacked) in
+        the background at start; a failure is logged and the step tried again at the next start."""
+        async def run() -> None:
+            try:
+                if done := await step():
+                    log.info("backfilled", what=name, documents=done)
+            except Exception as exc:  # noqa: BLE001 - tried again at the next start; readers use the old way
+                log.warning("backfill_failed", what=name, error=describe(exc))
+
+        self.background.append(run)
 
     def consume(self, *topic_names: str, apply: Callable, description: str, serial_topics: tuple[str, ...] = ()
                 ) -> None:

@@ -20,7 +20,7 @@ import uuid
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import bson
 import structlog
@@ -78,6 +78,17 @@ def minutes_between(first: str, last: str) -> list[str]:
     return found
 
 
+class View(Protocol):
+    """A small read model kept beside a versioned collection, one entry per document (e.g. the verifier's queue,
+    which would otherwise decode every waiting case's whole document on each poll). Written from each claimed
+    version before the document itself, so a document never shows a version its view has not been given; the
+    entry carries the version and an older one never replaces a newer."""
+
+    async def write(self, doc: dict[str, Any]) -> bool: ...
+
+    async def version_of(self, doc_id: Any) -> int: ...
+
+
 class VersionedCollection:
     """One collection whose documents carry `version` and `rev` and are written only through `write`."""
 
@@ -92,6 +103,7 @@ class VersionedCollection:
         # that still held a claim that could not go (an event not out yet, a document behind), read again.
         self._pruned_before: str | None = None
         self._prune_again: set[str] = set()
+        self.view: View | None = None
 
     async def load(self, doc_id: str) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": doc_id})
@@ -138,7 +150,7 @@ class VersionedCollection:
                  "base_rev": base.get("rev") if base else None, "at": now.isoformat(), "minute": minute_of(now),
                  "set": changed, "unset": removed, **(record or {})}
         self.forget(doc_id)
-        if base is None and version == 1 and not (record or {}).get("outbox"):
+        if base is None and version == 1 and not (record or {}).get("outbox") and self.view is None:
             # A new document that causes no events needs no claim: its insert is atomic on its _id (of two first
             # writers one inserts, the other gets DuplicateKeyError), and there is nothing to publish or repair.
             try:
@@ -153,6 +165,8 @@ class VersionedCollection:
         except DuplicateKeyError:
             await self.catch_up(doc_id)
             raise
+        if self.view is not None:  # the version is this writer's now; its view first, then the document
+            await self.view.write(new)
         if await self._write_through(doc_id, new, base):
             self._remember(doc_id, new)
             # No catch-up read: a later version is built on this one's rev, which nobody could read before this
@@ -224,6 +238,8 @@ class VersionedCollection:
                     log.error("version_claim_unusable", doc_id=doc_id, version=version + 1)
                     break  # not built on what the collection holds (should not happen): leave it to a person
             doc = {k: v for k, v in (doc or {}).items() if k not in claim.get("unset", ())} | claim["set"]
+            if self.view is not None:
+                await self.view.write(doc)
             await self._replace(doc_id, doc)
             version += 1
         return version
@@ -252,8 +268,15 @@ class VersionedCollection:
             latest[claim["doc_id"]] = max(latest.get(claim["doc_id"], 0), int(claim["version"]))
         repaired = 0
         for doc_id, version in latest.items():
-            if await self._version(doc_id) < version:
-                await self.catch_up(doc_id)
+            if (current := await self._version(doc_id)) < version:
+                await self.catch_up(doc_id)  # gives the view each version it writes through
+                repaired += 1
+            elif self.view is not None and await self.view.version_of(doc_id) < current:
+                # The view lags its document: a stalled writer gave it an older version's entry over a newer one
+                # (FerretDB runs a conditional replace as a query, then a replace), or the view is newer than
+                # the documents written before it.
+                if (doc := await self.load(doc_id)) is not None:
+                    await self.view.write(doc)
                 repaired += 1
         return repaired
 

@@ -28,7 +28,7 @@ def create_app(settings: AuditSettings | None = None, clock: Clock | None = None
     runtime.relay.watch(store.case_versions)  # the sweeper repairs and prunes the read model's version claims
     runtime.relay.watch(store.directory_heads)
     runtime.startup.append(store.ensure_indexes)
-    runtime.background.append(lambda: handlers.backfill_report_weeks(store))
+    runtime.backfill_once("report_weeks", store.backfill_report_weeks)
     runtime.background.append(
         lambda: handlers.directory_checks(store, runtime.clock, settings.directory_check_interval_s))
     runtime.background.append(

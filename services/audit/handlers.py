@@ -105,16 +105,6 @@ async def directory_checks(store: AuditStore, clock: Any, interval_s: float) -> 
         await asyncio.sleep(interval_s)
 
 
-async def backfill_report_weeks(store: AuditStore) -> None:
-    """Once per database: case documents stored before they carried their report week and day get them (the
-    figures are kept per report week; the search reads a day or a week at a time)."""
-    try:
-        if cases := await store.backfill_report_weeks():
-            log.info("report_weeks_backfilled", cases=cases)
-    except Exception as exc:  # noqa: BLE001 - tried again at the next start
-        log.warning("report_weeks_backfill_failed", error=describe(exc))
-
-
 def routes(runtime: Runtime, store: AuditStore, access_log: AccessLog, keys: KeyStore,
            records_key: bytes) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["audit"])

@@ -30,7 +30,7 @@ def create_app(settings: ReferralSettings | None = None, clock: Clock | None = N
     handlers.subscribers(runtime, store, cases)
     check_deadlines_once = handlers.deadline_checker(runtime, store)
     runtime.background.append(handlers.run_every(settings.deadline_check_interval_s, check_deadlines_once))
-    runtime.background.append(lambda: handlers.backfill_created_days(store))
+    runtime.backfill_once("referral_days", store.backfill_created_days)
     app = create_service_api(runtime, title="waspada-referral",
                              description="Verified cases routed to the units that act on them, with deadlines "
                                          "that escalate, re-routing of declined referrals and case closure.")

@@ -210,15 +210,6 @@ def deadline_checker(runtime: Runtime, store: ReferralStore) -> Callable[[], Awa
     return check_deadlines_once
 
 
-async def backfill_created_days(store: ReferralStore) -> None:
-    """Once per database: referrals stored before they carried their creation day get it."""
-    try:
-        if filled := await store.backfill_created_days():
-            log.info("referral_days_backfilled", referrals=filled)
-    except Exception as exc:  # noqa: BLE001 - tried again at the next start
-        log.warning("referral_days_backfill_failed", error=describe(exc))
-
-
 def run_every(interval_s: float, step: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[None]]:
     async def loop() -> None:
         while True:

@@ -25,6 +25,7 @@ def create_app(settings: VerificationSettings | None = None, clock: Clock | None
     runtime = build_runtime(settings, clock)
     store = CaseStore(runtime.db, runtime.relay, runtime.clock)
     runtime.startup.append(store.ensure_indexes)
+    runtime.backfill_once("queue_entries", store.backfill_queue)
     keys = keystore_for(runtime.client, settings)
     handlers.subscribers(runtime, store, keys)
     app = create_service_api(runtime, title="waspada-verification",

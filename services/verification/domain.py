@@ -259,11 +259,26 @@ def verifier_view(doc: dict[str, Any], key: bytes | None) -> dict[str, Any]:
     }
 
 
-def queue_item(doc: dict[str, Any]) -> dict[str, Any]:
-    s = doc["screening"]
-    return {"case_id": doc["_id"], "case_number": doc["case_number"], "version": doc["version"],
-            "village_code": doc["village_code"], "received_at": doc["received_at"], "priority": s["priority"],
-            "score": s["score"], "escalation": s["escalation"], "suggested_types": s["suggested_types"]}
+def queue_entry(doc: dict[str, Any]) -> dict[str, Any]:
+    """A case's entry in the queue's own collection: what the queue filters, sorts and lists, no personal data.
+    (A case that was never screened, none in practice, is kept out of the queue by its status.)"""
+    s = doc.get("screening") or {}
+    return {"_id": doc["_id"], "version": doc["version"], "status": doc.get("status"),
+            "region_path": doc.get("region_path", []), "priority_rank": doc.get("priority_rank"),
+            "received_at": doc.get("received_at"), "case_number": doc.get("case_number"),
+            "village_code": doc.get("village_code"), "priority": s.get("priority"), "score": s.get("score"),
+            "escalation": s.get("escalation"), "suggested_types": doc.get("suggested_types", [])}
+
+
+def queue_item(entry: dict[str, Any]) -> dict[str, Any]:
+    """What the queue answers of an entry (`queue_entry`)."""
+    return {"case_id": entry["_id"], **{k: entry[k] for k in ("case_number", "version", "village_code", "received_at",
+                                                                "priority", "score", "escalation", "suggested_types")}}
+
+
+def current_state(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a refused decision tells of the case as it is now."""
+    return queue_item(queue_entry(doc)) | {"status": doc["status"]}
 
 
 class WatchEntryIn(BaseModel):

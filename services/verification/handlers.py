@@ -77,7 +77,7 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
     ) -> dict[str, Any]:
         filters: dict[str, Any] = {"status": status}
         if priority:
-            filters["screening.priority"] = priority
+            filters["priority"] = priority
         if type:
             filters["suggested_types"] = type
         if village_code:
@@ -119,7 +119,7 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
         doc = domain.with_later_links(found, entries)
         if doc["version"] != expected:
             raise ApiError(409, "version_conflict", "the case changed since you loaded it",
-                           {"current": domain.queue_item(doc) | {"status": doc["status"]}})
+                           {"current": domain.current_state(doc)})
         try:
             change = domain.decide(doc, decision, principal, runtime.clock.now(), await keys.sealer(case_id))
             written = await store.update(found, change)
@@ -127,11 +127,11 @@ def routes(runtime: Runtime, store: CaseStore, access_log: AccessLog, keys: KeyS
             raise case_erased() from exc
         except domain.InvalidTransition as exc:
             raise ApiError(409, "conflict", str(exc),
-                           {"current": domain.queue_item(doc) | {"status": doc["status"]}}) from exc
+                           {"current": domain.current_state(doc)}) from exc
         except ConcurrentUpdate as exc:
             current = await store.load(case_id)
             raise ApiError(409, "version_conflict", "another decision was recorded first",
-                           {"current": domain.queue_item(current) | {"status": current["status"]}
+                           {"current": domain.current_state(current)
                             if current else None}) from exc
         doc = domain.with_later_links(written, entries)
         return JSONResponse(domain.verifier_view(doc, await keys.key(case_id)),

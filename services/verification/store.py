@@ -7,7 +7,9 @@ from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
+from services.verification import domain
 from shared import keyset
 from shared.clock import Clock
 from shared.outbox import AggregateStore, OutboxRelay, document_writes
@@ -23,6 +25,38 @@ WATCHLIST_STAMP = "watchlist"
 WATCHLIST_REREAD_S = 300.0
 
 QUEUE_ORDER = ("priority_rank", "received_at", "_id")
+QUEUE_VIEWS_READY = "queue_views"  # the meta marker: every open case has its queue entry
+
+
+class QueueView:
+    """The verifier's queue as its own small documents (`domain.queue_entry`: no personal data, ~0.4 KB), one per
+    case, kept by the case collection's writes (`VersionedCollection.view`). FerretDB sorts in memory, so a poll
+    of the queue decoded every waiting case of the region whole (≈ 8.5 KB each, the sealed report): in a burst,
+    every poll of every verifier grew with the backlog."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.collection = db["queue"]
+        self.meta = db["queue_meta"]
+        self._ready = False
+
+    async def write(self, doc: dict[str, Any]) -> bool:
+        """The case's entry, unless the entry there is of its version or a later one; whether it was written."""
+        entry = domain.queue_entry(doc)
+        try:  # only over an older version's entry (one of this version or later is there: the insert is refused)
+            await self.collection.replace_one({"_id": entry["_id"], "version": {"$lt": entry["version"]}}, entry,
+                                              upsert=True)
+            return True
+        except DuplicateKeyError:
+            return False
+
+    async def version_of(self, doc_id: Any) -> int:
+        entry = await self.collection.find_one({"_id": doc_id}, {"version": 1})
+        return int(entry["version"]) if entry else 0
+
+    async def ready(self) -> bool:
+        if not self._ready:
+            self._ready = await self.meta.find_one({"_id": QUEUE_VIEWS_READY}) is not None
+        return self._ready
 
 
 class CaseStore(AggregateStore):
@@ -32,6 +66,8 @@ class CaseStore(AggregateStore):
         self.identities = VersionedCollection(db["identities"], clock)
         # _id: "<village>:<day>" -> the cases observed there that day
         self.buckets = VersionedCollection(db["village_days"], clock)
+        self.queue_view = QueueView(db)
+        self.versions.view = self.queue_view  # before the relay's sweeper meets a claim
         relay.watch(self.identities)  # the sweeper repairs and prunes their version claims
         relay.watch(self.buckets)
         self.watchlist = db["watchlist"]
@@ -50,6 +86,20 @@ class CaseStore(AggregateStore):
         )
         await self.watchlist.create_index([("region_path", ASCENDING)])
         await self.collection.create_index([("links.case_id", ASCENDING)])
+        await self.queue_view.collection.create_index([("status", ASCENDING), ("region_path", ASCENDING)])
+
+    async def backfill_queue(self) -> int:
+        """Open cases stored before the queue had entries get theirs (once per database; until then the queue is
+        read from the cases). Returns how many were written."""
+        if await self.queue_view.ready():
+            return 0
+        written = 0
+        for status in domain.OPEN:  # the queue lists no other status
+            async for doc in self.collection.find({"status": status}, {"outbox": 0, "applied": 0}):
+                written += await self.queue_view.write(doc)
+        await self.queue_view.meta.replace_one({"_id": QUEUE_VIEWS_READY}, {"done": True}, upsert=True)
+        self.queue_view._ready = True
+        return written
 
     # The link index is keyed by _id (a digest, a village-day), so a lookup is a primary-key read on any server.
 
@@ -175,11 +225,16 @@ class CaseStore(AggregateStore):
 
     async def queue(self, region: str, filters: dict[str, Any], after: list[Any] | None,
                     limit: int) -> list[dict[str, Any]]:
-        """Cases of a status (awaiting a decision by default) in `region`: most urgent first, then oldest;
-        `after` is the sort key of the last case of the previous page."""
+        """Queue entries (`domain.queue_entry`) of a status (awaiting a decision by default) in `region`: most
+        urgent first, then oldest; `after` is the sort key of the last case of the previous page. `filters` on
+        the entry's fields."""
         query = {"status": "awaiting_decision", "region_path": region, **filters}
         if after is not None:
             query.update(keyset.after(list(QUEUE_ORDER), after))
-        cursor = (self.collection.find(query, {"outbox": 0, "applied": 0})
-                  .sort([(f, ASCENDING) for f in QUEUE_ORDER]).limit(limit))
-        return await cursor.to_list()
+        order = [(f, ASCENDING) for f in QUEUE_ORDER]
+        if await self.queue_view.ready():
+            return await self.queue_view.collection.find(query).sort(order).limit(limit).to_list()
+        fields = {"priority": "screening.priority"}  # not backfilled yet: from the cases themselves
+        cases = {fields.get(k, k): v for k, v in query.items()}
+        return [domain.queue_entry(doc) for doc in await self.collection.find(cases, {"outbox": 0, "applied": 0})
+                .sort(order).limit(limit).to_list()]

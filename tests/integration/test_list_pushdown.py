@@ -36,7 +36,7 @@ async def _pushed_down(db, collection: str, query: dict, sort: list) -> bool:
 
 async def test_the_verifier_queue_filters_in_the_database(db):
     query = {"status": "awaiting_decision", "region_path": "36.03"}
-    assert await _pushed_down(db, "cases", query, [(f, 1) for f in QUEUE_ORDER])
+    assert await _pushed_down(db, "queue", query, [(f, 1) for f in QUEUE_ORDER])  # its entries, not the cases
 
 
 async def test_a_units_referral_inbox_filters_in_the_database(db):
