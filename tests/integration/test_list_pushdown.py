@@ -5,6 +5,7 @@ strings into SQL; its SQLite backend answers only `_id` in SQL and decodes the w
 With WASPADA_FERRETDB_BACKEND=sqlite this file is skipped; on MongoDB (compose) explain has no such field."""
 
 import os
+import subprocess
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -68,3 +69,25 @@ async def test_an_equality_filter_is_answered_from_an_index_not_a_scan(db, colle
         pytest.skip("not FerretDB: the server plans with its own indexes")
     assert plan["filterPushdown"]
     assert any(name.endswith("_lookup") for name in _index_names(plan["queryPlanner"]["Plan"])), plan["queryPlanner"]
+
+
+async def test_ferretdbs_prepared_lookups_are_planned_with_their_values(db):
+    """FerretDB's driver prepares `_jsonb -> $1 @> $2` (the field a parameter); PostgreSQL would switch such a
+    statement to a generic plan after five runs when that looks no dearer, which cannot use the lookup indexes and
+    opens every stored document instead (7 ms for a read by _id among 600 cases, against 0.02 ms). A statement run
+    six times on a small table (as a new one is when a service starts) is still planned with its values."""
+    name = "plans"  # (the database is the test's own)
+    await db[name].insert_many([{"_id": f"d{n}", "blob": "x" * 2000} for n in range(20)])
+    port, pg_bin = os.environ.get("POSTGRES_PORT", "5432"), os.environ.get("POSTGRES_BIN", "/usr/lib/postgresql/15/bin")
+
+    def psql(sql: str) -> str:
+        return subprocess.run([f"{pg_bin}/psql", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d", "ferretdb",
+                               "-tA", "-v", "ON_ERROR_STOP=1"], input=sql, capture_output=True, text=True,
+                              check=True).stdout
+
+    [table] = psql(f"SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = '{db.name}' "
+                   f"AND tablename LIKE '{name}%'").split()
+    plan = psql(f"ANALYZE {table};\n"  # as autovacuum does once a new table has its first rows
+                f"PREPARE q(text, jsonb) AS SELECT _jsonb FROM {table} WHERE _jsonb -> $1 @> $2;\n"
+                + "EXECUTE q('_id', '\"d7\"');\n" * 6 + "EXPLAIN EXECUTE q('_id', '\"d7\"');\n")
+    assert "'_id'::text" in plan and "$1" not in plan, plan  # a plan of the values, not a generic one
