@@ -272,9 +272,8 @@ class VersionedCollection:
                 await self.catch_up(doc_id)  # gives the view each version it writes through
                 repaired += 1
             elif self.view is not None and await self.view.version_of(doc_id) < current:
-                # The view lags its document: a stalled writer gave it an older version's entry over a newer one
-                # (FerretDB runs a conditional replace as a query, then a replace), or the view is newer than
-                # the documents written before it.
+                # The view lags its document: a stalled writer gave it an older version's entry after the newer
+                # one (FerretDB runs a conditional replace as a query, then a replace).
                 if (doc := await self.load(doc_id)) is not None:
                     await self.view.write(doc)
                 repaired += 1
