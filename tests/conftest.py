@@ -118,6 +118,20 @@ async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
+@pytest.fixture
+async def database(infra, isolation):
+    """`database(name)`: a database of this test's own on the real server, its client closed after the test."""
+    from pymongo import AsyncMongoClient
+
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    yield lambda name: client[f"{isolation['db_prefix']}_{name}"]
+    await client.close()
+
+
+async def no_publish(*_: Any) -> None:
+    """A relay's publish that sends nothing: for tests of a store on its own."""
+
+
 async def eventually(probe, timeout: float = 20.0, interval: float = 0.2):
     """Poll `probe()` (async) until it returns something truthy; fail with the last value after `timeout`."""
     deadline = asyncio.get_running_loop().time() + timeout

@@ -117,12 +117,7 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
 
     async def claim_number(regency: str, case_id: str, year: int) -> str | None:
         """The next case number of the regency and year, claimed for this case (None if none could be)."""
-        for _ in range(10):
-            number = domain.case_number(regency, year, await store.next_case_seq(regency, year))
-            if await store.claim_case_number(number, case_id):
-                return number
-            # another process's counter handed this number out too: take the next one
-        return None
+        return await store.claim_next_number(regency, year, case_id, lambda seq: domain.case_number(regency, year, seq))
 
     @router.get("/reports", response_model=Page[ReportView], responses=errors(401, 403, 422),
                 summary="Your own reports, newest first, each with its status and what happens next")

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+import structlog
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from shared.clock import Clock
-from shared.outbox import AggregateStore, OutboxRelay, document_writes
+from shared.logging import describe
+from shared.outbox import AggregateStore, OutboxRelay
+
+log = structlog.get_logger()
 
 
 class ReportStore(AggregateStore):
     def __init__(self, db: AsyncDatabase, relay: OutboxRelay, clock: Clock) -> None:
         super().__init__(db["reports"], relay, clock)
-        self._counters = db["case_numbers"]
+        self._counters = db["case_numbers"]  # _id: "<regency>:<year>" -> seq, the highest number claimed (a hint)
+        self._next_seq: dict[str, int] = {}  # the next number this process hands out, per regency and year
+        self._counter_wanted: dict[str, int] = {}
+        self._counter_written: dict[str, int] = {}
+        self._counter_moves: dict[str, asyncio.Task[None]] = {}
         self._numbers = db["case_number_claims"]  # _id: a case number -> the case that holds it
         self._keys = db["idempotency_keys"]
 
@@ -25,20 +35,54 @@ class ReportStore(AggregateStore):
         await self.collection.create_index([("reporter_id", ASCENDING), ("received_at", DESCENDING)])
         await self._keys.create_index([("at", ASCENDING)])
 
-    async def next_case_seq(self, regency_code: str, year: int) -> int:
-        """The next number in a regency's yearly sequence. The number's claim is the real guard: a number
-        handed out twice (FerretDB's $inc is not atomic across processes) is claimed once; the other takes the next."""
+    async def claim_next_number(self, regency_code: str, year: int, case_id: str,
+                                number_of: Callable[[int], str], attempts: int = 50) -> str | None:
+        """The next number of a regency's yearly sequence, claimed for `case_id` (None if none could be). The claim
+        (an insert by _id) is the guard and the only write a request waits for: this process hands out the numbers
+        after the last one it claimed, and reads the counter (a hint of the highest number claimed, moved on in the
+        background) only when it has none yet or another process claimed its next one."""
         key = f"{regency_code}:{year}"
-        for _ in range(3):
+        for _ in range(attempts):
+            if (seq := self._next_seq.get(key)) is None:
+                seq = max(await self._claimed_up_to(key) + 1, self._next_seq.get(key, 0))
+            # a request beside this one takes the following number, not this one
+            self._next_seq[key] = max(self._next_seq.get(key, 0), seq + 1)
+            number = number_of(seq)
+            if await self.claim_case_number(number, case_id):
+                self._move_counter(key, seq)
+                return number
+            # Another process claimed it: go on after what the counter says, or after this one.
+            self._next_seq[key] = max(self._next_seq[key], await self._claimed_up_to(key) + 1)
+        return None
+
+    async def _claimed_up_to(self, key: str) -> int:
+        doc = await self._counters.find_one({"_id": key})
+        return int(doc["seq"]) if doc else 0
+
+    def _move_counter(self, key: str, seq: int) -> None:
+        """Raise the counter to `seq` in the background (one write at a time per key, the latest wins): a counter
+        left behind (a crash, a race between FerretDB's query and its update) only costs a later process a few
+        refused claims."""
+        self._counter_wanted[key] = max(self._counter_wanted.get(key, 0), seq)
+        if key in self._counter_moves:
+            return
+
+        async def move() -> None:
             try:
-                async with document_writes.hold((self._counters.full_name, key)):
-                    doc = await self._counters.find_one_and_update(
-                        {"_id": key}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
-                    )
-                return int(doc["seq"])
-            except DuplicateKeyError:
-                continue  # two first upserts raced; the counter exists now
-        raise RuntimeError(f"could not allocate a case number for {key}")
+                while (wanted := self._counter_wanted.get(key, 0)) > self._counter_written.get(key, 0):
+                    for upsert in (True, False):  # two first writes at once: one inserts, the other updates
+                        try:
+                            await self._counters.update_one({"_id": key}, {"$max": {"seq": wanted}}, upsert=upsert)
+                            break
+                        except DuplicateKeyError:
+                            continue
+                    self._counter_written[key] = wanted
+            except Exception as exc:  # noqa: BLE001 - a hint: the next claim moves it again
+                log.warning("case_number_counter_behind", key=key, error=describe(exc))
+            finally:
+                self._counter_moves.pop(key, None)
+
+        self._counter_moves[key] = asyncio.create_task(move())
 
     async def claim_case_number(self, number: str, case_id: str) -> bool:
         """Whether `number` is this case's (claimed now, or by an earlier attempt for the same case)."""

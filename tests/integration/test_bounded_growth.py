@@ -3,30 +3,24 @@
 import uuid
 
 import pytest
-from pymongo import AsyncMongoClient
 
 from services.verification.store import INDEX_KEEP, CaseStore
 from shared import outbox
 from shared.clock import SystemClock
 from shared.outbox import AggregateStore, Change, OutboxRelay
+from tests.conftest import no_publish
 
 pytestmark = pytest.mark.integration
 
 
-async def _nothing(*_):
-    return None
-
-
 @pytest.fixture
-async def db(infra, isolation):
-    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
-    yield client[f"{isolation['db_prefix']}_bounded"]
-    await client.close()
+def db(database):
+    return database("bounded")
 
 
 async def test_applied_ids_keep_a_window_and_an_old_redelivery_is_still_ignored(db, monkeypatch):
     monkeypatch.setattr(outbox, "APPLIED_WINDOW", 3)
-    store = AggregateStore(db["things"], OutboxRelay(_nothing, SystemClock()))
+    store = AggregateStore(db["things"], OutboxRelay(no_publish, SystemClock()))
     events = [f"event-{n}" for n in range(6)]
 
     def count(doc):
@@ -42,7 +36,7 @@ async def test_applied_ids_keep_a_window_and_an_old_redelivery_is_still_ignored(
 
 
 async def test_a_common_name_keeps_one_bounded_entry_and_counts_the_rest(db):
-    store = CaseStore(db, OutboxRelay(_nothing, SystemClock()), SystemClock())
+    store = CaseStore(db, OutboxRelay(no_publish, SystemClock()), SystemClock())
     identity = type("Identity", (), {"digest": f"joko-{uuid.uuid4().hex}", "kind": "recruiter_name"})()
     refs = [{"case_id": f"case-{n:03d}", "received_at": f"2026-11-30T10:{n:02d}:00+00:00"}  # each newer
             for n in range(INDEX_KEEP + 15)]
@@ -63,7 +57,7 @@ async def test_outbox_entries_leave_the_aggregate_once_published_and_old(db):
     from shared.contracts.intake import CaseWithdrawn
     from shared.outbox import Outgoing
 
-    relay = OutboxRelay(_nothing, SystemClock(), retention_s=0)
+    relay = OutboxRelay(no_publish, SystemClock(), retention_s=0)
     store = AggregateStore(db["things"], relay)
 
     def event():
@@ -83,7 +77,7 @@ async def test_outbox_entries_leave_the_aggregate_once_published_and_old(db):
 async def test_the_watch_list_is_read_again_only_after_an_addition(db, monkeypatch):
     """Each screened report is checked against the watch list: a process keeps the list and reads it again only
     when an addition (by any process) has moved the list's stamp, not once per report as it grows."""
-    screening, supervising = (CaseStore(db, OutboxRelay(_nothing, SystemClock()), SystemClock()) for _ in range(2))
+    screening, supervising = (CaseStore(db, OutboxRelay(no_publish, SystemClock()), SystemClock()) for _ in range(2))
     await supervising.add_watch_entry({"_id": "w1", "region": "36.03", "region_path": ["36", "36.03"]})
     reads: list = []
     find = screening.watchlist.find

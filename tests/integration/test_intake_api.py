@@ -73,6 +73,36 @@ async def test_case_numbers_are_unique_under_concurrency(infra, isolation):
     assert all(n.startswith("3603-") for n in numbers)
 
 
+async def test_a_case_number_is_one_claim_and_numbers_follow_on_across_processes(database, monkeypatch):
+    """A report's number costs the request one write, its claim (an insert by _id): the counter is read only by a
+    process that has handed out no number yet or finds its next one claimed by another process, and it is moved on in
+    the background. A counter left behind costs a later process some refused claims, never a number twice or a gap."""
+    from services.intake.store import ReportStore
+    from shared.clock import SystemClock
+    from shared.outbox import OutboxRelay
+    from tests.conftest import calls_to, no_publish
+
+    db = database("intake")
+
+    def process():
+        return ReportStore(db, OutboxRelay(no_publish, SystemClock()), SystemClock())
+
+    def number(seq):
+        return f"3603-2026-{seq:06d}"
+
+    first, second = process(), process()
+    reads = calls_to(monkeypatch, first._counters, "find_one")
+    got = [await first.claim_next_number("3603", 2026, f"c{n}", number) for n in range(3)]
+    assert len(reads) == 1  # for its first number only
+    got.append(await second.claim_next_number("3603", 2026, "c3", number))  # another copy of intake
+    got.append(await first.claim_next_number("3603", 2026, "c4", number))  # its next one is taken: it reads on
+    await asyncio.gather(*first._counter_moves.values(), *second._counter_moves.values())
+    assert (await db["case_numbers"].find_one({"_id": "3603:2026"}))["seq"] == 5
+    await db["case_numbers"].update_one({"_id": "3603:2026"}, {"$set": {"seq": 1}})  # a counter left behind
+    got.append(await process().claim_next_number("3603", 2026, "c5", number))
+    assert got == [number(n) for n in range(1, 7)]
+
+
 async def test_a_reporter_sees_only_their_own_reports(infra, isolation):
     alice, bob = auth("reporter", PILOT_VILLAGE), auth("reporter", PILOT_VILLAGE)
     async with serving(_app(infra, isolation)) as http:

@@ -5,7 +5,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import TypeAdapter
-from pymongo import AsyncMongoClient
 
 from services.verification import domain
 from services.verification.store import CaseStore
@@ -15,6 +14,7 @@ from shared.contracts import intake
 from shared.crypto import Sealer
 from shared.outbox import OutboxRelay
 from tests.builders import case_reported
+from tests.conftest import no_publish
 
 pytestmark = pytest.mark.integration
 
@@ -25,19 +25,13 @@ ENTRY_FIELDS = {"_id", "version", "status", "region_path", "priority_rank", "rec
                 "village_code", "priority", "score", "escalation", "suggested_types"}
 
 
-async def _nothing(*_):
-    return None
-
-
 @pytest.fixture
-async def db(infra, isolation):
-    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
-    yield client[f"{isolation['db_prefix']}_queue"]
-    await client.close()
+def db(database):
+    return database("queue")
 
 
 def _store(db, clock):
-    return CaseStore(db, OutboxRelay(_nothing, clock, repair_after_s=10), clock)
+    return CaseStore(db, OutboxRelay(no_publish, clock, repair_after_s=10), clock)
 
 
 async def _report(store, clock, **over):
