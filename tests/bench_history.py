@@ -90,6 +90,7 @@ class History:
         self.rng = random.Random(5)
         self.weeks: set[str] = set()
         self.report_days: set[str] = set()
+        self.report_hours: set[str] = set()
         # (unit or region, day) -> how many copied referrals: the referral days the copies moved to
         self.days: dict[tuple[str, str], int] = {}
 
@@ -137,7 +138,9 @@ class History:
             if (service, name) == ("audit", "cases"):  # the week its figures are kept under moved with it, and its day
                 doc["reported_week"] = audit_domain.report_week(doc.get("reported_at"))
                 doc["reported_day"] = audit_domain.report_day(doc.get("reported_at"))
+                doc["reported_hour"] = audit_domain.report_hour(doc.get("reported_at"))
                 self.report_days.add(doc["reported_day"])
+                self.report_hours.add(doc["reported_hour"])
                 self.weeks.add(doc["reported_week"])
             if name == "referrals":  # a year of history: the copies' referrals were worked and closed long ago
                 doc.update(status="closed", outcome="police_report_filed", next_deadline=None, next_due_ts=None,
@@ -178,6 +181,11 @@ class History:
         if fresh := sorted(self.report_days - known):
             await report_days.insert_many([{"_id": day, "week": audit_domain.week_of(day)}
                                            for day in fresh], ordered=False)
+        report_hours = self.client[f"{self.prefix}_audit"]["report_hours"]  # and the hours it reads busy days by
+        known = {d["_id"] for d in await report_hours.find({}, {"_id": 1}).to_list()}
+        if fresh := sorted(self.report_hours - known - {audit_domain.NO_WEEK}):
+            await report_hours.insert_many([{"_id": hour, "week": audit_domain.week_of(hour[:10])}
+                                            for hour in fresh], ordered=False)
         # Every week and the copies' days in it counted again (`AuditStore.touch_figures`).
         weeks = self.client[f"{self.prefix}_audit"]["stats_weeks"]
         token = uuid.uuid4().hex

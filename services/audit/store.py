@@ -24,6 +24,7 @@ BuildEntry = Callable[[Mapping[str, Any] | None], dict[str, Any]]
 
 # A day with at least this many of the region's matching cases: the search reads the next day of its week alone.
 BUSY_DAY = 40
+HOURS_READ_ONE_BY_ONE = 8  # a day with cases in this many hours or more is read an hour at a time
 # A changed week with more changed days than this is read whole and parted by day, rather than a day at a time.
 STALE_DAYS_READ_ONE_BY_ONE = 2
 # A page of the accounts trail reads at most this many blocks of the directory (domain.DIRECTORY_BLOCK entries
@@ -61,6 +62,11 @@ class AuditStore:
         self.report_days = db["report_days"]
         self._days_complete = False  # every case document carries its day (backfilled): figures may use days
         self._known_days: set[str] = set()
+        # And the hours (`reported_hour`), registered the same way with their week: a day with cases in many hours
+        # is read an hour at a time, newest first, until the page is full (a province's day holds hundreds).
+        self.report_hours = db["report_hours"]
+        self._hours_complete = False  # every case document carries its hour (backfilled): the search may use hours
+        self._known_hours: set[str] = set()
         self._touched_days: dict[str, set[str]] = {}  # week -> its days changed in this batch, not yet touched
         self.stats_parts = db["stats_parts"]
         self.meta = db["meta"]
@@ -78,6 +84,8 @@ class AuditStore:
         await self.cases.create_index([("reported_day", ASCENDING), ("region_path", ASCENDING)])
         await self.cases.create_index([("status", ASCENDING), ("region_path", ASCENDING)])
         await self.report_days.create_index([("week", ASCENDING)])
+        await self.cases.create_index([("reported_hour", ASCENDING), ("region_path", ASCENDING)])
+        await self.report_hours.create_index([("week", ASCENDING)])
         await self.dead_letters.create_index([("region_path", ASCENDING), ("recorded_at", DESCENDING)])
         await self.dead_letters.create_index([("case_id", ASCENDING)])
         await self.directory.create_index([("trail", ASCENDING), ("seq", ASCENDING)], unique=True)
@@ -326,6 +334,8 @@ class AuditStore:
                 fields["reported_week"] = week
             if case.get("reported_day") != day:
                 fields["reported_day"] = day
+            if case.get("reported_hour") != (hour := domain.report_hour(reported_at)):
+                fields["reported_hour"] = hour
             if not fields and not new:
                 if from_memory:
                     continue  # "nothing to change" is only believed of the stored document
@@ -334,6 +344,8 @@ class AuditStore:
                 return
             if "reported_day" in fields:
                 await self.note_day(day)
+            if "reported_hour" in fields:
+                await self.note_hour(hour)
             changed = dict(case)
             for path, value in {**fields, "updated_at": stamp}.items():
                 set_path(changed, path, value)
@@ -363,6 +375,16 @@ class AuditStore:
             pass  # known already (another case, another process)
         self._known_days.add(day)
 
+    async def note_hour(self, hour: str) -> None:
+        """Register an hour cases were reported in (before a case of it is written, as `note_day`)."""
+        if hour in self._known_hours or hour == domain.NO_WEEK:
+            return
+        try:
+            await self.report_hours.insert_one({"_id": hour, "week": domain.week_of(hour[:10])})
+        except DuplicateKeyError:
+            pass
+        self._known_hours.add(hour)
+
     async def search(self, region: str, filters: dict[str, Any], offset: int, limit: int,
                      start: datetime | None = None, end: datetime | None = None) -> list[dict[str, Any]]:
         """The region's cases matching, newest report first, read from the newest report week until the page is
@@ -381,9 +403,20 @@ class AuditStore:
             in_week = 0
             if by_day:
                 known_days = {d["_id"] for d in await self.report_days.find({"week": week}, {"_id": 1}).to_list()}
-                days = [day for day in domain.days_of(week, start, end) if day in known_days]
+                hours: dict[str, list[str]] = {}  # the week's registered hours by day: how spread a day's cases are
+                if await self._hours_filled():
+                    for d in await self.report_hours.find({"week": week}, {"_id": 1}).to_list():
+                        hours.setdefault(d["_id"][:10], []).append(d["_id"])
+                days = [day for day in domain.days_of(week, start, end) if day in known_days or day in hours]
                 for day in days:
-                    docs = await self._search_read(region, {"reported_day": day}, filters)
+                    if len(hours.get(day, ())) >= HOURS_READ_ONE_BY_ONE:  # a busy day: an hour at a time
+                        docs = []
+                        for hour in sorted(hours[day], reverse=True):
+                            docs += await self._search_read(region, {"reported_hour": hour}, filters)
+                            if len(found) + len(docs) >= wanted:
+                                break
+                    else:
+                        docs = await self._search_read(region, {"reported_day": day}, filters)
                     found += docs
                     in_week += len(docs)
                     read.append(day)
@@ -486,6 +519,11 @@ class AuditStore:
         days.update({day: [tokens[day], domain.stats_part(rows)] for day, rows in zip(stale, counted, strict=True)})
         return domain.merge_parts([part for _, part in days.values()]), days
 
+    async def _hours_filled(self) -> bool:
+        if not self._hours_complete:
+            self._hours_complete = await self.meta.find_one({"_id": "report_hours"}) is not None
+        return self._hours_complete
+
     async def _days_filled(self) -> bool:
         if not self._days_complete:
             self._days_complete = await self.meta.find_one({"_id": "report_days"}) is not None
@@ -496,17 +534,20 @@ class AuditStore:
                                      dict.fromkeys((*domain.STATS_FIELDS, "reported_day"), 1)).to_list()
 
     async def backfill_report_weeks(self) -> int:
-        """Case documents written before they carried their report week, or day, get them (once per database).
-        Returns how many documents were given one."""
+        """Case documents written before they carried their report week, day or hour get them (once per database).
+        Returns how many fields were given."""
         given = 0
         for field, of, marker in (("reported_week", domain.report_week, "report_weeks"),
-                                  ("reported_day", domain.report_day, "report_days")):
+                                  ("reported_day", domain.report_day, "report_days"),
+                                  ("reported_hour", domain.report_hour, "report_hours")):
             if await self.meta.find_one({"_id": marker}):
                 continue
             weeks: set[str] = set()
             async for case in self.cases.find({field: {"$exists": False}}, {"reported_at": 1}):
                 if field == "reported_day":
                     await self.note_day(of(case.get("reported_at")))
+                if field == "reported_hour":
+                    await self.note_hour(of(case.get("reported_at")))
                 await self.cases.update_one({"_id": case["_id"], field: {"$exists": False}},
                                             {"$set": {field: of(case.get("reported_at"))}})
                 weeks.add(domain.report_week(case.get("reported_at")))

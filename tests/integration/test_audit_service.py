@@ -477,11 +477,49 @@ async def test_the_search_reads_busy_weeks_a_day_at_a_time_in_the_same_order_as_
     assert await pages(13) == expected()
     await audit_db["meta"].delete_many({})
     restarted = AuditStore(audit_db, SystemClock())
-    assert await restarted.backfill_report_weeks() == 1
+    assert await restarted.backfill_report_weeks() == 1 + len(docs)  # c096's day, and every case's hour
     assert await restarted.backfill_report_weeks() == 0  # once per database
     assert (await audit_db["cases"].find_one({"_id": "c096"}))["reported_day"] == docs[96]["reported_day"]
     assert await audit_db["report_days"].find_one({"_id": docs[96]["reported_day"]})
     assert await pages(13) == expected()
+
+
+async def test_a_busy_day_is_read_an_hour_at_a_time_newest_first(audit_db, monkeypatch):
+    """A day with cases in many hours (a province's day holds hundreds) is read an hour at a time from the newest
+    until the page is full, so the first page costs about a page of cases however busy the day; the pages come out
+    as one sort would give them, and a quiet day is still read whole."""
+    store = AuditStore(audit_db, SystemClock())
+    await store.ensure_indexes()
+    busy = datetime(2026, 6, 3, tzinfo=UTC)
+    spots = [busy + timedelta(hours=h, minutes=7 * n) for h in range(24) for n in range(8)]  # 192 in 24 hours
+    spots += [busy - timedelta(days=1, hours=h) for h in (2, 5, 9)]  # a quiet day before (1 June)
+    docs = []
+    for n, at in enumerate(spots):
+        stamp = domain.timestamp(at)
+        docs.append({"_id": f"c{n:03d}", "region_path": ["36", "36.03"], "status": "reported", "reported_at": stamp,
+                     "reported_week": domain.report_week(stamp), "reported_day": domain.report_day(stamp),
+                     "reported_hour": domain.report_hour(stamp)})
+        await store.note_day(docs[-1]["reported_day"])  # as `project` registers them, before a case of the day
+        await store.note_hour(docs[-1]["reported_hour"])
+    await audit_db["cases"].insert_many(docs)
+    for week in {d["reported_week"] for d in docs}:
+        await store._touch_week(week)
+    assert await store.backfill_report_weeks() == 0  # every case carries its week, day and hour
+    expected = [d["_id"] for d in sorted(docs, key=lambda d: d["reported_at"], reverse=True)]
+
+    reads: list = []
+    find = store.cases.find
+    monkeypatch.setattr(store.cases, "find", lambda f, *a, **k: reads.append(f) or find(f, *a, **k))
+    assert [d["_id"] for d in await store.search("36.03", {}, 0, 20)] == expected[:20]
+    assert [f["reported_hour"] for f in reads] == ["2026-06-03T23", "2026-06-03T22", "2026-06-03T21"]  # 8 each
+    reads.clear()
+    out, offset = [], 0
+    while page := await store.search("36.03", {}, offset, 30):
+        out += [d["_id"] for d in page]
+        offset += 30
+    assert out == expected
+    # the quiet day read whole, by each page that reaches it
+    assert [f for f in reads if "reported_hour" not in f] == [{"region_path": "36.03", "reported_day": "2026-06-01"}] * 2
 
 
 async def test_a_changed_week_is_counted_again_from_its_days_reading_only_the_day_that_changed(audit_db):
