@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from typing import TypeVar
 
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 # Errors that say "the database is not reachable now", not "this message or request is wrong".
@@ -44,5 +45,23 @@ async def ping(client: AsyncMongoClient) -> None:
     await client.admin.command("ping")
 
 
-__all__ = ["DUPLICATE_KEY", "POOL_SIZE", "TRANSIENT_ERRORS", "UPDATES_PER_COMMAND", "OperationFailure",
+class Markers:
+    """Once-per-database facts in a service's `meta` collection (a backfill done, so readers may rely on a field):
+    a marker found is believed for the life of the process, one not found yet is asked again."""
+
+    def __init__(self, meta: AsyncCollection) -> None:
+        self.meta = meta
+        self._found: set[str] = set()
+
+    async def done(self, name: str) -> bool:
+        if name not in self._found and await self.meta.find_one({"_id": name}) is not None:
+            self._found.add(name)
+        return name in self._found
+
+    async def mark(self, name: str) -> None:
+        await self.meta.replace_one({"_id": name}, {"done": True}, upsert=True)
+        self._found.add(name)
+
+
+__all__ = ["DUPLICATE_KEY", "POOL_SIZE", "Markers", "TRANSIENT_ERRORS", "UPDATES_PER_COMMAND", "OperationFailure",
            "PyMongoError", "commands_of", "connect", "ping"]

@@ -17,6 +17,7 @@ from services.audit import domain, records
 from shared import consumer
 from shared.clock import Clock
 from shared.mongo import TRANSIENT_ERRORS as MONGO_TRANSIENT
+from shared.mongo import Markers
 from shared.versions import ConcurrentUpdate, VersionedCollection, set_path
 
 BuildEntry = Callable[[Mapping[str, Any] | None], dict[str, Any]]
@@ -60,17 +61,17 @@ class AuditStore:
         # a week whose figures are out of date is counted again from its days' kept parts, reading only the cases of
         # the days that changed.
         self.report_days = db["report_days"]
-        self._days_complete = False  # every case document carries its day (backfilled): figures may use days
         self._known_days: set[str] = set()
         # And the hours (`reported_hour`), registered the same way with their week: a day with cases in many hours
         # is read an hour at a time, newest first, until the page is full (a province's day holds hundreds).
         self.report_hours = db["report_hours"]
-        self._hours_complete = False  # every case document carries its hour (backfilled): the search may use hours
         self._known_hours: set[str] = set()
         self._touched_days: dict[str, set[str]] = {}  # week -> its days changed in this batch, not yet touched
         self.stats_parts = db["stats_parts"]
         self.meta = db["meta"]
-        self._blocks_ready = False  # every directory entry carries its block (backfilled): pages read blocks
+        # Backfills done: every case carries its day ("report_days": figures may use days) and its hour
+        # ("report_hours": the search may use hours), every directory entry its block ("directory_blocks").
+        self.markers = Markers(self.meta)
 
     async def ensure_indexes(self) -> None:
         # The two unique indexes make appending safe without transactions: one entry per seq, one per event.
@@ -216,7 +217,7 @@ class AuditStore:
         if account_id:
             return ordered(e for e in await self.directory.find({"account_id": account_id}).to_list()
                            if mine(e))[:limit], None
-        if not await self._directory_blocks_ready():
+        if not await self.markers.done("directory_blocks"):
             return ordered(e for e in await self.directory.find({"trail": domain.DIRECTORY}).to_list()
                            if mine(e))[:limit], None
         head_seq = (await self._directory_head()).seq
@@ -254,7 +255,9 @@ class AuditStore:
     async def directory_checked(self) -> dict[str, Any] | None:
         """How far the directory's chain was last found intact: `seq` and `hash` of that entry, and `whole_at`,
         when it was last recomputed from its first entry (None: never, or not since blocks)."""
-        return await self.meta.find_one({"_id": "directory_checked"}) if await self._directory_blocks_ready() else None
+        if not await self.markers.done("directory_blocks"):
+            return None
+        return await self.meta.find_one({"_id": "directory_checked"})
 
     async def note_directory_checked(self, seq: int, hash_: str, whole_at: str) -> None:
         await self.meta.replace_one({"_id": "directory_checked"}, {"seq": seq, "hash": hash_, "whole_at": whole_at},
@@ -263,15 +266,10 @@ class AuditStore:
     async def _directory_head(self) -> domain.TrailHead:
         return domain.head_of(await self.directory_head.find_one({"_id": domain.DIRECTORY}) or {})
 
-    async def _directory_blocks_ready(self) -> bool:
-        if not self._blocks_ready:
-            self._blocks_ready = await self.meta.find_one({"_id": "directory_blocks"}) is not None
-        return self._blocks_ready
-
     async def backfill_directory_blocks(self) -> int:
         """Directory entries recorded before they carried their block get it (once per database; the block is its
         seq's and not hashed). Returns how many were given one."""
-        if await self._directory_blocks_ready():
+        if await self.markers.done("directory_blocks"):
             return 0
         given = 0
         async for entry in self.directory.find({"trail": domain.DIRECTORY}, {"seq": 1, "block": 1}):
@@ -279,8 +277,7 @@ class AuditStore:
                 await self.directory.update_one({"_id": entry["_id"]},
                                                 {"$set": {"block": domain.directory_block(entry["seq"])}})
                 given += 1
-        await self.meta.replace_one({"_id": "directory_blocks"}, {"done": True}, upsert=True)
-        self._blocks_ready = True
+        await self.markers.mark("directory_blocks")
         return given
 
     async def trail_of(self, case_id: str) -> list[dict[str, Any]]:
@@ -329,12 +326,13 @@ class AuditStore:
             if int(case.get("trail_seq") or 0) < entry["seq"]:
                 fields.update({"trail_seq": entry["seq"], "trail_hash": entry["hash"]})
             reported_at = fields.get("reported_at") or case.get("reported_at")
-            week, day = domain.report_week(reported_at), domain.report_day(reported_at)
+            week, day, hour = (domain.report_week(reported_at), domain.report_day(reported_at),
+                               domain.report_hour(reported_at))
             if case.get("reported_week") != week:
                 fields["reported_week"] = week
             if case.get("reported_day") != day:
                 fields["reported_day"] = day
-            if case.get("reported_hour") != (hour := domain.report_hour(reported_at)):
+            if case.get("reported_hour") != hour:
                 fields["reported_hour"] = hour
             if not fields and not new:
                 if from_memory:
@@ -404,7 +402,7 @@ class AuditStore:
             if by_day:
                 known_days = {d["_id"] for d in await self.report_days.find({"week": week}, {"_id": 1}).to_list()}
                 hours: dict[str, list[str]] = {}  # the week's registered hours by day: how spread a day's cases are
-                if await self._hours_filled():
+                if await self.markers.done("report_hours"):
                     for d in await self.report_hours.find({"week": week}, {"_id": 1}).to_list():
                         hours.setdefault(d["_id"][:10], []).append(d["_id"])
                 days = [day for day in domain.days_of(week, start, end) if day in known_days or day in hours]
@@ -501,7 +499,7 @@ class AuditStore:
         part as kept unless a case of that day changed since, so a busy week whose today changed costs today's
         cases, not the week's. Where most days changed (the first count of a week) the week is read at once and
         parted by day; while older case documents are being given their day, case by case and no days kept."""
-        if week == domain.NO_WEEK or not await self._days_filled():
+        if week == domain.NO_WEEK or not await self.markers.done("report_days"):
             return domain.stats_part(await self._stats_rows(region, {"reported_week": week})), {}
         # Every day of the week that has cases (registered before its first case was written), with its token (none
         # while no case of it has changed since it was registered).
@@ -519,16 +517,6 @@ class AuditStore:
         days.update({day: [tokens[day], domain.stats_part(rows)] for day, rows in zip(stale, counted, strict=True)})
         return domain.merge_parts([part for _, part in days.values()]), days
 
-    async def _hours_filled(self) -> bool:
-        if not self._hours_complete:
-            self._hours_complete = await self.meta.find_one({"_id": "report_hours"}) is not None
-        return self._hours_complete
-
-    async def _days_filled(self) -> bool:
-        if not self._days_complete:
-            self._days_complete = await self.meta.find_one({"_id": "report_days"}) is not None
-        return self._days_complete
-
     async def _stats_rows(self, region: str, where: dict[str, str]) -> list[dict[str, Any]]:
         return await self.cases.find({"region_path": region, **where},
                                      dict.fromkeys((*domain.STATS_FIELDS, "reported_day"), 1)).to_list()
@@ -540,7 +528,7 @@ class AuditStore:
         for field, of, marker in (("reported_week", domain.report_week, "report_weeks"),
                                   ("reported_day", domain.report_day, "report_days"),
                                   ("reported_hour", domain.report_hour, "report_hours")):
-            if await self.meta.find_one({"_id": marker}):
+            if await self.markers.done(marker):
                 continue
             weeks: set[str] = set()
             async for case in self.cases.find({field: {"$exists": False}}, {"reported_at": 1}):
@@ -554,7 +542,7 @@ class AuditStore:
                 given += 1
             if field == "reported_week":
                 await self.touch_figures((week, domain.NO_WEEK) for week in weeks)
-            await self.meta.replace_one({"_id": marker}, {"done": True}, upsert=True)
+            await self.markers.mark(marker)
         return given
 
     # --- dead letters ---------------------------------------------------------------------------------------

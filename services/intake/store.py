@@ -23,8 +23,7 @@ class ReportStore(AggregateStore):
         super().__init__(db["reports"], relay, clock)
         self._counters = db["case_numbers"]  # _id: "<regency>:<year>" -> seq, the highest number claimed (a hint)
         self._next_seq: dict[str, int] = {}  # the next number this process hands out, per regency and year
-        self._counter_wanted: dict[str, int] = {}
-        self._counter_written: dict[str, int] = {}
+        self._counter_wanted: dict[str, int] = {}  # the highest number claimed here, per key: the counter's aim
         self._counter_moves: dict[str, asyncio.Task[None]] = {}
         self._numbers = db["case_number_claims"]  # _id: a case number -> the case that holds it
         self._keys = db["idempotency_keys"]
@@ -68,15 +67,16 @@ class ReportStore(AggregateStore):
             return
 
         async def move() -> None:
+            written = 0
             try:
-                while (wanted := self._counter_wanted.get(key, 0)) > self._counter_written.get(key, 0):
+                while (wanted := self._counter_wanted[key]) > written:
                     for upsert in (True, False):  # two first writes at once: one inserts, the other updates
                         try:
                             await self._counters.update_one({"_id": key}, {"$max": {"seq": wanted}}, upsert=upsert)
                             break
                         except DuplicateKeyError:
                             continue
-                    self._counter_written[key] = wanted
+                    written = wanted
             except Exception as exc:  # noqa: BLE001 - a hint: the next claim moves it again
                 log.warning("case_number_counter_behind", key=key, error=describe(exc))
             finally:

@@ -13,6 +13,7 @@ from shared import consumer
 
 OPEN_STATUSES = ("created", "acknowledged", "accepted")  # the ones with a next deadline
 from shared.clock import Clock
+from shared.mongo import Markers
 from shared.outbox import AggregateStore, OutboxRelay, Outgoing
 
 _HIDDEN = {"outbox": 0, "applied": 0}
@@ -31,9 +32,8 @@ class ReferralStore(AggregateStore):
         # "region_path:<code>"): where a full list walks back from the newest, skipping days it has none of.
         self.days = db["referral_days"]
         self._known_days: set[str] = set()
-        self.meta = db["meta"]
         # The backfills done (e.g. every referral carries its creation week and hour: lists may read by them).
-        self._backfills_done: set[str] = set()
+        self.markers = Markers(db["meta"])
         self._day_counts: dict[str, int] = {}  # referrals opened in this batch per registry entry, not yet added
         self._busy_days: set[str] = set()  # registry entries counted busy: not counted on
 
@@ -123,7 +123,7 @@ class ReferralStore(AggregateStore):
                 return _open_then_newest([d for d in docs
                                           if d.get("status") not in OPEN_STATUSES and d["_id"] not in listed])
 
-            by_week, by_hour = await self._backfilled("created_weeks"), await self._backfilled("created_hours")
+            by_week, by_hour = await self.markers.done("created_weeks"), await self.markers.done("created_hours")
             for week in sorted({created_week(day) for day in days}, reverse=True):
                 # A day at a time while the week's days are busy, else the rest of the week in one read; a very
                 # busy day an hour at a time.
@@ -165,7 +165,7 @@ class ReferralStore(AggregateStore):
         """Once per database: referrals stored before they carried their creation day, or week, get them (the
         full lists find the others by them); returns how many."""
         filled = 0
-        if not await self.meta.find_one({"_id": "created_days"}):
+        if not await self.markers.done("created_days"):
             async for doc in self.collection.find({"created_day": {"$exists": False}},
                                                   {"created_at": 1, "agency_id": 1, "region_path": 1}):
                 day = created_day(doc["created_at"])
@@ -173,23 +173,17 @@ class ReferralStore(AggregateStore):
                 result = await self.collection.update_one({"_id": doc["_id"], "created_day": {"$exists": False}},
                                                           {"$set": {"created_day": day}})
                 filled += result.modified_count
-            await self.meta.replace_one({"_id": "created_days"}, {"done": True}, upsert=True)
+            await self.markers.mark("created_days")
         for field, of, marker in (("created_week", created_week, "created_weeks"),
                                   ("created_hour", created_hour, "created_hours")):
-            if await self.meta.find_one({"_id": marker}):
+            if await self.markers.done(marker):
                 continue
             async for doc in self.collection.find({field: {"$exists": False}}, {"created_at": 1}):
                 result = await self.collection.update_one({"_id": doc["_id"], field: {"$exists": False}},
                                                           {"$set": {field: of(doc["created_at"])}})
                 filled += result.modified_count
-            await self.meta.replace_one({"_id": marker}, {"done": True}, upsert=True)
+            await self.markers.mark(marker)
         return filled
-
-    async def _backfilled(self, marker: str) -> bool:
-        """Whether the backfill `marker` names is done in this database (remembered once it is)."""
-        if marker not in self._backfills_done and await self.meta.find_one({"_id": marker}) is not None:
-            self._backfills_done.add(marker)
-        return marker in self._backfills_done
 
     async def due_for_escalation(self, now_ts: float, limit: int = 1000) -> list[dict[str, Any]]:
         """Referrals whose next deadline has passed without an escalation for it (a scan on FerretDB: periodic)."""

@@ -12,6 +12,7 @@ from pymongo.errors import DuplicateKeyError
 from services.verification import domain
 from shared import keyset
 from shared.clock import Clock
+from shared.mongo import Markers
 from shared.outbox import AggregateStore, OutboxRelay, document_writes
 from shared.versions import UNREAD, VersionedCollection
 
@@ -36,8 +37,7 @@ class QueueView:
 
     def __init__(self, db: AsyncDatabase) -> None:
         self.collection = db["queue"]
-        self.meta = db["queue_meta"]
-        self._ready = False
+        self.markers = Markers(db["queue_meta"])
 
     async def write(self, doc: dict[str, Any]) -> bool:
         """The case's entry, unless the entry there is of its version or a later one; whether it was written."""
@@ -54,9 +54,7 @@ class QueueView:
         return int(entry["version"]) if entry else 0
 
     async def ready(self) -> bool:
-        if not self._ready:
-            self._ready = await self.meta.find_one({"_id": QUEUE_VIEWS_READY}) is not None
-        return self._ready
+        return await self.markers.done(QUEUE_VIEWS_READY)
 
 
 class CaseStore(AggregateStore):
@@ -97,8 +95,7 @@ class CaseStore(AggregateStore):
         for status in domain.OPEN:  # the queue lists no other status
             async for doc in self.collection.find({"status": status}, {"outbox": 0, "applied": 0}):
                 written += await self.queue_view.write(doc)
-        await self.queue_view.meta.replace_one({"_id": QUEUE_VIEWS_READY}, {"done": True}, upsert=True)
-        self.queue_view._ready = True
+        await self.queue_view.markers.mark(QUEUE_VIEWS_READY)
         return written
 
     # The link index is keyed by _id (a digest, a village-day), so a lookup is a primary-key read on any server.

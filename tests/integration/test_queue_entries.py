@@ -87,7 +87,7 @@ async def test_open_cases_stored_before_the_entries_are_listed_then_given_theirs
     await _decide(store, clock, cases[0], {"decision": "reject", "reason": "tidak cukup bukti"})
     listed = await _listed(store)
     await store.queue_view.collection.delete_many({})  # as stored by the version before the entries
-    await store.queue_view.meta.delete_many({})
+    await store.queue_view.markers.meta.delete_many({})
 
     restarted = _store(db, clock)
     assert await _listed(restarted) == listed == cases[1:]  # read from the cases until the backfill has run

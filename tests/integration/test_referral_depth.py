@@ -304,7 +304,7 @@ async def test_a_full_list_shows_open_referrals_first_then_the_others_newest_fir
         for _ in range(2):  # by week; then a day at a time, as while the week's backfill is not done
             assert [d["_id"] for d in await restarted.search(unit, {}, 0, 50)] == whole
             assert sum([[d["_id"] for d in await restarted.search(unit, {}, n, 1)] for n in range(8)], []) == whole
-            await restarted.meta.delete_one({"_id": "created_weeks"})
+            await restarted.markers.meta.delete_one({"_id": "created_weeks"})
             restarted = ReferralStore(db, OutboxRelay(lambda *a: asyncio.sleep(0)), ManualClock(START))
     finally:
         await client.close()
