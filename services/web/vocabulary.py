@@ -3,6 +3,7 @@ translated when a page is rendered."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared import reference
@@ -55,6 +56,11 @@ CASE_TYPES: dict[str, tuple[str, str]] = {
     "np_pmi": (N_("Irregular migrant worker (PMI non-prosedural)"), N_("Going to work abroad outside the legal procedure")),
     "unknown": (N_("Not sure yet"), N_("The officer will decide")),
 }
+
+
+def titles(table: dict[str, tuple[str, str]], gettext: Callable[[str], str]) -> dict[str, str]:
+    """Each entry's title in the page's language, for the scripts that word what the phone stored."""
+    return {key: gettext(title) for key, (title, _explain) in table.items()}
 
 PERSON_ROLES: dict[str, str] = {
     "potential_victim": N_("Victim (korban)"),

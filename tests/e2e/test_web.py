@@ -50,6 +50,10 @@ async def _statuses(page) -> list[str]:
     return await page.eval_on_selector_all("[data-outbox-list] li[data-status]", "els => els.map(e => e.dataset.status)")
 
 
+async def _summaries(page) -> list[str]:
+    return await page.eval_on_selector_all("[data-outbox-list] .summary", "els => els.map(e => e.textContent)")
+
+
 async def test_reporter_signs_in_changes_first_password_and_files_a_report_online(phone, site, system, reporter):
     page = await phone.new_page()
     await sign_in(page, site, reporter, shots=True)
@@ -79,6 +83,7 @@ async def test_reports_written_offline_wait_survive_a_reload_and_are_sent_exactl
     await page.goto(f"{site}/outbox")
     await page.wait_for_selector("[data-outbox-list] li[data-status]")
     assert await _statuses(page) == ["waiting", "waiting"]
+    assert all("PMI non-prosedural" in s and "Irregular" not in s for s in await _summaries(page))
     await screenshot(page, "outbox-waiting")
     assert cases_of(system.url("intake"), reporter) == []
 
@@ -95,6 +100,10 @@ async def test_reports_written_offline_wait_survive_a_reload_and_are_sent_exactl
     # A sent report leaves no personal data on the phone: the outbox keeps its case number only.
     stored = await page.evaluate("WaspadaOutbox.all()")
     assert all("body" not in item for item in stored) and "Korban" not in str(stored)
+    # Written in Indonesian, read in English: the list words what it kept in the page's language.
+    await page.click("a.lang")
+    await page.wait_for_selector("[data-outbox-list] li[data-status=sent]")
+    assert [s.count("Irregular migrant worker (PMI non-prosedural)") for s in await _summaries(page)] == [1, 1]
 
 
 async def test_a_send_whose_answer_is_lost_is_resent_with_the_same_key_and_makes_one_case(phone, site, system, reporter):

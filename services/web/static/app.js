@@ -77,6 +77,12 @@
     return text + ' ' + (document.body.dataset.zone || '');
   }
 
+  function summaryText(s) {
+    if (typeof s === 'string') return s;  // saved by an older version of this page
+    var types = (s.types || []).map(function (t) { return (T.types || {})[t] || t; });
+    return [s.village, when(s.at)].concat(types).join(' · ');
+  }
+
   function renderOutbox(items) {
     var list = $('[data-outbox-list]');
     list.textContent = '';
@@ -87,7 +93,7 @@
       head.appendChild(el('span', { 'class': 'badge' }, T[item.status]));
       head.appendChild(document.createTextNode(' ' + T.saved_at + ' ' + when(item.created_at)));
       li.appendChild(head);
-      if (item.summary) li.appendChild(el('p', { 'class': 'summary' }, item.summary));
+      if (item.summary) li.appendChild(el('p', { 'class': 'summary' }, summaryText(item.summary)));
       if (item.status === 'sent') {
         var num = el('p', {}, T.case_number + ': ');
         num.appendChild(el('strong', { 'data-case-number': '' }, item.case_number));
@@ -199,12 +205,10 @@
       return body;
     }
     function summary(body) {
+      // Kept as parts and worded when shown, so a report written in one language reads right in the other.
       var village = form.querySelector('#village');
       var name = village.tagName === 'SELECT' ? village.options[village.selectedIndex].text : village.value;
-      var types = body.suspected_types.map(function (t) {
-        return ($('label[for="t-' + t + '"]', form).firstChild || {}).textContent || t;
-      });
-      return [name, when(body.observed_at || new Date().toISOString())].concat(types).join(' · ');
+      return { village: name, at: body.observed_at || new Date().toISOString(), types: body.suspected_types };
     }
     function fill(body) {
       form.reset();
