@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import TypeVar
+import asyncio
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, OperationFailure, PyMongoError, \
+    WriteError
 
 # Errors that say "the database is not reachable now", not "this message or request is wrong".
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionFailure,)
@@ -63,5 +65,82 @@ class Markers:
         self._found.add(name)
 
 
-__all__ = ["DUPLICATE_KEY", "POOL_SIZE", "Markers", "TRANSIENT_ERRORS", "UPDATES_PER_COMMAND", "OperationFailure",
-           "PyMongoError", "commands_of", "connect", "ping"]
+# A command of grouped inserts holds at most this many documents (FerretDB writes them in one statement).
+INSERTS_PER_COMMAND = 100
+
+
+class GroupedInserts:
+    """Inserts into one collection from many writers at once, sent together (a group commit): while one command is
+    in flight, the documents of the writers that come meanwhile wait and go in the next one, as one `insert_many`
+    (FerretDB writes it in one PostgreSQL statement and transaction, where each `insert_one` is one of each). Alone,
+    a writer's document goes at once and alone, as before. Each writer learns what happened to its own document: a
+    duplicate key raises DuplicateKeyError in that writer only (the others' documents are inserted: unordered), and an
+    error of the whole command (the database away) is raised in every writer of it, which then does what it does
+    after a failed insert."""
+
+    def __init__(self, collection: AsyncCollection, most: int = INSERTS_PER_COMMAND) -> None:
+        self.collection = collection
+        self._most = most
+        self._waiting: list[tuple[Mapping[str, Any], asyncio.Future[None]]] = []
+        self._sender: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.commands = 0  # insert commands sent (the tests count them)
+
+    async def insert(self, doc: Mapping[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (a test's): nothing of the old one's is still coming
+            self._loop, self._waiting, self._sender = loop, [], None
+        done: asyncio.Future[None] = loop.create_future()
+        self._waiting.append((doc, done))
+        if self._sender is None:
+            self._sender = loop.create_task(self._send_all())
+        await done
+
+    async def _send_all(self) -> None:
+        batch: list[tuple[Mapping[str, Any], asyncio.Future[None]]] = []
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[:self._most], self._waiting[self._most:]
+                await self._send(batch)
+        finally:
+            self._sender = None
+            for _, done in batch:  # cancelled in flight (the process stopping): its writers learn it
+                if not done.done():
+                    done.cancel()
+
+    async def _send(self, batch: list[tuple[Mapping[str, Any], asyncio.Future[None]]]) -> None:
+        self.commands += 1
+        try:
+            if len(batch) == 1:
+                await self.collection.insert_one(batch[0][0])
+            else:
+                await self.collection.insert_many([doc for doc, _ in batch], ordered=False)
+        except BulkWriteError as exc:
+            failed = {error["index"]: error for error in exc.details.get("writeErrors", [])}
+            for index, (_, done) in enumerate(batch):
+                if (error := failed.get(index)) is None:
+                    _settle(done, None)
+                else:
+                    kind = DuplicateKeyError if error.get("code") == DUPLICATE_KEY else WriteError
+                    _settle(done, kind(error.get("errmsg", "write error"), error.get("code"), error))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the whole command failed: each of its writers is told
+            for _, done in batch:
+                _settle(done, exc)
+        else:
+            for _, done in batch:
+                _settle(done, None)
+
+
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.done():
+        return  # its writer stopped waiting
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
+__all__ = ["DUPLICATE_KEY", "INSERTS_PER_COMMAND", "POOL_SIZE", "GroupedInserts", "Markers", "TRANSIENT_ERRORS",
+           "UPDATES_PER_COMMAND", "OperationFailure", "PyMongoError", "commands_of", "connect", "ping"]

@@ -30,6 +30,7 @@ from pymongo import DeleteOne
 from pymongo.errors import DuplicateKeyError
 
 from shared.clock import Clock, SystemClock
+from shared.mongo import GroupedInserts
 
 log = structlog.get_logger()
 
@@ -95,6 +96,9 @@ class VersionedCollection:
     def __init__(self, collection: AsyncCollection, clock: Clock | None = None, recent: int = RECENT) -> None:
         self.collection = collection
         self.claims = collection.database[collection.name + SUFFIX]
+        # Claims and first versions of writers at once (a consumer's lanes, concurrent requests) go in one command.
+        self._claim_inserts = GroupedInserts(self.claims)
+        self._inserts = GroupedInserts(collection)
         self.clock = clock or SystemClock()
         self._recent: OrderedDict[Any, bytes] = OrderedDict()
         self._recent_max = recent
@@ -154,14 +158,14 @@ class VersionedCollection:
             # A new document that causes no events needs no claim: its insert is atomic on its _id (of two first
             # writers one inserts, the other gets DuplicateKeyError), and there is nothing to publish or repair.
             try:
-                await self.collection.insert_one(new)
+                await self._inserts.insert(new)
             except DuplicateKeyError:
                 await self.catch_up(doc_id)
                 raise
             self._remember(doc_id, new)
             return claim
         try:
-            await self.claims.insert_one(claim)
+            await self._claim_inserts.insert(claim)
         except DuplicateKeyError:
             await self.catch_up(doc_id)
             raise
@@ -212,7 +216,7 @@ class VersionedCollection:
         writer, a catch-up, a stale base): `write` then reads the document and decides."""
         if base is None:
             try:
-                await self.collection.insert_one(new)
+                await self._inserts.insert(new)
                 return True
             except DuplicateKeyError:
                 return False

@@ -17,7 +17,7 @@ from services.audit import domain, records
 from shared import consumer
 from shared.clock import Clock
 from shared.mongo import TRANSIENT_ERRORS as MONGO_TRANSIENT
-from shared.mongo import Markers
+from shared.mongo import GroupedInserts, Markers
 from shared.versions import ConcurrentUpdate, VersionedCollection, set_path
 
 BuildEntry = Callable[[Mapping[str, Any] | None], dict[str, Any]]
@@ -40,12 +40,14 @@ class TrailContention(Exception):
 class AuditStore:
     def __init__(self, db: AsyncDatabase[Any], clock: Clock) -> None:
         self.trail = db["trail"]
+        self._trail_inserts = GroupedInserts(self.trail)  # entries of cases appended side by side: one command
         self.cases = db["cases"]
         self.dead_letters = db["deadletters"]
         self.checkpoints = db["checkpoints"]
         self.checkpoint_pages = db["checkpoint_pages"]
         self.directory = db["directory_trail"]
         self.directory_head = db["directory_head"]
+        self._directory_inserts = GroupedInserts(self.directory)
         self.directory_heads = VersionedCollection(self.directory_head, clock)
         self._clock = clock
         self.case_versions = VersionedCollection(self.cases, clock)
@@ -148,7 +150,7 @@ class AuditStore:
                 return case  # type: ignore[return-value]
             return await self.cases.find_one({"_id": case_id}, {"trail_seq": 1, "trail_hash": 1})
 
-        return await _append(self.trail, "case_id", case_id, event_id, build, attempts, head)
+        return await _append(self.trail, self._trail_inserts, "case_id", case_id, event_id, build, attempts, head)
 
     async def append_batch(self, builds: Mapping[str, tuple[str, BuildEntry]], now: datetime) -> int:
         """Append one entry to each of many cases' trails (case id -> (event id, build)): one insert for all the
@@ -184,7 +186,7 @@ class AuditStore:
     async def append_to_directory(self, event_id: str, build: BuildEntry, attempts: int = 20
                                   ) -> tuple[dict[str, Any], bool]:
         """The directory trail: one chain for every account, appended like a case's trail, its head kept apart."""
-        entry, new = await _append(self.directory, "trail", domain.DIRECTORY, event_id, build, attempts,
+        entry, new = await _append(self.directory, self._directory_inserts, "trail", domain.DIRECTORY, event_id, build, attempts,
                                    lambda: self.directory_head.find_one({"_id": domain.DIRECTORY}))
         def moved(head: dict[str, Any] | None) -> dict[str, Any] | None:  # forward only
             if head is not None and int(head.get("trail_seq") or 0) >= entry["seq"]:
@@ -661,7 +663,8 @@ def _head(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {"trail_seq": entry["seq"], "trail_hash": entry["hash"]}
 
 
-async def _append(collection: Any, key_field: str, key: str, event_id: str, build: BuildEntry, attempts: int,
+async def _append(collection: Any, inserts: GroupedInserts, key_field: str, key: str, event_id: str,
+                  build: BuildEntry, attempts: int,
                   read_head: Callable[[], Awaitable[Mapping[str, Any] | None]]) -> tuple[dict[str, Any], bool]:
     """Append once per event to one chain; the unique (key, seq) and (key, event_id) indexes make it safe
     without transactions."""
@@ -669,7 +672,7 @@ async def _append(collection: Any, key_field: str, key: str, event_id: str, buil
         last = await _last_entry(collection, key_field, key, read_head if attempt == 0 else None)
         entry = build(last)
         try:
-            await collection.insert_one(dict(entry))
+            await inserts.insert(dict(entry))
             return entry, True
         except DuplicateKeyError:
             # Either this event is already recorded (a redelivery) or another writer took the seq (retry).

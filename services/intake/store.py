@@ -13,6 +13,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.clock import Clock
 from shared.logging import describe
+from shared.mongo import GroupedInserts
 from shared.outbox import AggregateStore, OutboxRelay
 
 log = structlog.get_logger()
@@ -27,6 +28,9 @@ class ReportStore(AggregateStore):
         self._counter_moves: dict[str, asyncio.Task[None]] = {}
         self._numbers = db["case_number_claims"]  # _id: a case number -> the case that holds it
         self._keys = db["idempotency_keys"]
+        # Requests at once claim their numbers and keys in one command each (`GroupedInserts`).
+        self._number_inserts = GroupedInserts(self._numbers)
+        self._key_inserts = GroupedInserts(self._keys)
 
     async def ensure_indexes(self) -> None:
         # Uniqueness lives in claims inserted by _id (case numbers, idempotency keys), not in unique indexes of
@@ -87,7 +91,7 @@ class ReportStore(AggregateStore):
     async def claim_case_number(self, number: str, case_id: str) -> bool:
         """Whether `number` is this case's (claimed now, or by an earlier attempt for the same case)."""
         try:
-            await self._numbers.insert_one({"_id": number, "case_id": case_id})
+            await self._number_inserts.insert({"_id": number, "case_id": case_id})
             return True
         except DuplicateKeyError:
             holder = await self._numbers.find_one({"_id": number})
@@ -101,7 +105,7 @@ class ReportStore(AggregateStore):
         """The claim on an Idempotency-Key: this request's if it is the first, else the first request's."""
         claim = {"_id": idempotency_id, "case_id": case_id, "request_hash": request_hash, "at": now.isoformat()}
         try:
-            await self._keys.insert_one(claim)
+            await self._key_inserts.insert(claim)
             return claim
         except DuplicateKeyError:
             first = await self._keys.find_one({"_id": idempotency_id})
