@@ -19,7 +19,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from services.web import handlers, reporter, staff
 from services.web.i18n import load_catalogs
 from services.web.pages import STATIC, Pages
-from services.web.security import security_headers
+from services.web.security import PageHeaders
 from services.web.sessions import SessionStore
 from services.web.upstream import Upstream
 from shared import mongo
@@ -102,7 +102,7 @@ def create_app(settings: WebSettings | None = None, clock: Clock | None = None) 
                      max_body_bytes=settings.max_body_bytes)
     app.state.pages = pages
     handlers.install_redirects(app)
-    app.middleware("http")(security_headers)
+    app.add_middleware(PageHeaders)
     app.add_middleware(GZipMiddleware, minimum_size=512)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(handlers.routes(pages))

@@ -1,0 +1,36 @@
+"""Every request's log lines say which service, method and path they belong to, and nothing of the request before."""
+
+import contextlib
+
+import httpx
+import structlog
+
+from shared.http import create_api
+
+
+@contextlib.asynccontextmanager
+async def _no_lifespan(_):
+    yield
+
+
+def _app():
+    app = create_api(title="waspada-example", description="", lifespan=_no_lifespan, readiness=[], max_body_bytes=1024)
+
+    @app.post("/v1/things/{thing}")
+    async def thing(thing: str) -> dict:
+        seen = structlog.contextvars.get_contextvars()
+        structlog.contextvars.bind_contextvars(actor_id=f"someone-{thing}")  # as the token check binds its actor
+        return seen
+
+    return app
+
+
+async def test_a_request_is_logged_with_its_service_method_and_path_and_nothing_of_the_one_before():
+    transport = httpx.ASGITransport(app=_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        first = (await http.post("/v1/things/a")).json()
+        second = (await http.post("/v1/things/b")).json()
+        too_big = await http.post("/v1/things/c", content=b"x" * 2048)
+    assert first == {"service": "example", "method": "POST", "path": "/v1/things/a"}
+    assert second == {"service": "example", "method": "POST", "path": "/v1/things/b"}  # no actor of the first
+    assert too_big.status_code == 413 and too_big.headers["x-content-type-options"] == "nosniff"
