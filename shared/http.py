@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -93,9 +94,6 @@ _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404:
                  409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_request",
                  428: "precondition_required"}
 
-# Every answer: no MIME sniffing. Answers of the /v1 API (personal data, or data about cases): never cached.
-NOSNIFF = (b"x-content-type-options", b"nosniff")
-NO_STORE = (b"cache-control", b"no-store")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -184,28 +182,38 @@ def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
     return receive
 
 
-class SecurityHeaders:
-    """`X-Content-Type-Options: nosniff` on every answer; `Cache-Control: no-store` on the /v1 API's answers
-    (personal data, case data); a route's own Cache-Control or Content-Security-Policy stays as it set it."""
+class ResponseHeaders:
+    """Middleware that sets headers on every HTTP answer (plain ASGI: no task and no queue per request); a subclass
+    says which in `edit`."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+
+    def edit(self, scope: Scope, headers: MutableHeaders) -> None:
+        raise NotImplementedError
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        private = scope.get("path", "").startswith("/v1/")
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers") or [])
-                names = {name.lower() for name, _ in headers}
-                headers += [h for h in (NOSNIFF, NO_STORE if private else None) if h and h[0] not in names]
-                message = {**message, "headers": headers}
+                message = {**message, "headers": list(message.get("headers") or [])}
+                self.edit(scope, MutableHeaders(scope=message))
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+class SecurityHeaders(ResponseHeaders):
+    """`X-Content-Type-Options: nosniff` on every answer; `Cache-Control: no-store` on the /v1 API's answers
+    (personal data, case data); a route's own Cache-Control or Content-Security-Policy stays as it set it."""
+
+    def edit(self, scope: Scope, headers: MutableHeaders) -> None:
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        if scope.get("path", "").startswith("/v1/"):
+            headers.setdefault("Cache-Control", "no-store")
 
 
 class RequestContext:

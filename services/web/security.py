@@ -5,7 +5,9 @@ from __future__ import annotations
 import hmac
 
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
+
+from shared.http import ResponseHeaders
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "worker-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; "
@@ -19,31 +21,16 @@ def same(a: str | None, b: str | None) -> bool:
     return bool(a) and bool(b) and hmac.compare_digest(str(a), str(b))
 
 
-class PageHeaders:
-    """The headers every answer of the web app carries (plain ASGI: no task and no queue per request)."""
+class PageHeaders(ResponseHeaders):
+    """The headers every answer of the web app carries."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        static = scope.get("path", "").startswith("/static/")
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": list(message.get("headers") or [])}
-                h = MutableHeaders(scope=message)
-                h.setdefault("Content-Security-Policy", CSP)
-                h["X-Content-Type-Options"] = "nosniff"
-                h["Referrer-Policy"] = "no-referrer"
-                h["X-Frame-Options"] = "DENY"
-                h["Cross-Origin-Opener-Policy"] = "same-origin"
-                if static:
-                    h.setdefault("Cache-Control", "no-cache")  # revalidated by ETag; the service worker keeps its own
-                else:
-                    h["Cache-Control"] = "no-store"  # pages and answers may hold personal data
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
+    def edit(self, scope: Scope, headers: MutableHeaders) -> None:
+        headers.setdefault("Content-Security-Policy", CSP)
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["Referrer-Policy"] = "no-referrer"
+        headers["X-Frame-Options"] = "DENY"
+        headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        if scope.get("path", "").startswith("/static/"):
+            headers.setdefault("Cache-Control", "no-cache")  # revalidated by ETag; the service worker keeps its own copy
+        else:
+            headers["Cache-Control"] = "no-store"  # pages and answers may hold personal data

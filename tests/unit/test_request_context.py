@@ -3,6 +3,7 @@
 import contextlib
 
 import httpx
+from fastapi import Response
 import structlog
 
 from shared.http import create_api
@@ -34,3 +35,19 @@ async def test_a_request_is_logged_with_its_service_method_and_path_and_nothing_
     assert first == {"service": "example", "method": "POST", "path": "/v1/things/a"}
     assert second == {"service": "example", "method": "POST", "path": "/v1/things/b"}  # no actor of the first
     assert too_big.status_code == 413 and too_big.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_every_answer_says_nosniff_and_the_api_s_are_never_stored_unless_a_route_says_otherwise():
+    app = _app()
+
+    @app.get("/v1/public-keys")
+    async def keys() -> Response:
+        return Response("{}", media_type="application/json", headers={"Cache-Control": "max-age=300"})
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        api, own, health = (await http.post("/v1/things/a"), await http.get("/v1/public-keys"),
+                            await http.get("/healthz"))
+    assert [r.headers.get_list("x-content-type-options") for r in (api, own, health)] == [["nosniff"]] * 3
+    assert api.headers["cache-control"] == "no-store"
+    assert own.headers.get_list("cache-control") == ["max-age=300"]
+    assert "cache-control" not in health.headers
