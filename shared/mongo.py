@@ -102,11 +102,14 @@ class GroupedInserts:
             while self._waiting:
                 batch, self._waiting = self._waiting[:self._most], self._waiting[self._most:]
                 await self._send(batch)
+                batch = []
         finally:
             self._sender = None
-            for _, done in batch:  # cancelled in flight (the process stopping): its writers learn it
-                if not done.done():
-                    done.cancel()
+            if batch:  # cancelled in flight (the process stopping): its writers and those waiting learn it
+                for _, done in batch + self._waiting:
+                    if not done.done():
+                        done.cancel()
+                self._waiting = []
 
     async def _send(self, batch: list[tuple[Mapping[str, Any], asyncio.Future[None]]]) -> None:
         self.commands += 1

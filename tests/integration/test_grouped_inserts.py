@@ -102,3 +102,18 @@ async def test_version_claims_of_side_by_side_writes_share_commands(db):
     assert firsts < 16 and listener.commands("docs_versions") < 16
     assert Counter(name for name, _ in listener.sent) == {"docs": firsts, "docs_versions": listener.commands(
         "docs_versions")}
+
+
+async def test_writers_are_told_when_the_sender_is_stopped_rather_than_left_waiting(db):
+    database, _ = db
+    inserts = GroupedInserts(database["things"])
+    first = asyncio.create_task(inserts.insert({"_id": "first"}))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # its command is on its way
+    waiting = [asyncio.create_task(inserts.insert({"_id": f"w{i}"})) for i in range(5)]
+    await asyncio.sleep(0)
+    inserts._sender.cancel()  # as when the process stops
+    results = await asyncio.wait_for(asyncio.gather(first, *waiting, return_exceptions=True), timeout=10)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+    await inserts.insert({"_id": "after"})  # a new writer starts a new sender
+    assert await database["things"].find_one({"_id": "after"}) is not None
