@@ -186,8 +186,8 @@ class AuditStore:
     async def append_to_directory(self, event_id: str, build: BuildEntry, attempts: int = 20
                                   ) -> tuple[dict[str, Any], bool]:
         """The directory trail: one chain for every account, appended like a case's trail, its head kept apart."""
-        entry, new = await _append(self.directory, self._directory_inserts, "trail", domain.DIRECTORY, event_id, build, attempts,
-                                   lambda: self.directory_head.find_one({"_id": domain.DIRECTORY}))
+        entry, new = await _append(self.directory, self._directory_inserts, "trail", domain.DIRECTORY, event_id, build,
+                                   attempts, lambda: self.directory_head.find_one({"_id": domain.DIRECTORY}))
         def moved(head: dict[str, Any] | None) -> dict[str, Any] | None:  # forward only
             if head is not None and int(head.get("trail_seq") or 0) >= entry["seq"]:
                 return None

@@ -31,6 +31,6 @@ class PageHeaders(ResponseHeaders):
         headers["X-Frame-Options"] = "DENY"
         headers["Cross-Origin-Opener-Policy"] = "same-origin"
         if scope.get("path", "").startswith("/static/"):
-            headers.setdefault("Cache-Control", "no-cache")  # revalidated by ETag; the service worker keeps its own copy
+            headers.setdefault("Cache-Control", "no-cache")  # revalidated by ETag; the service worker keeps a copy
         else:
             headers["Cache-Control"] = "no-store"  # pages and answers may hold personal data
