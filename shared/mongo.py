@@ -76,7 +76,7 @@ class GroupedInserts:
     a writer's document goes at once and alone, as before. Each writer learns what happened to its own document: a
     duplicate key raises DuplicateKeyError in that writer only (the others' documents are inserted: unordered), and an
     error of the whole command (the database away) is raised in every writer of it, which then does what it does
-    after a failed insert."""
+    after a failed insert. (A cancellation, the process stopping, is not an Exception: `_send_all` tells them.)"""
 
     def __init__(self, collection: AsyncCollection, most: int = INSERTS_PER_COMMAND) -> None:
         self.collection = collection
@@ -114,10 +114,7 @@ class GroupedInserts:
     async def _send(self, batch: list[tuple[Mapping[str, Any], asyncio.Future[None]]]) -> None:
         self.commands += 1
         try:
-            if len(batch) == 1:
-                await self.collection.insert_one(batch[0][0])
-            else:
-                await self.collection.insert_many([doc for doc, _ in batch], ordered=False)
+            await self.collection.insert_many([doc for doc, _ in batch], ordered=False)
         except BulkWriteError as exc:
             failed = {error["index"]: error for error in exc.details.get("writeErrors", [])}
             for index, (_, done) in enumerate(batch):
@@ -126,8 +123,6 @@ class GroupedInserts:
                 else:
                     kind = DuplicateKeyError if error.get("code") == DUPLICATE_KEY else WriteError
                     _settle(done, kind(error.get("errmsg", "write error"), error.get("code"), error))
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # noqa: BLE001 - the whole command failed: each of its writers is told
             for _, done in batch:
                 _settle(done, exc)

@@ -150,7 +150,7 @@ class AuditStore:
                 return case  # type: ignore[return-value]
             return await self.cases.find_one({"_id": case_id}, {"trail_seq": 1, "trail_hash": 1})
 
-        return await _append(self.trail, self._trail_inserts, "case_id", case_id, event_id, build, attempts, head)
+        return await _append(self._trail_inserts, "case_id", case_id, event_id, build, attempts, head)
 
     async def append_batch(self, builds: Mapping[str, tuple[str, BuildEntry]], now: datetime) -> int:
         """Append one entry to each of many cases' trails (case id -> (event id, build)): one insert for all the
@@ -186,8 +186,8 @@ class AuditStore:
     async def append_to_directory(self, event_id: str, build: BuildEntry, attempts: int = 20
                                   ) -> tuple[dict[str, Any], bool]:
         """The directory trail: one chain for every account, appended like a case's trail, its head kept apart."""
-        entry, new = await _append(self.directory, self._directory_inserts, "trail", domain.DIRECTORY, event_id, build,
-                                   attempts, lambda: self.directory_head.find_one({"_id": domain.DIRECTORY}))
+        entry, new = await _append(self._directory_inserts, "trail", domain.DIRECTORY, event_id, build, attempts,
+                                   lambda: self.directory_head.find_one({"_id": domain.DIRECTORY}))
         def moved(head: dict[str, Any] | None) -> dict[str, Any] | None:  # forward only
             if head is not None and int(head.get("trail_seq") or 0) >= entry["seq"]:
                 return None
@@ -663,11 +663,11 @@ def _head(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {"trail_seq": entry["seq"], "trail_hash": entry["hash"]}
 
 
-async def _append(collection: Any, inserts: GroupedInserts, key_field: str, key: str, event_id: str,
-                  build: BuildEntry, attempts: int,
+async def _append(inserts: GroupedInserts, key_field: str, key: str, event_id: str, build: BuildEntry, attempts: int,
                   read_head: Callable[[], Awaitable[Mapping[str, Any] | None]]) -> tuple[dict[str, Any], bool]:
-    """Append once per event to one chain; the unique (key, seq) and (key, event_id) indexes make it safe
-    without transactions."""
+    """Append once per event to one chain (the inserter's collection); the unique (key, seq) and (key, event_id)
+    indexes make it safe without transactions."""
+    collection = inserts.collection
     for attempt in range(attempts):
         last = await _last_entry(collection, key_field, key, read_head if attempt == 0 else None)
         entry = build(last)
