@@ -240,6 +240,12 @@ _TARGET = {"case.screened": "screened", "case.info_requested": "info_requested",
            "case.verified": "verified", "case.rejected": "rejected"}
 
 
+def may_move(event_type: str) -> bool:
+    """Whether a verification event of this type can change a reporter's view at all: the others (a link to
+    another case, the most frequent of them with a prolific recruiter) are not worth reading the report for."""
+    return event_type in _MOVES
+
+
 def on_verification_event(doc: dict[str, Any] | None, event: Envelope, now: datetime) -> Change | None:
     """How a verification event changes the reporter's view; None when it changes nothing."""
     if doc is None or event.type not in _MOVES or doc["status"] not in _MOVES[event.type]:

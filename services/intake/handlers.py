@@ -219,6 +219,8 @@ def run_every(interval_s: float, step: Callable[[], Awaitable[int]]) -> Callable
 
 def subscribers(runtime: Runtime, store: ReportStore) -> None:
     async def on_verification_event(event: Envelope) -> None:
+        if not domain.may_move(event.type):
+            return  # no read: "nothing to do" is otherwise believed only of the stored report
         await store.apply_once(event.case_id, event.event_id,
                                lambda doc: domain.on_verification_event(doc, event, runtime.clock.now()))
 

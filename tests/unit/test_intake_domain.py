@@ -1,3 +1,4 @@
+import typing
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -176,6 +177,18 @@ def test_verification_outcomes_move_the_reporters_status_forward_only():
     assert doc["status"] == "rejected"
     late_request = _verification_event(verification.CaseInfoRequested(question="?"))
     assert domain.on_verification_event(doc, late_request, datetime.now(UTC)) is None
+
+
+def test_the_consumer_skips_without_a_read_only_events_that_change_no_report():
+    """Intake's consumer reads the report only for the event types `may_move` names: a link (fifty per report
+    naming a prolific recruiter) changes no status whatever the report's, so it is not read for one."""
+    doc, _ = _filed()
+    linked = _verification_event(verification.CaseLinked(linked_case_id="c2", reasons=["same recruiter phone"]))
+    assert not domain.may_move(linked.type)
+    for status in typing.get_args(domain.Status):
+        assert domain.on_verification_event({**doc, "status": status}, linked, datetime.now(UTC)) is None
+    screened = _verification_event(verification.CaseInfoRequested(question="?"))
+    assert domain.may_move(screened.type) and domain.on_verification_event(doc, screened, datetime.now(UTC))
 
 
 def test_withdrawal_only_before_a_decision():
