@@ -202,6 +202,7 @@ class OutboxRelay:
         outcomes = await (self._send_all(ordered) if self._send else self._publish_each(ordered))
         sent, settled = 0, True
         marks: dict[str, Any] = {}
+        dropped: dict[str, str] = {}
         counts: dict[str, int] = {}
         for (event_id, entry), error in zip(ordered, outcomes, strict=False):
             where = f"outbox.{event_id}"
@@ -220,11 +221,14 @@ class OutboxRelay:
                 settled = False
                 break
             marks |= {f"{where}.status": "published", f"{where}.published_at": self._clock.now().isoformat()}
+            # Out: its message is no longer needed here, and every later read of the claim (the sweeper's repair
+            # and prune) decodes what is left. A prolific recruiter's report causes some fifty links in one claim.
+            dropped |= {f"{where}.payload": "", f"{where}.headers": ""}
             sent += 1
             log.info("event_published", event_type=entry.get("type"), topic=entry["topic"], **context)
         if settled:
             marks["outbox_open"] = False
-        update = {"$set": marks, "$inc": counts}
+        update = {"$set": marks, "$inc": counts, **({"$unset": dropped} if dropped else {})}
         if together and settled and sent == len(ordered):
             self._marks.setdefault(claims.full_name, (claims, {}))[1][claim_id] = update
             self._mark_soon()

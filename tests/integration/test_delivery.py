@@ -212,6 +212,9 @@ async def test_an_entry_the_broker_refuses_is_marked_failed_stops_blocking_and_i
             await relay.sweep_once(full=False)  # refused a second time: failed, and the next entry goes out
             entries = await store.outbox(case_id)
             assert entries[big.event_id]["status"] == "failed" and entries[small.event_id]["status"] == "published"
+            # a published entry keeps no copy of its message; a failed one keeps it for `resend`
+            assert "payload" not in entries[small.event_id] and "headers" not in entries[small.event_id]
+            assert json.loads(entries[big.event_id]["payload"])["event_id"] == big.event_id
             assert "MessageSizeTooLargeError" in entries[big.event_id]["last_error"]
             assert await relay.failed_entries() == 1
             await store.change(case_id, 1, Change(set={"n": 1}, events=[Outgoing(topics.INTAKE, later)]))
@@ -280,6 +283,7 @@ async def test_a_changes_events_go_out_in_order_and_the_marks_of_several_changes
     assert updates.count == 1  # nine entries of three changes marked published and their claims closed in one write
     assert len(claims) == 3 and all(claim["outbox_open"] is False for claim in claims)
     assert {(e["status"], e["attempts"]) for claim in claims for e in claim["outbox"].values()} == {("published", 1)}
+    assert not any("payload" in e for claim in claims for e in claim["outbox"].values())  # dropped with the marks
 
 
 async def test_the_marks_of_many_changes_do_not_stall_the_database(infra, isolation):
