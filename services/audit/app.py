@@ -19,6 +19,8 @@ class AuditSettings(ServiceSettings):
     port: int = 8004
     checkpoint_check_interval_s: float = Field(600.0, gt=0)  # a checkpoint is taken once per UTC day
     directory_check_interval_s: float = Field(900.0, gt=0)  # the directory's whole chain recomputed
+    # Case documents of trails appended to by links and reads alone are given their heads this often (each once)
+    trail_head_interval_s: float = Field(2.0, gt=0)
 
 
 def create_app(settings: AuditSettings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -29,6 +31,7 @@ def create_app(settings: AuditSettings | None = None, clock: Clock | None = None
     runtime.relay.watch(store.directory_heads)
     runtime.startup.append(store.ensure_indexes)
     runtime.backfill_once("report_weeks", store.backfill_report_weeks)
+    runtime.background.append(lambda: store.keep_heads_written(settings.trail_head_interval_s))
     runtime.background.append(
         lambda: handlers.directory_checks(store, runtime.clock, settings.directory_check_interval_s))
     runtime.background.append(

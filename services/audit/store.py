@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
+import structlog
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -16,9 +18,11 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from services.audit import domain, records
 from shared import consumer
 from shared.clock import Clock
-from shared.mongo import TRANSIENT_ERRORS as MONGO_TRANSIENT
+from shared.logging import describe
 from shared.mongo import GroupedInserts, Markers
 from shared.versions import ConcurrentUpdate, VersionedCollection, set_path
+
+log = structlog.get_logger()
 
 BuildEntry = Callable[[Mapping[str, Any] | None], dict[str, Any]]
 
@@ -53,9 +57,17 @@ class AuditStore:
         self.case_versions = VersionedCollection(self.cases, clock)
         # The region's figures week by week (domain.stats_part): a token per report week, changed whenever a
         # case of that week changes, and each region's part of a week kept with the token it was counted at.
-        # The trails appended to in the consumer's current batch: case id -> [its last entry, whether the case
-        # document shows it] (`record`); emptied as the batch ends.
-        self._batch_heads: dict[str, list[Any]] = {}
+        # Trails appended to by events that change nothing else (a link, a read of the case), whose case documents
+        # do not show their last entry yet: case id -> that entry (`record`). They are written together every few
+        # seconds (`write_heads`): a prolific recruiter's report links 25 earlier cases, the next report 24 of the
+        # same again, and each case document is written once per round instead of once per link. Before a batch's
+        # offsets are committed its unwritten heads are noted in one journal document (`head_journal`), which a
+        # process starting after a crash writes through (`recover_heads`): no head is left behind its trail.
+        self._heads: dict[str, dict[str, Any]] = {}
+        self.head_journal = db["head_journal"]
+        self._journal_inserts = GroupedInserts(self.head_journal)
+        self._journaled: list[str] = []  # this process's journal documents whose heads are not all written yet
+        self._writing_heads = asyncio.Lock()
         self.stats_weeks = db["stats_weeks"]
         # The days cases were reported on (`reported_day`), each registered before the first case of it is written
         # (once per process): the search reads busy weeks a day at a time, and only days that have cases. A week's
@@ -101,42 +113,101 @@ class AuditStore:
     async def record(self, case_id: str, event_id: str, build: BuildEntry,
                      updates: list[domain.CaseUpdate]) -> tuple[dict[str, Any], bool]:
         """Append an event to its case's trail and bring the case document up to date; returns the entry and
-        whether it is new. The first event of a case in a consumer's batch reads the case and writes it, as
-        always; its further events there that change nothing but the trail's head (a link, a read of the case)
-        are appended on the head kept here, with no read and no write of the case, whose head is written once as
-        the batch ends, before its offsets are committed. A head that is stale (another process appended
-        meanwhile, or a crash left the document behind) only costs a collision on (case_id, seq) and a search."""
-        held = self._batch_heads.get(case_id)
-        if held is not None and not updates:
-            entry, appended = await self.append(case_id, event_id, build, case=_head(held[0]))
-            if entry["seq"] > held[0]["seq"]:
-                held[:] = [entry, False]
+        whether it is new. An event that changes nothing but the trail's head (a link, a read of the case) is
+        appended on the head held here or, the first time, on the case as this process last wrote it (usually no
+        read), and the case document is left to `write_heads`. An event with updates writes the case document
+        with its head, as always. A head that is stale (another process appended meanwhile, or a crash left the
+        document behind) only costs a collision on (case_id, seq) and a search."""
+        held = self._heads.get(case_id)
+        if not updates:
+            head = _head(held) if held is not None else (await self.case_versions.base_for_write(case_id))[0]
+            entry, appended = await self.append(case_id, event_id, build, case=head)
+            if held is None or entry["seq"] > held["seq"]:
+                self._heads[case_id] = entry
+                await consumer.at_batch_end("trail_heads", self._journal_heads)
             return entry, appended
         case, remembered = await self.case_versions.base_for_write(case_id)  # as this process last wrote it: no read
         head = case
-        if held is not None and (case is None or int(case.get("trail_seq") or 0) < held[0]["seq"]):
-            head = _head(held[0])  # appended in this batch, not written to the case yet
+        if held is not None and (case is None or int(case.get("trail_seq") or 0) < held["seq"]):
+            head = _head(held)  # appended on, not written to the case yet
         entry, appended = await self.append(case_id, event_id, build, case=head)
         # Also on a redelivery: the previous attempt may have stopped between the trail and the case document.
         await self.project(case_id, entry, updates, case=case, remembered=remembered)
-        if held is None:
-            self._batch_heads[case_id] = [entry, True]
-            await consumer.at_batch_end(("trail_head", case_id), lambda: self._write_head(case_id))
-        elif entry["seq"] >= held[0]["seq"]:
-            held[:] = [entry, True]
+        if held is not None and self._heads.get(case_id) is held and entry["seq"] >= held["seq"]:
+            del self._heads[case_id]  # the document shows it now
         return entry, appended
 
-    async def _write_head(self, case_id: str) -> None:
-        held = self._batch_heads.get(case_id)
+    async def _journal_heads(self) -> None:
+        """Note the heads not written yet in one journal document (before the batch's offsets are committed)."""
+        if not self._heads:
+            return
+        note_id = uuid.uuid4().hex
+        await self._journal_inserts.insert({"_id": note_id, "at": domain.timestamp(self._clock.now()),
+                                            "heads": [{"case_id": case_id, "seq": e["seq"], "hash": e["hash"]}
+                                                      for case_id, e in self._heads.items()]})
+        self._journaled.append(note_id)
+
+    async def write_heads(self) -> int:
+        """Write the heads held here into their case documents (forward only, through version claims), then drop
+        the journal documents they cover; returns how many were written. One round at a time."""
+        async with self._writing_heads:
+            journaled, self._journaled = self._journaled, []
+            held = dict(self._heads)
+            slots = asyncio.Semaphore(16)  # side by side: their claims go in shared commands
+
+            async def write(case_id: str, entry: dict[str, Any]) -> bool:
+                async with slots:
+                    try:
+                        await self.project(case_id, entry, [])
+                    except Exception as exc:  # noqa: BLE001 - held again by the next round; the journal stays
+                        log.warning("trail_head_not_written", case_id=case_id, error=describe(exc))
+                        return False
+                if self._heads.get(case_id) is entry:
+                    del self._heads[case_id]
+                return True
+
+            written = await asyncio.gather(*(write(case_id, entry) for case_id, entry in held.items()))
+            if all(written):
+                if journaled:  # every head they name is written (or was, by an event with updates)
+                    await self.head_journal.delete_many({"_id": {"$in": journaled}})
+            else:
+                self._journaled = journaled + self._journaled
+            return sum(written)
+
+    async def recover_heads(self) -> int:
+        """At start: write through the heads journaled by a process that stopped before writing them (forward
+        only: a head some event has moved past changes nothing), then drop those journal documents."""
+        notes = await self.head_journal.find({}).to_list()
+        latest: dict[str, dict[str, Any]] = {}
+        for note in notes:
+            for head in note.get("heads", []):
+                if head["case_id"] not in latest or head["seq"] > latest[head["case_id"]]["seq"]:
+                    latest[head["case_id"]] = {"seq": head["seq"], "hash": head["hash"]}
+        for case_id, entry in latest.items():
+            await self.project(case_id, entry, [])
+        if notes:
+            await self.head_journal.delete_many({"_id": {"$in": [n["_id"] for n in notes]}})
+        return len(latest)
+
+    async def keep_heads_written(self, interval_s: float) -> None:
+        """The background loop: the journal of a stopped process first, then every `interval_s` what is held; at
+        shutdown once more."""
+        while True:
+            try:
+                if recovered := await self.recover_heads():
+                    log.info("trail_heads_recovered", cases=recovered)
+                break
+            except Exception as exc:  # noqa: BLE001 - a database away at start: try again
+                log.warning("trail_heads_recovery_failed", error=describe(exc))
+                await asyncio.sleep(interval_s)
         try:
-            if held is not None and not held[1]:
-                await self.project(case_id, held[0], [])
-        except MONGO_TRANSIENT:
-            raise  # the batch's end waits the outage out and calls again: the head is still held
-        except Exception:
-            self._batch_heads.pop(case_id, None)  # the next append meets the stale head, searches and writes it
+            while True:
+                await asyncio.sleep(interval_s)
+                await self.write_heads()
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.write_heads(), 5.0)
             raise
-        self._batch_heads.pop(case_id, None)
 
     async def append(self, case_id: str, event_id: str, build: BuildEntry, attempts: int = 20,
                      case: Mapping[str, Any] | None | Literal["unread"] = "unread") -> tuple[dict[str, Any], bool]:
@@ -154,13 +225,15 @@ class AuditStore:
 
     async def append_batch(self, builds: Mapping[str, tuple[str, BuildEntry]], now: datetime) -> int:
         """Append one entry to each of many cases' trails (case id -> (event id, build)): one insert for all the
-        entries, then each head moves through its version claim. A case the read model does not hold yet, and an
-        entry that collides (a redelivery, another writer), goes through `append` alone. Returns how many entries
-        are new."""
+        entries, each on the head held here or the case as this process last wrote it (else read); the case
+        documents are left to `write_heads`, as after any event that changes nothing but the head. A case the read
+        model does not hold yet, and an entry that collides (a redelivery, another writer, a stale head), goes
+        through `append` alone. Returns how many entries are new."""
         batch: dict[str, dict[str, Any]] = {}
         single: list[str] = []
         for case_id in sorted(builds):
-            case = await self.cases.find_one({"_id": case_id}, {"trail_seq": 1, "trail_hash": 1})
+            held = self._heads.get(case_id)
+            case = _head(held) if held is not None else (await self.case_versions.base_for_write(case_id))[0]
             if case is None or not case.get("trail_seq"):
                 single.append(case_id)
             else:
@@ -171,16 +244,20 @@ class AuditStore:
                 await self.trail.insert_many([dict(e) for e in batch.values()], ordered=False)
             except BulkWriteError as exc:
                 failed = {err["index"] for err in exc.details.get("writeErrors", [])}
-        inserted = [(case_id, entry) for i, (case_id, entry) in enumerate(batch.items()) if i not in failed]
+        appended = [(case_id, entry) for i, (case_id, entry) in enumerate(batch.items()) if i not in failed]
         single += [case_id for i, case_id in enumerate(batch) if i in failed]
-        for case_id, entry in inserted:  # each head moves through its version claim (safe with several copies)
-            await self.project(case_id, entry, [])
-        new = len(inserted)
+        new = len(appended)
         for case_id in single:
             event_id, build = builds[case_id]
-            entry, appended = await self.append(case_id, event_id, build)
-            await self.project(case_id, entry, [])
-            new += appended
+            entry, is_new = await self.append(case_id, event_id, build)
+            appended.append((case_id, entry))
+            new += is_new
+        for case_id, entry in appended:
+            held = self._heads.get(case_id)
+            if held is None or entry["seq"] > held["seq"]:
+                self._heads[case_id] = entry
+        if appended:
+            await consumer.at_batch_end("trail_heads", self._journal_heads)
         return new
 
     async def append_to_directory(self, event_id: str, build: BuildEntry, attempts: int = 20

@@ -365,7 +365,8 @@ async def _apply_batch(store: AuditStore, events: list[Envelope]) -> None:
     await consume_batch(consumer, [_Record(e, i) for i, e in enumerate(events)], concurrency=4)
 
 
-async def test_a_batch_of_one_cases_links_is_chained_on_a_head_held_in_memory_and_written_once(audit_db, monkeypatch):
+async def test_links_are_chained_on_a_head_held_in_memory_and_the_case_written_once_per_round(audit_db,
+                                                                                            monkeypatch):
     from shared.contracts.verification import CaseLinked
 
     store = AuditStore(audit_db, SystemClock())
@@ -373,7 +374,12 @@ async def test_a_batch_of_one_cases_links_is_chained_on_a_head_held_in_memory_an
     reported, other = case_reported(), case_reported()
     links = [_follow_up(reported, CaseLinked(linked_case_id=str(uuid.uuid4()), reasons=["phone"])) for _ in range(10)]
     reads = calls_to(monkeypatch, store.cases, "find_one")
-    await _apply_batch(store, [reported, *links[:5], other, *links[5:]])
+    await _apply_batch(store, [reported, *links[:3], other])
+    await _apply_batch(store, links[3:6])  # later batches: the head is still held, the case not written
+    await _apply_batch(store, links[6:])
+    assert (await audit_db["cases"].find_one({"_id": reported.case_id}))["trail_seq"] == 1  # the report's write
+    assert await audit_db["head_journal"].count_documents({}) == 3  # one note per batch, before its commit
+    assert await store.write_heads() == 1
     reads = [f for f in reads if f.get("_id") == reported.case_id]
     entries = await store.trail_of(reported.case_id)
     assert [e["event_id"] for e in entries] == [reported.event_id, *(e.event_id for e in links)]
@@ -381,36 +387,76 @@ async def test_a_batch_of_one_cases_links_is_chained_on_a_head_held_in_memory_an
     doc = await audit_db["cases"].find_one({"_id": reported.case_id})
     assert (doc["trail_seq"], doc["trail_hash"], doc["status"]) == (11, entries[-1]["hash"], "reported")
     assert len(reads) == 1  # the report's; the links were appended on the head held in memory
-    # written twice: by the report (a new document causing no events: no claim), and the head once at the batch's
-    # end (not once per link): one claim
+    # written twice: by the report (a new document causing no events: no claim), and the head once for the ten
+    # links of three batches: one claim
     assert await audit_db["cases_versions"].count_documents({"doc_id": reported.case_id}) == 1
+    assert await audit_db["head_journal"].count_documents({}) == 0  # every head it named is written
 
     await _apply_batch(store, [reported, *links])  # the whole batch again (a crash before its commit): no change
+    await store.write_heads()
     assert len(await store.trail_of(reported.case_id)) == 11
     assert (await audit_db["cases"].find_one({"_id": reported.case_id}))["trail_seq"] == 11
 
 
-async def test_a_head_left_unwritten_by_a_failed_batch_end_is_found_by_the_next_event(audit_db, monkeypatch):
+async def test_an_event_with_updates_writes_the_head_held_for_its_case(audit_db):
+    from shared.contracts.verification import CaseLinked
+
+    store = AuditStore(audit_db, SystemClock())
+    await store.ensure_indexes()
+    reported = case_reported()
+    links = [_follow_up(reported, CaseLinked(linked_case_id=str(uuid.uuid4()), reasons=["phone"])) for _ in range(3)]
+    await _apply_batch(store, [reported, *links])
+    await _apply_batch(store, [_follow_up(reported, CaseInfoRequested(question="Kapan?"))])
+    doc = await audit_db["cases"].find_one({"_id": reported.case_id})
+    assert (doc["trail_seq"], doc["status"]) == (5, "info_requested")  # no round needed
+    assert await store.write_heads() == 0
+    assert domain.verify_chain(await store.trail_of(reported.case_id), domain.head_of(doc))["valid"] is True
+
+
+async def test_heads_a_stopped_process_left_unwritten_are_written_by_the_next_one(audit_db):
+    from shared.contracts.verification import CaseLinked
+
+    stopped = AuditStore(audit_db, SystemClock())
+    await stopped.ensure_indexes()
+    first, second = case_reported(), case_reported()
+    links = [_follow_up(c, CaseLinked(linked_case_id=str(uuid.uuid4()), reasons=["name"])) for c in (first, second)
+             for _ in range(2)]
+    await _apply_batch(stopped, [first, second, *links[:3]])
+    await _apply_batch(stopped, links[3:])
+    # the process stops here: its heads were never written, only journaled with each batch
+    behind = {c.case_id: (await audit_db["cases"].find_one({"_id": c.case_id}))["trail_seq"] for c in (first, second)}
+    assert behind == {first.case_id: 1, second.case_id: 1}
+
+    started = AuditStore(audit_db, SystemClock())
+    assert await started.recover_heads() == 2
+    for case in (first, second):
+        doc = await audit_db["cases"].find_one({"_id": case.case_id})
+        entries = await started.trail_of(case.case_id)
+        assert doc["trail_seq"] == len(entries) == 3 and doc["trail_hash"] == entries[-1]["hash"]
+        assert domain.verify_chain(entries, domain.head_of(doc))["valid"] is True
+    assert await audit_db["head_journal"].count_documents({}) == 0
+    later = _follow_up(first, CaseInfoRequested(question="Siapa sponsornya?"))
+    await _apply_batch(started, [later])
+    assert [e["seq"] for e in await started.trail_of(first.case_id)] == [1, 2, 3, 4]
+
+
+async def test_a_head_left_unwritten_without_a_journal_is_found_by_the_next_event(audit_db):
+    """A journal note that could not be written either (the database away at the batch's end, then a crash):
+    the next event of the case meets the stale head, searches the trail and writes the head."""
     from shared.contracts.verification import CaseLinked
 
     store = AuditStore(audit_db, SystemClock())
     await store.ensure_indexes()
     reported = case_reported()
     links = [_follow_up(reported, CaseLinked(linked_case_id=str(uuid.uuid4()), reasons=["name"])) for _ in range(3)]
-    project = store.project
-
-    async def dies_at_batch_end(case_id, entry, updates, case="unread", **kwargs):
-        if not updates and entry["seq"] > 1:
-            raise RuntimeError("process died before the head was written (simulated)")
-        return await project(case_id, entry, updates, case, **kwargs)
-
-    monkeypatch.setattr(store, "project", dies_at_batch_end)
     await _apply_batch(store, [reported, *links])
+    await audit_db["head_journal"].delete_many({})
+    restarted = AuditStore(audit_db, SystemClock())
+    assert await restarted.recover_heads() == 0
     assert (await audit_db["cases"].find_one({"_id": reported.case_id}))["trail_seq"] == 1  # behind the trail
-    monkeypatch.undo()
     later = _follow_up(reported, CaseInfoRequested(question="Siapa sponsornya?"))
-    await _apply_batch(store, [later])
-    entries = await store.trail_of(reported.case_id)
+    await _apply_batch(restarted, [later])
+    entries = await restarted.trail_of(reported.case_id)
     assert [e["seq"] for e in entries] == [1, 2, 3, 4, 5] and entries[-1]["event_id"] == later.event_id
     assert domain.verify_chain(entries)["valid"] is True
     doc = await audit_db["cases"].find_one({"_id": reported.case_id})
