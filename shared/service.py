@@ -32,6 +32,26 @@ from shared.settings import ServiceSettings
 log = structlog.get_logger()
 
 
+def every(interval_s: float, step: Callable[[], Awaitable[Any]], what: str) -> Callable[[], Awaitable[None]]:
+    """A loop for `Runtime.background`: `step` every `interval_s` (a failure is logged and the step tried again next
+    time), and once more as the service stops, so what it writes late is written before the process ends."""
+
+    async def loop() -> None:
+        try:
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    await step()
+                except Exception as exc:  # noqa: BLE001 - the loop outlives a database outage
+                    log.warning(f"{what}_failed", error=describe(exc))
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(step(), 5.0)
+            raise
+
+    return loop
+
+
 @dataclass
 class Runtime:
     settings: ServiceSettings

@@ -10,7 +10,7 @@ from services.audit.store import AuditStore
 from shared.access import AccessLog
 from shared.clock import Clock
 from shared.crypto import RECORDS, derived_key, keystore_for, master_key_from
-from shared.service import build_runtime, create_service_api
+from shared.service import build_runtime, create_service_api, every
 from shared.settings import ServiceSettings
 
 
@@ -31,7 +31,8 @@ def create_app(settings: AuditSettings | None = None, clock: Clock | None = None
     runtime.relay.watch(store.directory_heads)
     runtime.startup.append(store.ensure_indexes)
     runtime.backfill_once("report_weeks", store.backfill_report_weeks)
-    runtime.background.append(lambda: store.keep_heads_written(settings.trail_head_interval_s))
+    runtime.startup.append(store.recover_heads)  # heads a stopped process journaled, before consuming
+    runtime.background.append(every(settings.trail_head_interval_s, store.write_heads, "trail_heads_write"))
     runtime.background.append(
         lambda: handlers.directory_checks(store, runtime.clock, settings.directory_check_interval_s))
     runtime.background.append(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -187,27 +186,8 @@ class AuditStore:
             await self.project(case_id, entry, [])
         if notes:
             await self.head_journal.delete_many({"_id": {"$in": [n["_id"] for n in notes]}})
+            log.info("trail_heads_recovered", notes=len(notes), cases=len(latest))
         return len(latest)
-
-    async def keep_heads_written(self, interval_s: float) -> None:
-        """The background loop: the journal of a stopped process first, then every `interval_s` what is held; at
-        shutdown once more."""
-        while True:
-            try:
-                if recovered := await self.recover_heads():
-                    log.info("trail_heads_recovered", cases=recovered)
-                break
-            except Exception as exc:  # noqa: BLE001 - a database away at start: try again
-                log.warning("trail_heads_recovery_failed", error=describe(exc))
-                await asyncio.sleep(interval_s)
-        try:
-            while True:
-                await asyncio.sleep(interval_s)
-                await self.write_heads()
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.write_heads(), 5.0)
-            raise
 
     async def append(self, case_id: str, event_id: str, build: BuildEntry, attempts: int = 20,
                      case: Mapping[str, Any] | None | Literal["unread"] = "unread") -> tuple[dict[str, Any], bool]:

@@ -10,7 +10,7 @@ from services.referral.store import CaseStore, ReferralStore
 from shared.access import AccessLog
 from shared.clock import Clock
 from shared.crypto import keystore_for
-from shared.service import build_runtime, create_service_api
+from shared.service import build_runtime, create_service_api, every
 from shared.settings import ServiceSettings
 
 
@@ -18,6 +18,7 @@ class ReferralSettings(ServiceSettings):
     service: str = "referral"
     port: int = 8003
     deadline_check_interval_s: float = Field(30.0, gt=0)  # how often breached deadlines are looked for
+    day_count_interval_s: float = Field(2.0, gt=0)  # how often the referrals opened meanwhile are added to day counts
 
 
 def create_app(settings: ReferralSettings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -31,6 +32,7 @@ def create_app(settings: ReferralSettings | None = None, clock: Clock | None = N
     check_deadlines_once = handlers.deadline_checker(runtime, store)
     runtime.background.append(handlers.run_every(settings.deadline_check_interval_s, check_deadlines_once))
     runtime.backfill_once("referral_days", store.backfill_created_days)
+    runtime.background.append(every(settings.day_count_interval_s, store.write_counts, "day_counts_write"))
     app = create_service_api(runtime, title="waspada-referral",
                              description="Verified cases routed to the units that act on them, with deadlines "
                                          "that escalate, re-routing of declined referrals and case closure.")

@@ -9,7 +9,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.referral.domain import PRIORITY_RANK, created_day, created_hour, created_week
-from shared import consumer
 
 OPEN_STATUSES = ("created", "acknowledged", "accepted")  # the ones with a next deadline
 from shared.clock import Clock
@@ -34,7 +33,9 @@ class ReferralStore(AggregateStore):
         self._known_days: set[str] = set()
         # The backfills done (e.g. every referral carries its creation week and hour: lists may read by them).
         self.markers = Markers(db["meta"])
-        self._day_counts: dict[str, int] = {}  # referrals opened in this batch per registry entry, not yet added
+        # Referrals opened per registry entry, not added to its count yet: added every few seconds (`write_counts`),
+        # one command per entry however many referrals it gained meanwhile.
+        self._day_counts: dict[str, int] = {}
         self._busy_days: set[str] = set()  # registry entries counted busy: not counted on
 
     async def ensure_indexes(self) -> None:
@@ -65,23 +66,32 @@ class ReferralStore(AggregateStore):
         return True
 
     async def count_day(self, doc: dict[str, Any]) -> None:
-        """Add the referral to its days' counts (`n`), once per batch and entry, until a day is known to be busy:
+        """Count the referral in its days' counts (`n`), added by `write_counts`, until a day is known to be busy:
         how busy a day is decides whether a list reads it an hour at a time, so past BUSY_HOURS_DAY it is not counted
-        on (a busy region's referrals then cost no count at all). A count, not a guard: a crash between the referral
-        and its count leaves the day one short, which costs a list some speed, never a referral."""
+        on (a busy region's referrals then cost no count at all). A count, not a guard: a crash before the count is
+        written leaves the day short, which costs a list some speed, never a referral."""
         for scope in day_scopes(doc):
             entry_id = f"{scope}|{doc['created_day']}"
-            if entry_id in self._busy_days:
-                continue
-            self._day_counts[entry_id] = self._day_counts.get(entry_id, 0) + 1
-            await consumer.at_batch_end(("referral_day_count", entry_id), lambda e=entry_id: self._add_count(e))
+            if entry_id not in self._busy_days:
+                self._day_counts[entry_id] = self._day_counts.get(entry_id, 0) + 1
 
-    async def _add_count(self, entry_id: str) -> None:
-        if n := self._day_counts.pop(entry_id, 0):
-            counted = await self.days.find_one_and_update({"_id": entry_id}, {"$inc": {"n": n}},
-                                                          return_document=ReturnDocument.AFTER)
+    async def write_counts(self) -> int:
+        """Add what the days gained since the last round to their counts; returns how many were written. A count
+        that could not be written is kept for the next round."""
+        counts, self._day_counts = self._day_counts, {}
+        written = 0
+        for entry_id, n in counts.items():
+            try:
+                counted = await self.days.find_one_and_update({"_id": entry_id}, {"$inc": {"n": n}},
+                                                              return_document=ReturnDocument.AFTER)
+            except Exception:
+                for rest in list(counts)[list(counts).index(entry_id):]:
+                    self._day_counts[rest] = self._day_counts.get(rest, 0) + counts[rest]
+                raise
+            written += 1
             if counted is not None and int(counted.get("n") or 0) >= BUSY_HOURS_DAY:
                 self._busy_days.add(entry_id)
+        return written
 
     async def note_day(self, doc: dict[str, Any]) -> None:
         """Register the referral's day under its unit and each region it is in (once per process and key)."""

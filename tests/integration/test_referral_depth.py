@@ -335,6 +335,7 @@ async def test_a_busy_day_is_listed_an_hour_at_a_time_in_the_same_order(infra, i
                           "region_path": region, "status": status, "priority_rank": 1, "created_at": stamp,
                           "created_day": created_day(stamp), "created_week": created_week(stamp),
                           "created_hour": created_hour(stamp)}, [], applied=None)
+        await store.write_counts()  # a round of the service's loop after each
         names.append((stamp, name))
 
     busy = START - timedelta(days=2)
@@ -353,5 +354,39 @@ async def test_a_busy_day_is_listed_an_hour_at_a_time_in_the_same_order(infra, i
             assert sum(pages, []) == whole, size
         region_wide = [d["_id"] for d in await store.search({"region_path": "36.03"}, {}, 0, 4)]
         assert region_wide == whole[:4]
+    finally:
+        await client.close()
+
+
+async def test_referrals_opened_between_rounds_are_counted_in_one_write_per_day_entry(infra, isolation, monkeypatch):
+    from pymongo import AsyncMongoClient
+
+    from services.referral.domain import created_day, created_hour, created_week
+    from services.referral.store import ReferralStore
+    from shared.outbox import OutboxRelay
+    from tests.conftest import calls_to
+
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    db = client[f"{isolation['db_prefix']}_referral"]
+    store = ReferralStore(db, OutboxRelay(lambda *a: asyncio.sleep(0), ManualClock(START)), ManualClock(START))
+    await store.ensure_indexes()
+    region = ["36", "36.03", "36.03.11", "36.03.11.2005"]
+    stamp = (START - timedelta(hours=1)).isoformat()
+    day = created_day(stamp)
+    try:
+        for n in range(5):
+            await store.open({"_id": f"r{n}", "referral_id": f"r{n}", "case_id": f"case-{n}",
+                              "agency_id": "polresta_tangerang", "region_path": region, "status": "created",
+                              "priority_rank": 1, "created_at": stamp, "created_day": day,
+                              "created_week": created_week(stamp), "created_hour": created_hour(stamp)}, [],
+                             applied=None)
+        entry_ids = [f"agency_id:polresta_tangerang|{day}", *(f"region_path:{code}|{day}" for code in region)]
+        assert [d.get("n") for d in await store.days.find({"_id": {"$in": entry_ids}}).to_list()] == [None] * 5
+        writes = calls_to(monkeypatch, store.days, "find_one_and_update")
+        assert await store.write_counts() == 5  # the unit and four regions: one command each for five referrals
+        assert len(writes) == 5
+        counted = {d["_id"]: d["n"] for d in await store.days.find({"_id": {"$in": entry_ids}}).to_list()}
+        assert counted == dict.fromkeys(entry_ids, 5)
+        assert await store.write_counts() == 0  # nothing gained since
     finally:
         await client.close()
