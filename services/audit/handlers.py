@@ -334,7 +334,7 @@ def subscribers(runtime: Runtime, store: AuditStore, keys: KeyStore) -> None:
         now = runtime.clock.now()
         entries = domain.listing_entries(event, parse_data(event, access.CasesListed))
         builds = {e.case_id: (e.event_id, lambda last, e=e: domain.chain_entry(e, last, now)) for e in entries}
-        appended = await store.append_batch(builds, now)
+        appended = await store.append_batch(builds)
         log.info("listing_recorded", cases=len(entries), appended=appended)
 
     async def record(event: Envelope) -> None:

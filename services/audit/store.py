@@ -56,13 +56,17 @@ class AuditStore:
         self.case_versions = VersionedCollection(self.cases, clock)
         # The region's figures week by week (domain.stats_part): a token per report week, changed whenever a
         # case of that week changes, and each region's part of a week kept with the token it was counted at.
-        # Trails appended to by events that change nothing else (a link, a read of the case), whose case documents
-        # do not show their last entry yet: case id -> that entry (`record`). They are written together every few
-        # seconds (`write_heads`): a prolific recruiter's report links 25 earlier cases, the next report 24 of the
-        # same again, and each case document is written once per round instead of once per link. Before a batch's
-        # offsets are committed its unwritten heads are noted in one journal document (`head_journal`), which a
-        # process starting after a crash writes through (`recover_heads`): no head is left behind its trail.
-        self._heads: dict[str, dict[str, Any]] = {}
+        # Trails appended to by events that change nothing else (a link, a read of the case, a listing): their
+        # entries are chained here and inserted together as the consumer's batch ends, before its offsets are
+        # committed (`_end_of_batch`; a recruiter's report sends some fifty links, each otherwise an insert of its
+        # own), and their case documents are given the new heads every few seconds (`write_heads`): a prolific
+        # recruiter's report links 25 earlier cases, the next report 24 of the same again, and each case document is
+        # written once per round instead of once per link. The heads inserted but not written are noted in one
+        # journal document per batch (`head_journal`), which a process starting after a crash writes through
+        # (`recover_heads`): no head is left behind its trail.
+        self._tips: dict[str, dict[str, Any]] = {}  # case id -> the last entry chained here its document may not show
+        self._pending: dict[str, list[tuple[str, BuildEntry, dict[str, Any]]]] = {}  # chained, not inserted yet
+        self._heads: dict[str, dict[str, Any]] = {}  # case id -> its last entry inserted whose head is not written
         self.head_journal = db["head_journal"]
         self._journal_inserts = GroupedInserts(self.head_journal)
         self._journaled: list[str] = []  # this process's journal documents whose heads are not all written yet
@@ -113,28 +117,85 @@ class AuditStore:
                      updates: list[domain.CaseUpdate]) -> tuple[dict[str, Any], bool]:
         """Append an event to its case's trail and bring the case document up to date; returns the entry and
         whether it is new. An event that changes nothing but the trail's head (a link, a read of the case) is
-        appended on the head held here or, the first time, on the case as this process last wrote it (usually no
-        read), and the case document is left to `write_heads`. An event with updates writes the case document
-        with its head, as always. A head that is stale (another process appended meanwhile, or a crash left the
-        document behind) only costs a collision on (case_id, seq) and a search."""
-        held = self._heads.get(case_id)
+        chained on the last entry chained here or, the first time, on the case as this process last wrote it
+        (usually no read), and inserted with the batch's others as it ends; the case document is left to
+        `write_heads`. An event with updates has the case's chained entries inserted first, then is appended and
+        writes the case document with its head, as always. A head that is stale (another process appended
+        meanwhile, or a crash left the document behind) only costs a collision on (case_id, seq) and a search."""
         if not updates:
-            head = _head(held) if held is not None else (await self.case_versions.base_for_write(case_id))[0]
-            entry, appended = await self.append(case_id, event_id, build, case=head)
-            if held is None or entry["seq"] > held["seq"]:
-                self._heads[case_id] = entry
-                await consumer.at_batch_end("trail_heads", self._journal_heads)
-            return entry, appended
+            tip = self._tips.get(case_id)
+            if tip is None:
+                case = (await self.case_versions.base_for_write(case_id))[0]  # as this process last wrote it
+                tip = self._tips.get(case_id)  # chained meanwhile by another lane (a listing)
+                if tip is None and (case is None or not case.get("trail_seq")):
+                    entry, appended = await self.append(case_id, event_id, build, case=case)  # one it does not know
+                    self._inserted(case_id, entry)
+                    await consumer.at_batch_end("trail_heads", self._end_of_batch)
+                    return entry, appended
+                tip = tip or {"seq": case["trail_seq"], "hash": case["trail_hash"]}  # type: ignore[index]
+            entry = build(tip)
+            self._tips[case_id] = entry
+            self._pending.setdefault(case_id, []).append((event_id, build, entry))
+            await consumer.at_batch_end("trail_heads", self._end_of_batch)
+            return entry, True  # a redelivered one is found as it is inserted
+        if case_id in self._pending:
+            await self._insert_pending([case_id])  # its chained entries come first
         case, remembered = await self.case_versions.base_for_write(case_id)  # as this process last wrote it: no read
         head = case
-        if held is not None and (case is None or int(case.get("trail_seq") or 0) < held["seq"]):
-            head = _head(held)  # appended on, not written to the case yet
+        tip = self._tips.get(case_id)
+        if tip is not None and (case is None or int(case.get("trail_seq") or 0) < tip["seq"]):
+            head = _head(tip)  # appended on, not written to the case yet
         entry, appended = await self.append(case_id, event_id, build, case=head)
         # Also on a redelivery: the previous attempt may have stopped between the trail and the case document.
         await self.project(case_id, entry, updates, case=case, remembered=remembered)
-        if held is not None and self._heads.get(case_id) is held and entry["seq"] >= held["seq"]:
-            del self._heads[case_id]  # the document shows it now
+        for kept in (self._tips, self._heads):  # the document shows it now
+            if (last := kept.get(case_id)) is not None and entry["seq"] >= last["seq"]:
+                del kept[case_id]
         return entry, appended
+
+    def _inserted(self, case_id: str, entry: dict[str, Any]) -> None:
+        """An entry is in the trail, its head not in the case document yet."""
+        for kept in (self._heads, self._tips):
+            if (last := kept.get(case_id)) is None or entry["seq"] >= last["seq"]:
+                kept[case_id] = entry
+
+    async def _insert_pending(self, case_ids: Iterable[str] | None = None) -> None:
+        """Insert the chained entries (of `case_ids`, else all) in one ordered command. At the first that collides
+        (a redelivered event, or a head another process moved on) the rest are appended one by one, each on the
+        trail as it is; a failure of the command itself leaves them chained for the next try."""
+        work = [(c, self._pending.pop(c)) for c in list(self._pending if case_ids is None else case_ids)
+                if c in self._pending]
+        entries = [entry for _, items in work for _, _, entry in items]
+        if not entries:
+            return
+        inserted = len(entries)
+        try:
+            await self.trail.insert_many([dict(e) for e in entries], ordered=True)
+        except BulkWriteError as exc:
+            inserted = min(err["index"] for err in exc.details.get("writeErrors", [])) \
+                if exc.details.get("writeErrors") else 0
+        except BaseException:
+            for case_id, items in reversed(work):
+                self._pending[case_id] = items + self._pending.get(case_id, [])
+            raise
+        at, again = 0, []
+        for case_id, items in work:
+            for event_id, build, entry in items:
+                if at < inserted:
+                    self._inserted(case_id, entry)
+                else:
+                    again.append((case_id, event_id, build))
+                at += 1
+        for case_id in {c for c, _, _ in again}:
+            self._tips.pop(case_id, None)
+        for case_id, event_id, build in again:  # in order: each case's events in theirs
+            entry, _ = await self.append(case_id, event_id, build)
+            self._inserted(case_id, entry)
+
+    async def _end_of_batch(self) -> None:
+        """The batch's chained entries go in, then its heads are journaled; only then are its offsets committed."""
+        await self._insert_pending()
+        await self._journal_heads()
 
     async def _journal_heads(self) -> None:
         """Note the heads not written yet in one journal document (before the batch's offsets are committed)."""
@@ -163,6 +224,8 @@ class AuditStore:
                         return False
                 if self._heads.get(case_id) is entry:
                     del self._heads[case_id]
+                    if self._tips.get(case_id) is entry:
+                        del self._tips[case_id]  # nothing chained since: the document shows it
                 return True
 
             written = await asyncio.gather(*(write(case_id, entry) for case_id, entry in held.items()))
@@ -203,41 +266,14 @@ class AuditStore:
 
         return await _append(self._trail_inserts, "case_id", case_id, event_id, build, attempts, head)
 
-    async def append_batch(self, builds: Mapping[str, tuple[str, BuildEntry]], now: datetime) -> int:
-        """Append one entry to each of many cases' trails (case id -> (event id, build)): one insert for all the
-        entries, each on the head held here or the case as this process last wrote it (else read); the case
-        documents are left to `write_heads`, as after any event that changes nothing but the head. A case the read
-        model does not hold yet, and an entry that collides (a redelivery, another writer, a stale head), goes
-        through `append` alone. Returns how many entries are new."""
-        batch: dict[str, dict[str, Any]] = {}
-        single: list[str] = []
+    async def append_batch(self, builds: Mapping[str, tuple[str, BuildEntry]]) -> int:
+        """Append one entry to each of many cases' trails (case id -> (event id, build)): each is chained like any
+        event that changes nothing but the head, and all go in with the batch's others. Returns how many are new
+        (as far as known before they are inserted)."""
+        new = 0
         for case_id in sorted(builds):
-            held = self._heads.get(case_id)
-            case = _head(held) if held is not None else (await self.case_versions.base_for_write(case_id))[0]
-            if case is None or not case.get("trail_seq"):
-                single.append(case_id)
-            else:
-                batch[case_id] = builds[case_id][1]({"seq": case["trail_seq"], "hash": case["trail_hash"]})
-        failed: set[int] = set()
-        if batch:
-            try:  # the unique (case_id, seq) and (case_id, event_id) indexes refuse a collision, entry by entry
-                await self.trail.insert_many([dict(e) for e in batch.values()], ordered=False)
-            except BulkWriteError as exc:
-                failed = {err["index"] for err in exc.details.get("writeErrors", [])}
-        appended = [(case_id, entry) for i, (case_id, entry) in enumerate(batch.items()) if i not in failed]
-        single += [case_id for i, case_id in enumerate(batch) if i in failed]
-        new = len(appended)
-        for case_id in single:
             event_id, build = builds[case_id]
-            entry, is_new = await self.append(case_id, event_id, build)
-            appended.append((case_id, entry))
-            new += is_new
-        for case_id, entry in appended:
-            held = self._heads.get(case_id)
-            if held is None or entry["seq"] > held["seq"]:
-                self._heads[case_id] = entry
-        if appended:
-            await consumer.at_batch_end("trail_heads", self._journal_heads)
+            new += (await self.record(case_id, event_id, build, []))[1]
         return new
 
     async def append_to_directory(self, event_id: str, build: BuildEntry, attempts: int = 20

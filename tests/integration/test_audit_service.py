@@ -398,6 +398,74 @@ async def test_links_are_chained_on_a_head_held_in_memory_and_the_case_written_o
     assert (await audit_db["cases"].find_one({"_id": reported.case_id}))["trail_seq"] == 11
 
 
+async def test_the_links_of_a_batch_to_many_cases_go_into_their_trails_in_one_insert(audit_db, monkeypatch):
+    from shared.contracts.verification import CaseLinked
+
+    store = AuditStore(audit_db, SystemClock())
+    await store.ensure_indexes()
+    earlier = [case_reported() for _ in range(12)]
+    await _apply_batch(store, earlier)
+    new = case_reported()
+    # a recruiter's report: linked to twelve earlier cases, each told in its own trail, and its own twelve links
+    links = [_follow_up(c, CaseLinked(linked_case_id=new.case_id, reasons=["same recruiter phone"])) for c in earlier]
+    links += [_follow_up(new, CaseLinked(linked_case_id=c.case_id, reasons=["same recruiter phone"])) for c in earlier]
+    inserts = calls_to(monkeypatch, store.trail, "insert_many")
+    await _apply_batch(store, [new, *links])
+    # the report went in alone (it writes its case document); the 24 links, chained in memory, in one command
+    assert [len(docs) for docs in inserts] == [1, 24]
+    for case in [*earlier, new]:
+        entries = await store.trail_of(case.case_id)
+        assert len(entries) == (2 if case is not new else 13)
+        assert domain.verify_chain(entries)["valid"] is True
+
+
+async def test_a_head_moved_on_by_another_process_costs_a_collision_not_a_broken_chain(audit_db):
+    from shared.contracts.verification import CaseLinked
+
+    mine, other = AuditStore(audit_db, SystemClock()), AuditStore(audit_db, SystemClock())
+    await mine.ensure_indexes()
+    reported = case_reported()
+
+    def link():
+        return _follow_up(reported, CaseLinked(linked_case_id=str(uuid.uuid4()), reasons=["name"]))
+
+    await _apply_batch(mine, [reported, link()])
+    await _apply_batch(other, [link(), link()])  # a rebalance: the other copy appended meanwhile
+    late = [link() for _ in range(3)]
+    await _apply_batch(mine, late)  # chained on a stale head: the first collides, the three are appended in order
+    await mine.write_heads()
+    entries = await mine.trail_of(reported.case_id)
+    assert [e["seq"] for e in entries] == [1, 2, 3, 4, 5, 6, 7]
+    assert [e["event_id"] for e in entries[-3:]] == [e.event_id for e in late]
+    doc = await audit_db["cases"].find_one({"_id": reported.case_id})
+    assert domain.verify_chain(entries, domain.head_of(doc))["valid"] is True and doc["trail_seq"] == 7
+
+
+async def test_chained_entries_wait_out_a_database_outage_at_the_batchs_end(audit_db, monkeypatch):
+    from pymongo.errors import AutoReconnect
+
+    from shared.contracts.verification import CaseLinked
+
+    store = AuditStore(audit_db, SystemClock())
+    await store.ensure_indexes()
+    reported = case_reported()
+    await _apply_batch(store, [reported])
+    insert_many, failures = store.trail.insert_many, []
+
+    async def away_once(docs, *args, **kwargs):
+        if not failures:
+            failures.append(len(docs))
+            raise AutoReconnect("connection refused (simulated)")
+        return await insert_many(docs, *args, **kwargs)
+
+    monkeypatch.setattr(store.trail, "insert_many", away_once)
+    links = [_follow_up(reported, CaseLinked(linked_case_id=str(uuid.uuid4()), reasons=["phone"])) for _ in range(4)]
+    await _apply_batch(store, links)  # the batch's end waits and tries again: only then may it be committed
+    assert failures == [4]
+    assert [e["event_id"] for e in await store.trail_of(reported.case_id)] == \
+        [reported.event_id, *(e.event_id for e in links)]
+
+
 async def test_an_event_with_updates_writes_the_head_held_for_its_case(audit_db):
     from shared.contracts.verification import CaseLinked
 
