@@ -172,7 +172,7 @@ def later_links(doc: dict[str, Any], entries: list[tuple[str, dict[str, Any]]]) 
     """The case's links to cases received after it, from the link-index entries it is filed under (`entries`:
     (identifier kind or "bucket", the entry)): a later report links to it without rewriting it."""
     mine = (doc.get("received_at") or "", doc["_id"])
-    later = [(kind, ref) for kind, entry in entries for ref in entry.get("cases", [])
+    later = [(kind, ref) for kind, entry in entries for ref in linking.refs_of(entry)
              if (ref.get("received_at") or "", ref["case_id"]) > mine]
     links = linking.shared_identity_links([{**ref, "kind": kind} for kind, ref in later if kind != "bucket"])
     shared = {link["case_id"] for link in links}

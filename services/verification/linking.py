@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -80,6 +81,22 @@ def identities(report: intake.CaseReported, key: bytes) -> list[Identity]:
             if p.name and isinstance(p.birth_date, date):
                 add("name_birth_date", f"{normalise_name(p.name)}|{p.birth_date.isoformat()}", p)
     return list(out.values())
+
+
+def refs_of(entry: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The case references a link-index entry keeps: one JSON text (`refs`), or the array of entries written before
+    it was (`cases`). FerretDB reads and writes an array element by element (some 60 µs of its CPU each: a village's
+    busy day of 200 references cost 13 ms to read and 20 ms to write) and a string of the same size at once."""
+    if not entry:
+        return []
+    if (text := entry.get("refs")) is not None:
+        return json.loads(text)
+    return list(entry.get("cases", []))
+
+
+def with_refs(entry: Mapping[str, Any], refs: list[dict[str, Any]]) -> dict[str, Any]:
+    """`entry` keeping `refs` (as one JSON text)."""
+    return {**{k: v for k, v in entry.items() if k != "cases"}, "refs": json.dumps(refs, separators=(",", ":"))}
 
 
 def case_ref(report: intake.CaseReported, case_id: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.verification import domain
+from services.verification import domain, linking
 from shared import keyset
 from shared.clock import Clock
 from shared.mongo import Markers
@@ -60,9 +60,10 @@ class QueueView:
 class CaseStore(AggregateStore):
     def __init__(self, db: AsyncDatabase, relay: OutboxRelay, clock: Clock) -> None:
         super().__init__(db["cases"], relay, clock)
-        # _id: keyed hash of an identifier -> the most recent cases that name it, and how many there are
+        # _id: keyed hash of an identifier -> the most recent cases that name it (`refs`, one JSON text:
+        # `linking.refs_of`), and how many there are
         self.identities = VersionedCollection(db["identities"], clock)
-        # _id: "<village>:<day>" -> the cases observed there that day
+        # _id: "<village>:<day>" -> the cases observed there that day (`refs` as above)
         self.buckets = VersionedCollection(db["village_days"], clock)
         self.queue_view = QueueView(db)
         self.versions.view = self.queue_view  # before the relay's sweeper meets a claim
@@ -118,7 +119,7 @@ class CaseStore(AggregateStore):
         matches, beyond = [], 0
         for identity in identities:
             doc = entries.get(identity.digest) or {}
-            kept = doc.get("cases", [])
+            kept = linking.refs_of(doc)
             matches += [{**ref, "kind": identity.kind} for ref in kept if ref["case_id"] != case_id]
             beyond += max(0, int(doc.get("total", len(kept))) - len(kept))
         return matches, beyond
@@ -142,10 +143,11 @@ class CaseStore(AggregateStore):
     @staticmethod
     async def _remove_ref_once(index: VersionedCollection, doc_id: str, case_id: str) -> None:
         def without(doc: dict[str, Any] | None) -> dict[str, Any] | None:
-            if doc is None or not any(r["case_id"] == case_id for r in doc.get("cases", [])):
+            kept = linking.refs_of(doc)
+            if doc is None or not any(r["case_id"] == case_id for r in kept):
                 return None
             # the entry keeps no reference to the case (an empty entry names no case)
-            return {**doc, "cases": [r for r in doc["cases"] if r["case_id"] != case_id],
+            return {**linking.with_refs(doc, [r for r in kept if r["case_id"] != case_id]),
                     "total": max(0, int(doc.get("total", 1)) - 1)}
 
         await index.modify(doc_id, without)
@@ -166,7 +168,7 @@ class CaseStore(AggregateStore):
                       entries: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
         """References to other cases of the same village observed around the same days (`entries`: as `entries_of`
         read them)."""
-        return [r for bucket_id in bucket_ids for r in (entries.get(bucket_id) or {}).get("cases", [])
+        return [r for bucket_id in bucket_ids for r in linking.refs_of(entries.get(bucket_id))
                 if r["case_id"] != case_id]
 
     async def index_report(self, bucket_id: str, ref: dict[str, Any],
@@ -187,14 +189,15 @@ class CaseStore(AggregateStore):
     async def _add_ref_once(index: VersionedCollection, doc_id: str, ref: dict[str, Any], fields: dict[str, Any],
                             keep: int, known: Any = UNREAD) -> None:
         def with_ref(doc: dict[str, Any] | None) -> dict[str, Any] | None:
-            doc = doc or {"_id": doc_id, **fields, "cases": [], "total": 0}
-            if any(r["case_id"] == ref["case_id"] for r in doc["cases"]):
+            doc = doc or {"_id": doc_id, **fields, "total": 0}
+            kept = linking.refs_of(doc)
+            if any(r["case_id"] == ref["case_id"] for r in kept):
                 return None  # already indexed (redelivery or amendment)
-            cases = sorted([*doc["cases"], ref], key=lambda r: (r.get("received_at") or "", r["case_id"]),
+            cases = sorted([*kept, ref], key=lambda r: (r.get("received_at") or "", r["case_id"]),
                            reverse=True)[:keep]
             if ref not in cases:
                 return None  # older than every case kept (a new report is always the newest): indexed before
-            return {**doc, "cases": cases, "total": int(doc["total"]) + 1}
+            return {**linking.with_refs(doc, cases), "total": int(doc["total"]) + 1}
 
         await index.modify(doc_id, with_ref, first=known)
 

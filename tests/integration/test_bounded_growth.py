@@ -4,6 +4,7 @@ import uuid
 
 import pytest
 
+from services.verification import linking
 from services.verification.store import INDEX_KEEP, CaseStore
 from shared import outbox
 from shared.clock import SystemClock
@@ -45,10 +46,27 @@ async def test_a_common_name_keeps_one_bounded_entry_and_counts_the_rest(db):
     await store.index_identities(refs[0], [identity])  # an old report indexed again (amended): counted once
     entry = await db["identities"].find_one({"_id": identity.digest})
     newest = sorted(refs, key=lambda r: (r["received_at"], r["case_id"]), reverse=True)[:INDEX_KEEP]
-    assert [r["case_id"] for r in entry["cases"]] == [r["case_id"] for r in newest]
+    assert [r["case_id"] for r in linking.refs_of(entry)] == [r["case_id"] for r in newest]
+    assert isinstance(entry["refs"], str) and "cases" not in entry  # one text, not an array FerretDB reads by element
     assert entry["total"] == INDEX_KEEP + 15
     matches, beyond = store.identity_matches([identity], "new-case", await store.entries_of([identity.digest], []))
     assert len(matches) == INDEX_KEEP and beyond == 15
+
+
+async def test_an_entry_stored_as_an_array_before_is_read_and_rewritten_as_one_text(db):
+    relay = OutboxRelay(no_publish)
+    store = CaseStore(db, relay, SystemClock())
+    identity = type("Identity", (), {"digest": f"joko-{uuid.uuid4().hex}", "kind": "recruiter_phone"})()
+    old = [{"case_id": f"case-{n}", "received_at": f"2026-11-30T10:0{n}:00+00:00"} for n in range(3)]
+    await db["identities"].insert_one({"_id": identity.digest, "kind": "recruiter_phone", "cases": old, "total": 3,
+                                       "version": 1, "rev": "r1"})
+    matches, _ = store.identity_matches([identity], "new-case", await store.entries_of([identity.digest], []))
+    assert sorted(m["case_id"] for m in matches) == ["case-0", "case-1", "case-2"]
+    await store.index_identities({"case_id": "case-9", "received_at": "2026-11-30T11:00:00+00:00"}, [identity])
+    entry = await db["identities"].find_one({"_id": identity.digest})
+    assert "cases" not in entry and [r["case_id"] for r in linking.refs_of(entry)] == \
+        ["case-9", "case-2", "case-1", "case-0"]
+    assert entry["total"] == 4
 
 
 async def test_outbox_entries_leave_the_aggregate_once_published_and_old(db):

@@ -12,6 +12,7 @@ from services.intake.app import IntakeSettings
 from services.intake.app import create_app as intake_app
 from services.referral.app import ReferralSettings
 from services.referral.app import create_app as referral_app
+from services.verification import linking
 from services.verification.app import VerificationSettings
 from services.verification.app import create_app as verification_app
 from shared import topics
@@ -303,7 +304,7 @@ async def _refs(db, case_id):
     found = []
     for collection in ("identities", "village_days"):
         async for doc in db[collection].find({}):
-            found += [doc["_id"] for ref in doc.get("cases", []) if ref["case_id"] == case_id]
+            found += [doc["_id"] for ref in linking.refs_of(doc) if ref["case_id"] == case_id]
     return found
 
 
