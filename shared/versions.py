@@ -153,6 +153,9 @@ class VersionedCollection:
         claim = {"_id": claim_id(doc_id, version), "doc_id": doc_id, "version": version,
                  "base_rev": base.get("rev") if base else None, "at": now.isoformat(), "minute": minute_of(now),
                  "set": changed, "unset": removed, **(record or {})}
+        # Stored with what it sets as one BSON value: read only to write a version through, it would otherwise be
+        # decoded field by field by FerretDB at every read of the claim (the sweeper's two), some 40 µs each.
+        stored = {**claim, "set": bson.encode(changed, codec_options=self.collection.codec_options)}
         self.forget(doc_id)
         if base is None and version == 1 and not (record or {}).get("outbox") and self.view is None:
             # A new document that causes no events needs no claim: its insert is atomic on its _id (of two first
@@ -165,7 +168,7 @@ class VersionedCollection:
             self._remember(doc_id, new)
             return claim
         try:
-            await self._claim_inserts.insert(claim)
+            await self._claim_inserts.insert(stored)
         except DuplicateKeyError:
             await self.catch_up(doc_id)
             raise
@@ -241,12 +244,19 @@ class VersionedCollection:
                 if doc is None or doc.get("rev") != claim["base_rev"]:
                     log.error("version_claim_unusable", doc_id=doc_id, version=version + 1)
                     break  # not built on what the collection holds (should not happen): leave it to a person
-            doc = {k: v for k, v in (doc or {}).items() if k not in claim.get("unset", ())} | claim["set"]
+            doc = {k: v for k, v in (doc or {}).items() if k not in claim.get("unset", ())} | self.set_of(claim)
             if self.view is not None:
                 await self.view.write(doc)
             await self._replace(doc_id, doc)
             version += 1
         return version
+
+    def set_of(self, claim: Mapping[str, Any]) -> dict[str, Any]:
+        """What a stored claim sets: one BSON value, or (a claim written before it was) a document."""
+        changed = claim["set"]
+        if isinstance(changed, bytes):
+            return bson.decode(changed, codec_options=self.collection.codec_options)
+        return dict(changed)
 
     async def _version(self, doc_id: str) -> int:
         current = await self.collection.find_one({"_id": doc_id}, {"version": 1})

@@ -40,6 +40,26 @@ async def test_of_many_writers_of_one_version_exactly_one_wins(things):
     assert (await things.load("a"))["n"] == winner["set"]["n"]
 
 
+async def test_a_claim_keeps_what_it_sets_as_one_value_and_older_claims_are_written_through_too(things):
+    written = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+    await things.write("c", {"n": 0, "at": written, "nested": {"a": [1, 2]}, "version": 1})
+    doc = await things.load("c")
+    await _next(things, "c", n=1, nested={"a": [3]})
+    stored = await things.claims.find_one({"_id": "c#0000000002"})
+    assert isinstance(stored["set"], bytes)  # FerretDB keeps one value, not a document decoded field by field
+    changed = things.set_of(stored)
+    assert {k: changed[k] for k in ("n", "nested", "version")} == {"n": 1, "nested": {"a": [3]}, "version": 2}
+    assert changed["rev"] == (await things.load("c"))["rev"]
+    # a claim written as a document (before this form) that its writer left half done: written through all the same
+    await things.claims.insert_one({"_id": "c#0000000003", "doc_id": "c", "version": 3,
+                                    "base_rev": (await things.load("c"))["rev"], "at": written.isoformat(),
+                                    "set": {"n": 2, "version": 3, "rev": "old-form"}, "unset": ["nested"]})
+    assert await things.catch_up("c") == 3
+    after = await things.load("c")
+    assert (after["n"], after["rev"], after["at"], "nested" in after) == (2, "old-form", written, False)
+    assert doc["at"] == written  # a datetime stays a datetime through the BSON value
+
+
 async def test_a_write_left_half_done_is_completed_by_the_next_writer_or_the_sweeper(things, monkeypatch):
     await things.write("b", {"n": 0, "version": 1})
 
