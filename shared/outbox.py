@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -126,19 +127,22 @@ def is_permanent(exc: BaseException) -> bool:
 
 
 def _entry(out: Outgoing, order: int, now: str) -> dict[str, Any]:
-    return {
-        "topic": out.topic,
-        "key": out.event.case_id,
-        "payload": out.event.to_json(),
-        "headers": {**out.event.headers(), **out.headers},
-        "type": out.event.type,
-        "order": order,
-        "status": "pending",
-        "attempts": 0,
-        "last_error": None,
-        "created_at": now,
-        "published_at": None,
-    }
+    """A pending entry as stored: its message as one JSON text (`m`), which FerretDB keeps as one value instead of
+    decoding its dozen fields at every read of the claim (a prolific recruiter's report causes some fifty links in
+    one claim); `expanded` gives every field back."""
+    message = {"topic": out.topic, "key": out.event.case_id, "payload": out.event.to_json(),
+               "headers": {**out.event.headers(), **out.headers}, "order": order, "created_at": now}
+    return {"m": json.dumps(message, separators=(",", ":")), "type": out.event.type, "status": "pending"}
+
+
+def expanded(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An outbox entry with every field (`topic`, `key`, `payload`, `headers`, `type`, `order`, `status`,
+    `attempts`, `last_error`, `created_at`, `published_at`), whether stored with its message as one text or, written
+    before, field by field. A published entry keeps no message."""
+    fields = {"attempts": 0, "last_error": None, "published_at": None}
+    if "m" in entry:
+        return {**fields, **json.loads(entry["m"]), **{k: v for k, v in entry.items() if k != "m"}}
+    return {**fields, **entry}
 
 
 def outbox_record(events: list[Outgoing], now: str) -> dict[str, Any]:
@@ -198,7 +202,7 @@ class OutboxRelay:
         the claim's pending ones (the sweeper and the writer both pass them all). `together` (a writer's first
         delivery): if every entry went out, the marks join the next bulk write of marks (`flush_marks`, within
         `mark_delay_s`) instead of an update of their own; a crash before it only means the sweeper sends them again."""
-        ordered = sorted(entries, key=lambda kv: kv[1].get("order", 0))
+        ordered = sorted(((eid, expanded(e)) for eid, e in entries), key=lambda kv: kv[1].get("order", 0))
         outcomes = await (self._send_all(ordered) if self._send else self._publish_each(ordered))
         sent, settled = 0, True
         marks: dict[str, Any] = {}
@@ -223,7 +227,7 @@ class OutboxRelay:
             marks |= {f"{where}.status": "published", f"{where}.published_at": self._clock.now().isoformat()}
             # Out: its message is no longer needed here, and every later read of the claim (the sweeper's repair
             # and prune) decodes what is left. A prolific recruiter's report causes some fifty links in one claim.
-            dropped |= {f"{where}.payload": "", f"{where}.headers": ""}
+            dropped |= {f"{where}.m": "", f"{where}.payload": "", f"{where}.headers": ""}
             sent += 1
             log.info("event_published", event_type=entry.get("type"), topic=entry["topic"], **context)
         if settled:
@@ -360,7 +364,8 @@ class OutboxRelay:
         blocked: set[tuple[str, str]] = set()  # aggregates whose earlier event could not go out this round
         for claims, claim in sorted(candidates, key=lambda cc: (cc[0].full_name, cc[1]["doc_id"], cc[1]["version"])):
             aggregate = (claims.full_name, claim["doc_id"])
-            pending = [(eid, e) for eid, e in (claim.get("outbox") or {}).items() if e.get("status") == "pending"]
+            pending = [(eid, expanded(e)) for eid, e in (claim.get("outbox") or {}).items()
+                       if e.get("status") == "pending"]
             if aggregate in blocked:
                 continue
             if not pending:
@@ -437,7 +442,7 @@ class AggregateStore:
         """The outbox entries of the aggregate's retained versions, by event id (for tests and operators)."""
         entries: dict[str, dict[str, Any]] = {}
         async for claim in self.versions.claims.find({"doc_id": aggregate_id}, {"outbox": 1}):
-            entries |= claim.get("outbox") or {}
+            entries |= {eid: expanded(e) for eid, e in (claim.get("outbox") or {}).items()}
         return entries
 
     async def create(self, doc: dict[str, Any], events: list[Outgoing] = (), applied: str | None = None  # type: ignore[assignment]
@@ -539,7 +544,7 @@ async def resend_failed(client: Any, databases: list[str], publish: Publish, eve
                 continue
             claims = db[collection]
             async for claim in claims.find({"outbox_failed": True}, {"set": 0}):
-                failed = {eid: e for eid, e in (claim.get("outbox") or {}).items()
+                failed = {eid: expanded(e) for eid, e in (claim.get("outbox") or {}).items()
                           if e.get("status") == "failed" and event_id in (None, eid)}
                 if not failed:
                     continue
@@ -547,7 +552,8 @@ async def resend_failed(client: Any, databases: list[str], publish: Publish, eve
                     "outbox_open": True, "outbox_failed": False,
                     **{f"outbox.{eid}.status": "pending" for eid in failed},
                     **{f"outbox.{eid}.attempts": 0 for eid in failed}}})
-                pending = [(eid, e) for eid, e in (claim.get("outbox") or {}).items() if e.get("status") == "pending"]
+                pending = [(eid, expanded(e)) for eid, e in (claim.get("outbox") or {}).items()
+                           if e.get("status") == "pending"]
                 went, _ = await relay.deliver(claims, claim["_id"],  # all that is pending: it closes the claim
                                               [*((eid, {**e, "attempts": 0}) for eid, e in failed.items()), *pending])
                 sent += went

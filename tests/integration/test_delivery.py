@@ -3,6 +3,7 @@
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pymongo import AsyncMongoClient, monitoring
@@ -15,6 +16,7 @@ from shared.contracts.intake import CaseWithdrawn
 from shared.contracts.envelope import new_event
 from shared.mongo import UPDATES_PER_COMMAND
 from shared.outbox import AggregateStore, Change, OutboxRelay, Outgoing
+from shared.versions import minute_of
 from shared.kafka import publisher_for, create_broker
 from tests.builders import case_reported
 from tests.conftest import eventually, serving
@@ -209,6 +211,8 @@ async def test_an_entry_the_broker_refuses_is_marked_failed_stops_blocking_and_i
         async with TopicReader(infra["kafka"], topics.INTAKE) as out:
             await store.create({"_id": case_id}, [Outgoing(topics.INTAKE, big), Outgoing(topics.INTAKE, small)])
             assert (await store.outbox(case_id))[big.event_id]["status"] == "pending"  # one refusal: tried again
+            stored = await client[db_name]["things_versions"].find_one({"doc_id": case_id})
+            assert isinstance(stored["outbox"][big.event_id]["m"], str)  # its message kept as one text
             await relay.sweep_once(full=False)  # refused a second time: failed, and the next entry goes out
             entries = await store.outbox(case_id)
             assert entries[big.event_id]["status"] == "failed" and entries[small.event_id]["status"] == "published"
@@ -358,3 +362,35 @@ async def test_a_sweep_waits_for_the_marks_being_written_and_does_not_find_those
         await relay.drain()
         await client.close()
     assert claim["outbox_open"] is False and claim["outbox"][event.event_id]["status"] == "published"
+
+
+async def test_an_entry_stored_field_by_field_before_is_still_published_by_the_sweeper(infra, isolation):
+    """Claims written before entries kept their message as one text (`m`) are read and published as they are."""
+    sent = []
+
+    async def publish(topic, key, value, headers):
+        sent.append((topic, key, value, headers))
+
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    things = client[f"{isolation['db_prefix']}_oldform"]["things"]
+    relay = OutboxRelay(publish, SystemClock(), grace_s=0)
+    store = AggregateStore(things, relay)
+    event = new_event(CaseWithdrawn(reason="old"), case_id="old-1", producer="test", actor=None,
+                      correlation_id="old-1", causation_id=None)
+    now = datetime.now(UTC) - timedelta(seconds=5)  # kept: within the retention, past the grace
+    try:
+        await things.insert_one({"_id": "old-1", "version": 1, "rev": "r1"})
+        await things.database["things_versions"].insert_one({
+            "_id": "old-1#0000000001", "doc_id": "old-1", "version": 1, "base_rev": None, "at": now.isoformat(),
+            "minute": minute_of(now), "set": {"version": 1, "rev": "r1"}, "unset": [], "outbox_open": True,
+            "outbox_failed": False, "outbox": {event.event_id: {
+                "topic": topics.INTAKE, "key": "old-1", "payload": event.to_json(), "headers": event.headers(),
+                "type": event.type, "order": 0, "status": "pending", "attempts": 0, "last_error": None,
+                "created_at": now.isoformat(), "published_at": None}}})
+        assert await relay.sweep_once(full=False) == 0  # not among this process's failures
+        assert await relay.sweep_once(full=True) == 1
+        entry = (await store.outbox("old-1"))[event.event_id]
+    finally:
+        await client.close()
+    assert [(t, k, json.loads(v)["event_id"]) for t, k, v, _ in sent] == [(topics.INTAKE, b"old-1", event.event_id)]
+    assert entry["status"] == "published" and "payload" not in entry
