@@ -15,9 +15,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.audit import domain, records
-from shared import consumer
+from shared import consumer, topics
 from shared.clock import Clock
 from shared.logging import describe
+from shared.mongo import TRANSIENT_ERRORS as MONGO_TRANSIENT
 from shared.mongo import GroupedInserts, Markers
 from shared.versions import ConcurrentUpdate, VersionedCollection, set_path
 
@@ -67,6 +68,7 @@ class AuditStore:
         self._tips: dict[str, dict[str, Any]] = {}  # case id -> the last entry chained here its document may not show
         self._pending: dict[str, list[tuple[str, BuildEntry, dict[str, Any]]]] = {}  # chained, not inserted yet
         self._heads: dict[str, dict[str, Any]] = {}  # case id -> its last entry inserted whose head is not written
+        self._unsure: list[tuple[str, str, BuildEntry]] = []  # to append one by one (an outage stopped them)
         self.head_journal = db["head_journal"]
         self._journal_inserts = GroupedInserts(self.head_journal)
         self._journaled: list[str] = []  # this process's journal documents whose heads are not all written yet
@@ -138,7 +140,7 @@ class AuditStore:
             self._pending.setdefault(case_id, []).append((event_id, build, entry))
             await consumer.at_batch_end("trail_heads", self._end_of_batch)
             return entry, True  # a redelivered one is found as it is inserted
-        if case_id in self._pending:
+        if case_id in self._pending or any(item[0] == case_id for item in self._unsure):
             await self._insert_pending([case_id])  # its chained entries come first
         case, remembered = await self.case_versions.base_for_write(case_id)  # as this process last wrote it: no read
         head = case
@@ -160,25 +162,31 @@ class AuditStore:
                 kept[case_id] = entry
 
     async def _insert_pending(self, case_ids: Iterable[str] | None = None) -> None:
-        """Insert the chained entries (of `case_ids`, else all) in one ordered command. At the first that collides
+        """Insert the chained entries (of `case_ids`, else all) in one ordered command. From the first that collides
         (a redelivered event, or a head another process moved on) the rest are appended one by one, each on the
-        trail as it is; a failure of the command itself leaves them chained for the next try."""
-        work = [(c, self._pending.pop(c)) for c in list(self._pending if case_ids is None else case_ids)
+        trail as it is; so are all of them if the command as a whole is refused, so one bad entry cannot hold the
+        others. A database outage leaves them for the next try (the batch's end waits it out before its commit)."""
+        wanted = None if case_ids is None else set(case_ids)
+        again = [item for item in self._unsure if wanted is None or item[0] in wanted]
+        self._unsure = [item for item in self._unsure if item not in again]
+        work = [(c, self._pending.pop(c)) for c in list(self._pending if wanted is None else wanted)
                 if c in self._pending]
         entries = [entry for _, items in work for _, _, entry in items]
-        if not entries:
-            return
         inserted = len(entries)
         try:
-            await self.trail.insert_many([dict(e) for e in entries], ordered=True)
+            if entries:
+                await self.trail.insert_many([dict(e) for e in entries], ordered=True)
         except BulkWriteError as exc:
-            inserted = min(err["index"] for err in exc.details.get("writeErrors", [])) \
-                if exc.details.get("writeErrors") else 0
-        except BaseException:
+            inserted = min((err["index"] for err in exc.details.get("writeErrors", [])), default=0)
+        except MONGO_TRANSIENT:
             for case_id, items in reversed(work):
                 self._pending[case_id] = items + self._pending.get(case_id, [])
+            self._unsure = again + self._unsure
             raise
-        at, again = 0, []
+        except Exception as exc:  # noqa: BLE001 - refused as a whole: each alone below
+            log.warning("trail_entries_refused_together", entries=len(entries), error=describe(exc))
+            inserted = 0
+        at = 0
         for case_id, items in work:
             for event_id, build, entry in items:
                 if at < inserted:
@@ -188,9 +196,28 @@ class AuditStore:
                 at += 1
         for case_id in {c for c, _, _ in again}:
             self._tips.pop(case_id, None)
-        for case_id, event_id, build in again:  # in order: each case's events in theirs
-            entry, _ = await self.append(case_id, event_id, build)
+        for i, (case_id, event_id, build) in enumerate(again):  # in order: each case's events in theirs
+            try:
+                entry, _ = await self.append(case_id, event_id, build)
+            except MONGO_TRANSIENT:
+                self._unsure = again[i:] + self._unsure
+                raise
+            except Exception as exc:  # noqa: BLE001 - kept as a dead letter: listed for supervisors, never lost
+                await self._refused(case_id, event_id, build, exc)
+                continue
             self._inserted(case_id, entry)
+
+    async def _refused(self, case_id: str, event_id: str, build: BuildEntry, exc: Exception) -> None:
+        """An entry the database refuses for good is stored as a dead letter of audit's (as the consumer would have
+        dead-lettered its event), and the case is flagged as needing attention."""
+        event = build(None).get("event") or {}
+        error = describe(exc)
+        log.error("trail_entry_refused", case_id=case_id, event_id=event_id, error=error)
+        doc = domain.dead_letter(topic="audit.trail", partition=-1, offset=-1, key=case_id.encode(),
+                                 headers={topics.HEADER_CASE_ID: case_id, topics.HEADER_EVENT_TYPE: event.get("type", ""),
+                                          topics.DLQ_CONSUMER: "audit", topics.DLQ_ERROR: error},
+                                 body=json.dumps(event, default=str).encode(), now=self._clock.now())
+        await self.record_dead_letter({**doc, "_id": f"trail:{case_id}:{event_id}"})
 
     async def _end_of_batch(self) -> None:
         """The batch's chained entries go in, then its heads are journaled; only then are its offsets committed."""

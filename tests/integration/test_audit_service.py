@@ -466,6 +466,35 @@ async def test_chained_entries_wait_out_a_database_outage_at_the_batchs_end(audi
         [reported.event_id, *(e.event_id for e in links)]
 
 
+async def test_an_entry_the_database_refuses_for_good_is_kept_as_a_dead_letter_and_the_others_go_in(audit_db,
+                                                                                                   monkeypatch):
+    from pymongo.errors import OperationFailure
+
+    from shared.contracts.verification import CaseLinked
+
+    store = AuditStore(audit_db, SystemClock())
+    await store.ensure_indexes()
+    reported = case_reported()
+    await _apply_batch(store, [reported])
+    links = [_follow_up(reported, CaseLinked(linked_case_id=str(uuid.uuid4()), reasons=["phone"])) for _ in range(4)]
+    poison = links[1].event_id
+    insert_many = store.trail.insert_many
+
+    async def refusing(docs, *args, **kwargs):
+        if any(d.get("event_id") == poison for d in docs):
+            raise OperationFailure("refused (simulated)", code=2)
+        return await insert_many(docs, *args, **kwargs)
+
+    monkeypatch.setattr(store.trail, "insert_many", refusing)
+    await _apply_batch(store, links)
+    entries = await store.trail_of(reported.case_id)
+    assert [e["event_id"] for e in entries] == [reported.event_id, *(e.event_id for e in links if e.event_id != poison)]
+    assert domain.verify_chain(entries)["valid"] is True
+    dead = await audit_db["deadletters"].find_one({"_id": f"trail:{reported.case_id}:{poison}"})
+    assert dead["case_id"] == reported.case_id and dead["consumer"] == "audit" and poison in dead["body"]
+    assert (await audit_db["cases"].find_one({"_id": reported.case_id}))["needs_attention"]
+
+
 async def test_an_event_with_updates_writes_the_head_held_for_its_case(audit_db):
     from shared.contracts.verification import CaseLinked
 
