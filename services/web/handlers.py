@@ -238,6 +238,18 @@ def install_redirects(app: Any) -> None:
             return Response(status_code=204, headers={"HX-Redirect": target})
         return RedirectResponse(target, status_code=303)
 
+    from starlette.exceptions import HTTPException
+
+    as_json = app.exception_handlers[HTTPException]  # the API's error body (shared.http)
+
+    @app.exception_handler(HTTPException)
+    async def _not_found(request: Request, exc: HTTPException) -> Response:
+        """An address with no page is a page in the person's language, not the API's JSON error."""
+        if exc.status_code != 404 or request.url.path.startswith(("/api/", "/static/")):
+            return await as_json(request, exc)
+        pages: Pages = app.state.pages
+        return pages.render(request, "not_found.html", status=404)
+
     @app.exception_handler(Unavailable)
     async def _unavailable(request: Request, exc: Unavailable) -> Response:
         if request.url.path.startswith("/api/"):
