@@ -2,8 +2,8 @@
 
 That write is the insert of the aggregate's next version claim (`shared.versions`): the claim holds the new
 document and the events the change causes (`outbox.<event_id>`, eShop's states `pending -> published | failed`,
-attempts, last error; the message itself as one JSON text `m`, dropped once it is published). A relay publishes a change's events right after its write; a sweeper publishes whatever is
-still pending (a crash or a broker outage between write and publish), so every event is published at least once.
+attempts, last error; the message itself as one JSON text `m`, dropped once it is published). A relay publishes a
+change's events right after its write; a sweeper publishes whatever is still pending (a crash or a broker outage between write and publish), so every event is published at least once.
 An entry that the broker refuses for good (a message over its size limit) is marked `failed` after
 `max_attempts`, no longer holds back the aggregate's later events, is counted on `/readyz`, and is sent again by
 `python -m shared.outbox resend` once the cause is fixed.

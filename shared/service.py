@@ -32,21 +32,27 @@ from shared.settings import ServiceSettings
 log = structlog.get_logger()
 
 
-def every(interval_s: float, step: Callable[[], Awaitable[Any]], what: str) -> Callable[[], Awaitable[None]]:
-    """A loop for `Runtime.background`: `step` every `interval_s` (a failure is logged and the step tried again next
-    time), and once more as the service stops, so what it writes late is written before the process ends."""
+def every(interval_s: float, step: Callable[[], Awaitable[Any]], what: str, *, at_start: bool = False,
+          at_stop: bool = False) -> Callable[[], Awaitable[None]]:
+    """A loop for `Runtime.background`: `step` every `interval_s` (a failure is logged as `<what>_failed` and the
+    step tried again next time); `at_start`: first at once; `at_stop`: once more as the service stops, so what the
+    step writes late (audit's trail heads, referral's day counts) is written before the process ends."""
 
     async def loop() -> None:
         try:
+            first = at_start
             while True:
-                await asyncio.sleep(interval_s)
+                if not first:
+                    await asyncio.sleep(interval_s)
+                first = False
                 try:
                     await step()
-                except Exception as exc:  # noqa: BLE001 - the loop outlives a database outage
+                except Exception as exc:  # noqa: BLE001 - the loop outlives a database or broker outage
                     log.warning(f"{what}_failed", error=describe(exc))
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(step(), 5.0)
+            if at_stop:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(step(), 5.0)
             raise
 
     return loop

@@ -32,7 +32,8 @@ def create_app(settings: AuditSettings | None = None, clock: Clock | None = None
     runtime.startup.append(store.ensure_indexes)
     runtime.backfill_once("report_weeks", store.backfill_report_weeks)
     runtime.startup.append(store.recover_heads)  # heads a stopped process journaled, before consuming
-    runtime.background.append(every(settings.trail_head_interval_s, store.write_heads, "trail_heads_write"))
+    runtime.background.append(every(settings.trail_head_interval_s, store.write_heads, "trail_heads_write",
+                                    at_stop=True))
     runtime.background.append(
         lambda: handlers.directory_checks(store, runtime.clock, settings.directory_check_interval_s))
     runtime.background.append(

@@ -72,6 +72,7 @@ class AuditStore:
         self.head_journal = db["head_journal"]
         self._journal_inserts = GroupedInserts(self.head_journal)
         self._journaled: list[str] = []  # this process's journal documents whose heads are not all written yet
+        self._unjournaled: set[str] = set()  # cases whose head moved since the last journal document
         self._writing_heads = asyncio.Lock()
         self.stats_weeks = db["stats_weeks"]
         # The days cases were reported on (`reported_day`), each registered before the first case of it is written
@@ -160,6 +161,7 @@ class AuditStore:
         for kept in (self._heads, self._tips):
             if (last := kept.get(case_id)) is None or entry["seq"] >= last["seq"]:
                 kept[case_id] = entry
+        self._unjournaled.add(case_id)
 
     async def _insert_pending(self, case_ids: Iterable[str] | None = None) -> None:
         """Insert the chained entries (of `case_ids`, else all) in one ordered command. From the first that collides
@@ -167,8 +169,7 @@ class AuditStore:
         trail as it is; so are all of them if the command as a whole is refused, so one bad entry cannot hold the
         others. A database outage leaves them for the next try (the batch's end waits it out before its commit)."""
         wanted = None if case_ids is None else set(case_ids)
-        again = [item for item in self._unsure if wanted is None or item[0] in wanted]
-        self._unsure = [item for item in self._unsure if item not in again]
+        again, self._unsure = _split(self._unsure, lambda item: wanted is None or item[0] in wanted)
         work = [(c, self._pending.pop(c)) for c in list(self._pending if wanted is None else wanted)
                 if c in self._pending]
         entries = [entry for _, items in work for _, _, entry in items]
@@ -213,9 +214,9 @@ class AuditStore:
         event = build(None).get("event") or {}
         error = describe(exc)
         log.error("trail_entry_refused", case_id=case_id, event_id=event_id, error=error)
-        doc = domain.dead_letter(topic="audit.trail", partition=-1, offset=-1, key=case_id.encode(),
-                                 headers={topics.HEADER_CASE_ID: case_id, topics.HEADER_EVENT_TYPE: event.get("type", ""),
-                                          topics.DLQ_CONSUMER: "audit", topics.DLQ_ERROR: error},
+        headers = {topics.HEADER_CASE_ID: case_id, topics.HEADER_EVENT_TYPE: event.get("type", ""),
+                   topics.DLQ_CONSUMER: "audit", topics.DLQ_ERROR: error}
+        doc = domain.dead_letter(topic="audit.trail", partition=-1, offset=-1, key=case_id.encode(), headers=headers,
                                  body=json.dumps(event, default=str).encode(), now=self._clock.now())
         await self.record_dead_letter({**doc, "_id": f"trail:{case_id}:{event_id}"})
 
@@ -225,13 +226,20 @@ class AuditStore:
         await self._journal_heads()
 
     async def _journal_heads(self) -> None:
-        """Note the heads not written yet in one journal document (before the batch's offsets are committed)."""
-        if not self._heads:
+        """Note the heads inserted since the last note and not written yet in one journal document (before the
+        batch's offsets are committed); earlier ones are in earlier notes, kept until their heads are written."""
+        moved, self._unjournaled = self._unjournaled, set()
+        heads = [{"case_id": case_id, "seq": self._heads[case_id]["seq"], "hash": self._heads[case_id]["hash"]}
+                 for case_id in sorted(moved) if case_id in self._heads]
+        if not heads:
             return
         note_id = uuid.uuid4().hex
-        await self._journal_inserts.insert({"_id": note_id, "at": domain.timestamp(self._clock.now()),
-                                            "heads": [{"case_id": case_id, "seq": e["seq"], "hash": e["hash"]}
-                                                      for case_id, e in self._heads.items()]})
+        try:
+            await self._journal_inserts.insert({"_id": note_id, "at": domain.timestamp(self._clock.now()),
+                                                "heads": heads})
+        except BaseException:
+            self._unjournaled |= moved  # noted with the next try
+            raise
         self._journaled.append(note_id)
 
     async def write_heads(self) -> int:
@@ -778,6 +786,15 @@ class AuditStore:
 
     async def checkpoints_page(self, offset: int, limit: int) -> list[dict[str, Any]]:
         return await self.checkpoints.find({}).sort([("_id", DESCENDING)]).skip(offset).limit(limit).to_list()
+
+def _split(items: list[Any], chosen: Callable[[Any], bool]) -> tuple[list[Any], list[Any]]:
+    """`items` that are `chosen`, and the others, each in their order."""
+    yes: list[Any] = []
+    no: list[Any] = []
+    for item in items:
+        (yes if chosen(item) else no).append(item)
+    return yes, no
+
 
 def _head(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {"trail_seq": entry["seq"], "trail_hash": entry["hash"]}

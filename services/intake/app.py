@@ -10,7 +10,7 @@ from services.intake.store import ReportStore
 from shared.access import AccessLog
 from shared.clock import Clock
 from shared.crypto import keystore_for
-from shared.service import build_runtime, create_service_api
+from shared.service import build_runtime, create_service_api, every
 from shared.settings import ServiceSettings
 
 
@@ -28,7 +28,8 @@ def create_app(settings: IntakeSettings | None = None, clock: Clock | None = Non
     store = ReportStore(runtime.db, runtime.relay, runtime.clock)
     runtime.startup.append(store.ensure_indexes)
     expire_once = handlers.idempotency_key_expiry(runtime, store)
-    runtime.background.append(handlers.run_every(settings.idempotency_key_check_interval_s, expire_once))
+    runtime.background.append(every(settings.idempotency_key_check_interval_s, expire_once, "idempotency_key_expiry",
+                                    at_start=True))
     handlers.subscribers(runtime, store)
     app = create_service_api(runtime, title="waspada-intake",
                              description="Reporters file what they saw in their village.")

@@ -203,20 +203,6 @@ def idempotency_key_expiry(runtime: Runtime, store: ReportStore) -> Callable[[],
     return expire_once
 
 
-def run_every(interval_s: float, step: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[None]]:
-    async def loop() -> None:
-        while True:
-            try:
-                await step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - tried again at the next round
-                log.warning("idempotency_key_expiry_failed", error_type=type(exc).__name__)
-            await asyncio.sleep(interval_s)
-
-    return loop
-
-
 def subscribers(runtime: Runtime, store: ReportStore) -> None:
     async def on_verification_event(event: Envelope) -> None:
         if not domain.may_move(event.type):

@@ -30,9 +30,11 @@ def create_app(settings: ReferralSettings | None = None, clock: Clock | None = N
     runtime.startup.append(store.ensure_indexes)
     handlers.subscribers(runtime, store, cases)
     check_deadlines_once = handlers.deadline_checker(runtime, store)
-    runtime.background.append(handlers.run_every(settings.deadline_check_interval_s, check_deadlines_once))
+    runtime.background.append(every(settings.deadline_check_interval_s, check_deadlines_once, "deadline_check",
+                                    at_start=True))
     runtime.backfill_once("referral_days", store.backfill_created_days)
-    runtime.background.append(every(settings.day_count_interval_s, store.write_counts, "day_counts_write"))
+    runtime.background.append(every(settings.day_count_interval_s, store.write_counts, "day_counts_write",
+                                    at_stop=True))
     app = create_service_api(runtime, title="waspada-referral",
                              description="Verified cases routed to the units that act on them, with deadlines "
                                          "that escalate, re-routing of declined referrals and case closure.")

@@ -1,6 +1,5 @@
 """Referral's HTTP routes and Kafka subscribers: parse, load, call the domain, save."""
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
@@ -18,7 +17,6 @@ from shared.auth import Principal
 from shared.crypto import KeyStore
 from shared.contracts.envelope import Envelope
 from shared.http import ApiError, case_erased, errors, not_found
-from shared.logging import describe
 from shared.outbox import Change, ConcurrentUpdate
 from shared.service import Runtime
 
@@ -210,15 +208,3 @@ def deadline_checker(runtime: Runtime, store: ReferralStore) -> Callable[[], Awa
     return check_deadlines_once
 
 
-def run_every(interval_s: float, step: Callable[[], Awaitable[int]]) -> Callable[[], Awaitable[None]]:
-    async def loop() -> None:
-        while True:
-            try:
-                await step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the checker outlives a database or broker outage
-                log.warning("deadline_check_failed", error=describe(exc))
-            await asyncio.sleep(interval_s)
-
-    return loop

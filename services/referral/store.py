@@ -80,17 +80,17 @@ class ReferralStore(AggregateStore):
         that could not be written is kept for the next round."""
         counts, self._day_counts = self._day_counts, {}
         written = 0
-        for entry_id, n in counts.items():
-            try:
+        try:
+            for entry_id, n in list(counts.items()):
                 counted = await self.days.find_one_and_update({"_id": entry_id}, {"$inc": {"n": n}},
                                                               return_document=ReturnDocument.AFTER)
-            except Exception:
-                for rest in list(counts)[list(counts).index(entry_id):]:
-                    self._day_counts[rest] = self._day_counts.get(rest, 0) + counts[rest]
-                raise
-            written += 1
-            if counted is not None and int(counted.get("n") or 0) >= BUSY_HOURS_DAY:
-                self._busy_days.add(entry_id)
+                del counts[entry_id]
+                written += 1
+                if counted is not None and int(counted.get("n") or 0) >= BUSY_HOURS_DAY:
+                    self._busy_days.add(entry_id)
+        finally:
+            for entry_id, n in counts.items():  # not written: kept for the next round
+                self._day_counts[entry_id] = self._day_counts.get(entry_id, 0) + n
         return written
 
     async def note_day(self, doc: dict[str, Any]) -> None:

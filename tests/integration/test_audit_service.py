@@ -495,6 +495,28 @@ async def test_an_entry_the_database_refuses_for_good_is_kept_as_a_dead_letter_a
     assert (await audit_db["cases"].find_one({"_id": reported.case_id}))["needs_attention"]
 
 
+async def test_each_batch_journals_only_the_heads_it_moved(audit_db):
+    from shared.contracts.verification import CaseLinked
+
+    store = AuditStore(audit_db, SystemClock())
+    await store.ensure_indexes()
+    first, second = case_reported(), case_reported()
+
+    def link(case):
+        return _follow_up(case, CaseLinked(linked_case_id=str(uuid.uuid4()), reasons=["phone"]))
+
+    await _apply_batch(store, [first, second, link(first), link(second)])
+    await _apply_batch(store, [link(second)])
+    notes = sorted(await audit_db["head_journal"].find({}).to_list(), key=lambda n: -len(n["heads"]))
+    assert [sorted(h["case_id"] for h in n["heads"]) for n in notes] == \
+        [sorted([first.case_id, second.case_id]), [second.case_id]]
+    assert [h["seq"] for h in notes[1]["heads"]] == [3]
+    restarted = AuditStore(audit_db, SystemClock())
+    assert await restarted.recover_heads() == 2  # the notes together name every head left unwritten
+    heads = {c.case_id: (await audit_db["cases"].find_one({"_id": c.case_id}))["trail_seq"] for c in (first, second)}
+    assert heads == {first.case_id: 2, second.case_id: 3}
+
+
 async def test_an_event_with_updates_writes_the_head_held_for_its_case(audit_db):
     from shared.contracts.verification import CaseLinked
 

@@ -363,6 +363,8 @@ async def test_referrals_opened_between_rounds_are_counted_in_one_write_per_day_
 
     from services.referral.domain import created_day, created_hour, created_week
     from services.referral.store import ReferralStore
+    from pymongo.errors import AutoReconnect
+
     from shared.outbox import OutboxRelay
     from tests.conftest import calls_to
 
@@ -388,5 +390,20 @@ async def test_referrals_opened_between_rounds_are_counted_in_one_write_per_day_
         counted = {d["_id"]: d["n"] for d in await store.days.find({"_id": {"$in": entry_ids}}).to_list()}
         assert counted == dict.fromkeys(entry_ids, 5)
         assert await store.write_counts() == 0  # nothing gained since
+        await store.count_day({"agency_id": "polresta_tangerang", "region_path": region, "created_day": day})
+        update = store.days.find_one_and_update
+
+        async def away_after_one(*args, **kwargs):
+            if len(writes) > 5:
+                raise AutoReconnect("database away (simulated)")
+            return await update(*args, **kwargs)
+
+        monkeypatch.setattr(store.days, "find_one_and_update", away_after_one)
+        with pytest.raises(AutoReconnect):
+            await store.write_counts()  # one entry written, the database gone for the rest
+        monkeypatch.setattr(store.days, "find_one_and_update", update)
+        assert await store.write_counts() == 4  # the rest kept for the next round, none counted twice
+        counted = {d["_id"]: d["n"] for d in await store.days.find({"_id": {"$in": entry_ids}}).to_list()}
+        assert counted == dict.fromkeys(entry_ids, 6)
     finally:
         await client.close()
