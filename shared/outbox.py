@@ -145,6 +145,13 @@ def expanded(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {**fields, **entry}
 
 
+def entries_of(claim: Mapping[str, Any]) -> dict[str, Any]:
+    """A claim's outbox entries by event id as stored: field by field, or (once every one went out on the first try,
+    `deliver`) as one JSON text of what is left of them."""
+    stored = claim.get("outbox") or {}
+    return json.loads(stored) if isinstance(stored, str) else dict(stored)
+
+
 def outbox_record(events: list[Outgoing], now: str) -> dict[str, Any]:
     entries = {o.event.event_id: _entry(o, i, now) for i, o in enumerate(events)}
     return {"outbox": entries, "outbox_open": bool(entries), "outbox_failed": False}
@@ -232,11 +239,18 @@ class OutboxRelay:
             log.info("event_published", event_type=entry.get("type"), topic=entry["topic"], **context)
         if settled:
             marks["outbox_open"] = False
-        update = {"$set": marks, "$inc": counts, **({"$unset": dropped} if dropped else {})}
         if together and settled and sent == len(ordered):
+            # Every entry of the claim went out at once: the outbox is rewritten as one text of what is left of the
+            # entries, which FerretDB writes, and decodes at each later read of the claim (the sweeper's repair and
+            # prune), as one value instead of four per entry: a recruiter's report causes some fifty in one claim.
+            now = self._clock.now().isoformat()
+            done = {event_id: {"type": entry.get("type"), "status": "published", "published_at": now, "attempts": 1}
+                    for event_id, entry in ordered}
+            update = {"$set": {"outbox": json.dumps(done, separators=(",", ":")), "outbox_open": False}}
             self._marks.setdefault(claims.full_name, (claims, {}))[1][claim_id] = update
             self._mark_soon()
         else:
+            update = {"$set": marks, "$inc": counts, **({"$unset": dropped} if dropped else {})}
             await claims.update_one({"_id": claim_id}, update)
         return sent, settled
 
@@ -341,7 +355,7 @@ class OutboxRelay:
 
     async def _close_if_settled(self, claims: AsyncCollection, claim_id: str) -> None:
         claim = await claims.find_one({"_id": claim_id}, {"outbox": 1})
-        if claim is not None and not any(e.get("status") == "pending" for e in (claim.get("outbox") or {}).values()):
+        if claim is not None and not any(e.get("status") == "pending" for e in entries_of(claim).values()):
             await claims.update_one({"_id": claim_id}, {"$set": {"outbox_open": False}})
 
     async def sweep_once(self, full: bool = True) -> int:
@@ -364,8 +378,7 @@ class OutboxRelay:
         blocked: set[tuple[str, str]] = set()  # aggregates whose earlier event could not go out this round
         for claims, claim in sorted(candidates, key=lambda cc: (cc[0].full_name, cc[1]["doc_id"], cc[1]["version"])):
             aggregate = (claims.full_name, claim["doc_id"])
-            pending = [(eid, expanded(e)) for eid, e in (claim.get("outbox") or {}).items()
-                       if e.get("status") == "pending"]
+            pending = [(eid, expanded(e)) for eid, e in entries_of(claim).items() if e.get("status") == "pending"]
             if aggregate in blocked:
                 continue
             if not pending:
@@ -399,7 +412,7 @@ class OutboxRelay:
         total = 0
         for store in self._stores:
             async for claim in store.claims.find({"outbox_failed": True}, {"outbox": 1}):
-                total += sum(1 for e in (claim.get("outbox") or {}).values() if e.get("status") == "failed")
+                total += sum(1 for e in entries_of(claim).values() if e.get("status") == "failed")
         return total
 
     async def run_sweeper(self, interval_s: float, full_every: int = 30) -> None:
@@ -442,7 +455,7 @@ class AggregateStore:
         """The outbox entries of the aggregate's retained versions, by event id (for tests and operators)."""
         entries: dict[str, dict[str, Any]] = {}
         async for claim in self.versions.claims.find({"doc_id": aggregate_id}, {"outbox": 1}):
-            entries |= {eid: expanded(e) for eid, e in (claim.get("outbox") or {}).items()}
+            entries |= {eid: expanded(e) for eid, e in entries_of(claim).items()}
         return entries
 
     async def create(self, doc: dict[str, Any], events: list[Outgoing] = (), applied: str | None = None  # type: ignore[assignment]
@@ -544,7 +557,7 @@ async def resend_failed(client: Any, databases: list[str], publish: Publish, eve
                 continue
             claims = db[collection]
             async for claim in claims.find({"outbox_failed": True}, {"set": 0}):
-                failed = {eid: expanded(e) for eid, e in (claim.get("outbox") or {}).items()
+                failed = {eid: expanded(e) for eid, e in entries_of(claim).items()
                           if e.get("status") == "failed" and event_id in (None, eid)}
                 if not failed:
                     continue
@@ -552,8 +565,7 @@ async def resend_failed(client: Any, databases: list[str], publish: Publish, eve
                     "outbox_open": True, "outbox_failed": False,
                     **{f"outbox.{eid}.status": "pending" for eid in failed},
                     **{f"outbox.{eid}.attempts": 0 for eid in failed}}})
-                pending = [(eid, expanded(e)) for eid, e in (claim.get("outbox") or {}).items()
-                           if e.get("status") == "pending"]
+                pending = [(eid, expanded(e)) for eid, e in entries_of(claim).items() if e.get("status") == "pending"]
                 went, _ = await relay.deliver(claims, claim["_id"],  # all that is pending: it closes the claim
                                               [*((eid, {**e, "attempts": 0}) for eid, e in failed.items()), *pending])
                 sent += went
