@@ -144,7 +144,11 @@ start_kafka() {
   local props="$state/kafka/server.properties"
   sed -e "s#@KAFKA_PORT@#$kafka_port#g" -e "s#@CONTROLLER_PORT@#$controller_port#g" -e "s#@LOG_DIRS@#$kafka_data#g" \
     "$here/kafka/server.properties.in" >"$props"
+  # C1 only (TieredStopAtLevel=1): this broker is started afresh for every run, test and benchmark, and on a 2-core
+  # machine C2 spent ~9% of a core compiling during a measured run (38% of the broker's CPU), taken from the
+  # services and the database; C1's code carried the same load at no more CPU (docs/bench/kafka-c1-20261203.txt).
   local java_flags=(-Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
+    -XX:TieredStopAtLevel=1
     -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true "-Dlog4j.configuration=file:$here/kafka/log4j.properties")
   if [[ ! -f "$kafka_data/meta.properties" ]]; then
     local cluster_id
