@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import copy
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -440,11 +440,12 @@ def _created_ts(entry: Mapping[str, Any]) -> float:
 class AggregateStore:
     """One document per aggregate, written only through `create` and `change` so the outbox rule always holds."""
 
-    def __init__(self, collection: AsyncCollection, relay: OutboxRelay, clock: Clock | None = None) -> None:
+    def __init__(self, collection: AsyncCollection, relay: OutboxRelay, clock: Clock | None = None,
+                 packed: Collection[str] = ()) -> None:
         self.collection = collection
         self.relay = relay
         self._clock = clock or SystemClock()
-        self.versions = VersionedCollection(collection, self._clock)
+        self.versions = VersionedCollection(collection, self._clock, packed=packed)
         self._applied = collection.database[collection.name + APPLIED_SUFFIX]
         relay.watch(self.versions)
 

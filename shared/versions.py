@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
 import bson
@@ -30,7 +30,7 @@ from pymongo import DeleteOne
 from pymongo.errors import DuplicateKeyError
 
 from shared.clock import Clock, SystemClock
-from shared.mongo import GroupedInserts
+from shared.mongo import GroupedInserts, packed
 
 log = structlog.get_logger()
 
@@ -97,10 +97,14 @@ class View(Protocol):
 
 
 class VersionedCollection:
-    """One collection whose documents carry `version` and `rev` and are written only through `write`."""
+    """One collection whose documents carry `version` and `rev` and are written only through `write`. `packed`: the
+    top-level fields (sub-documents) stored as one value each (`shared.mongo.packed`; read back as they were by the
+    clients `shared.mongo.connect` makes)."""
 
-    def __init__(self, collection: AsyncCollection, clock: Clock | None = None, recent: int = RECENT) -> None:
+    def __init__(self, collection: AsyncCollection, clock: Clock | None = None, recent: int = RECENT,
+                 packed: Collection[str] = ()) -> None:
         self.collection = collection
+        self._packed = tuple(packed)
         self.claims = collection.database[collection.name + SUFFIX]
         # Claims and first versions of writers at once (a consumer's lanes, concurrent requests) go in one command.
         self._claim_inserts = GroupedInserts(self.claims)
@@ -137,6 +141,12 @@ class VersionedCollection:
 
     def forget(self, doc_id: Any) -> None:
         self._recent.pop(doc_id, None)
+
+    def _stored(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The document as written to the collection: its packed fields as one value each."""
+        if not any(isinstance(doc.get(field), Mapping) for field in self._packed):
+            return doc
+        return {k: packed(v) if k in self._packed and isinstance(v, Mapping) else v for k, v in doc.items()}
 
     def _wrote_through(self, doc_id: Any, version: int) -> None:
         if doc_id in self._contended:
@@ -184,7 +194,7 @@ class VersionedCollection:
             # A new document that causes no events needs no claim: its insert is atomic on its _id (of two first
             # writers one inserts, the other gets DuplicateKeyError), and there is nothing to publish or repair.
             try:
-                await self._inserts.insert(new)
+                await self._inserts.insert(self._stored(new))
             except DuplicateKeyError:
                 await self.catch_up(doc_id)
                 raise
@@ -244,13 +254,13 @@ class VersionedCollection:
         writer, a catch-up, a stale base): `write` then reads the document and decides."""
         if base is None:
             try:
-                await self._inserts.insert(new)
+                await self._inserts.insert(self._stored(new))
                 return True
             except DuplicateKeyError:
                 return False
         if not base.get("rev"):
             return False  # written before versions carried a rev
-        result = await self.collection.replace_one({"_id": doc_id, "rev": base["rev"]}, new)
+        result = await self.collection.replace_one({"_id": doc_id, "rev": base["rev"]}, self._stored(new))
         return result.matched_count == 1
 
     async def catch_up(self, doc_id: str, known: dict[str, Any] | None = None) -> int:
@@ -289,6 +299,7 @@ class VersionedCollection:
         return int(current["version"]) if current else 0
 
     async def _replace(self, doc_id: str, doc: dict[str, Any]) -> None:
+        doc = self._stored(doc)
         try:
             await self.collection.replace_one({"_id": doc_id}, doc, upsert=True)
         except DuplicateKeyError:

@@ -120,10 +120,11 @@ async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def database(infra, isolation):
-    """`database(name)`: a database of this test's own on the real server, its client closed after the test."""
-    from pymongo import AsyncMongoClient
+    """`database(name)`: a database of this test's own on the real server, its client closed after the test (made
+    as the services make theirs: it reads packed fields back)."""
+    from shared.mongo import connect
 
-    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    client = connect(infra["mongo"])
     yield lambda name: client[f"{isolation['db_prefix']}_{name}"]
     await client.close()
 

@@ -21,7 +21,8 @@ log = structlog.get_logger()
 
 class ReportStore(AggregateStore):
     def __init__(self, db: AsyncDatabase, relay: OutboxRelay, clock: Clock) -> None:
-        super().__init__(db["reports"], relay, clock)
+        # The sealed report, read and rewritten whole and never queried into: one value (shared.mongo.packed)
+        super().__init__(db["reports"], relay, clock, packed=("report",))
         self._counters = db["case_numbers"]  # _id: "<regency>:<year>" -> seq, the highest number claimed (a hint)
         self._next_seq: dict[str, int] = {}  # the next number this process hands out, per regency and year
         self._counter_wanted: dict[str, int] = {}  # the highest number claimed here, per key: the counter's aim

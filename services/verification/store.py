@@ -59,7 +59,8 @@ class QueueView:
 
 class CaseStore(AggregateStore):
     def __init__(self, db: AsyncDatabase, relay: OutboxRelay, clock: Clock) -> None:
-        super().__init__(db["cases"], relay, clock)
+        # The sealed report, read and rewritten whole and never queried into: one value (shared.mongo.packed)
+        super().__init__(db["cases"], relay, clock, packed=("report",))
         # _id: keyed hash of an identifier -> the most recent cases that name it (`refs`, one JSON text:
         # `linking.refs_of`), and how many there are
         self.identities = VersionedCollection(db["identities"], clock)

@@ -274,3 +274,29 @@ async def test_after_its_first_sweep_the_sweeper_reads_claims_a_minute_at_a_time
         assert await things.prune(retention_s=600) == 0 and filters == []  # nothing left to read
     finally:
         await client.close()
+
+
+async def test_a_packed_field_is_stored_as_one_value_and_read_back_as_it_was(infra, isolation):
+    """FerretDB decodes a stored document value by value at every read and write: a sub-document read and written
+    whole (a case's sealed report) is stored as one value, and read back as the document it was by the services'
+    clients; one stored field by field (before it was packed) is read as it is and packed at its next write."""
+    client, plain = mongo.connect(infra["mongo"]), AsyncMongoClient(infra["mongo"], tz_aware=True)
+    name = f"{isolation['db_prefix']}_versions"
+    things = VersionedCollection(client[name]["packed"], SystemClock(), packed=("report",))
+    report = {"persons": [{"name": "sealed:abc", "age": 19}], "narrative": "sealed:def", "at": None}
+    try:
+        await things.write("p", {"report": report, "n": 0, "version": 1})
+        raw = await plain[name]["packed"].find_one({"_id": "p"})
+        assert raw["report"].subtype == mongo.PACKED_SUBTYPE  # one value in the database
+        assert (await things.load("p"))["report"] == report
+        await _next(things, "p", n=1)
+        assert (await plain[name]["packed"].find_one({"_id": "p"}))["report"].subtype == mongo.PACKED_SUBTYPE
+        assert (await things.load("p"))["report"] == report and (await things.load("p"))["n"] == 1
+        await plain[name]["packed"].insert_one({"_id": "old", "report": report, "version": 1, "rev": "r0"})
+        assert (await things.load("old"))["report"] == report  # stored field by field before
+        await _next(things, "old", n=5)
+        assert (await plain[name]["packed"].find_one({"_id": "old"}))["report"].subtype == mongo.PACKED_SUBTYPE
+        assert (await things.load("old"))["report"] == report
+    finally:
+        await client.close()
+        await plain.close()
