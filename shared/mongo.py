@@ -40,23 +40,31 @@ def commands_of(requests: Sequence[T], size: int = UPDATES_PER_COMMAND) -> Itera
 POOL_SIZE = 10
 
 
-# A sub-document stored as one value: BSON binary of a user-defined subtype holding the document's own BSON. FerretDB
-# decodes and encodes a stored document value by value (some 40 µs each) at every read and write, so a field read and
-# rewritten whole, never queried into (a case's sealed report, some fifty values), costs it one value instead. The
-# clients `connect` makes read it back as the document it was.
-PACKED_SUBTYPE = 0x80
+# A sub-document or a list stored as one value: BSON binary of a user-defined subtype holding its own BSON (a list as
+# the document {"v": list}). FerretDB decodes and encodes a stored document value by value (some 40 µs each) at every
+# read and write, so a field read and rewritten whole, never queried into (a case's sealed report, some fifty values;
+# a referral's sealed persons and its history), costs it one value instead. The clients `connect` makes read it back
+# as it was.
+PACKED_SUBTYPE = 0x80  # a document
+PACKED_LIST_SUBTYPE = 0x81  # a list
 _INNER = CodecOptions(tz_aware=True)
 
 
-def packed(value: Mapping[str, Any]) -> Binary:
-    return Binary(bson.encode(value, codec_options=_INNER), PACKED_SUBTYPE)
+def packed(value: Mapping[str, Any] | list[Any]) -> Binary:
+    if isinstance(value, Mapping):
+        return Binary(bson.encode(value, codec_options=_INNER), PACKED_SUBTYPE)
+    return Binary(bson.encode({"v": list(value)}, codec_options=_INNER), PACKED_LIST_SUBTYPE)
 
 
 class _Unpacked(TypeDecoder):
     bson_type = Binary
 
     def transform_bson(self, value: Any) -> Any:
-        return bson.decode(value, codec_options=_INNER) if value.subtype == PACKED_SUBTYPE else value
+        if value.subtype == PACKED_SUBTYPE:
+            return bson.decode(value, codec_options=_INNER)
+        if value.subtype == PACKED_LIST_SUBTYPE:
+            return bson.decode(value, codec_options=_INNER)["v"]
+        return value
 
 
 def connect(uri: str, pool_size: int = POOL_SIZE) -> AsyncMongoClient:

@@ -98,8 +98,8 @@ class View(Protocol):
 
 class VersionedCollection:
     """One collection whose documents carry `version` and `rev` and are written only through `write`. `packed`: the
-    top-level fields (sub-documents) stored as one value each (`shared.mongo.packed`; read back as they were by the
-    clients `shared.mongo.connect` makes)."""
+    top-level fields (sub-documents, lists) stored as one value each (`shared.mongo.packed`; read back as they were by
+    the clients `shared.mongo.connect` makes)."""
 
     def __init__(self, collection: AsyncCollection, clock: Clock | None = None, recent: int = RECENT,
                  packed: Collection[str] = ()) -> None:
@@ -144,9 +144,9 @@ class VersionedCollection:
 
     def _stored(self, doc: dict[str, Any]) -> dict[str, Any]:
         """The document as written to the collection: its packed fields as one value each."""
-        if not any(isinstance(doc.get(field), Mapping) for field in self._packed):
+        if not any(isinstance(doc.get(field), Mapping | list) for field in self._packed):
             return doc
-        return {k: packed(v) if k in self._packed and isinstance(v, Mapping) else v for k, v in doc.items()}
+        return {k: packed(v) if k in self._packed and isinstance(v, Mapping | list) else v for k, v in doc.items()}
 
     def _wrote_through(self, doc_id: Any, version: int) -> None:
         if doc_id in self._contended:

@@ -26,7 +26,9 @@ _URGENT_FIRST = [("priority_rank", ASCENDING), ("created_at", ASCENDING), ("_id"
 
 class ReferralStore(AggregateStore):
     def __init__(self, db: AsyncDatabase, relay: OutboxRelay, clock: Clock) -> None:
-        super().__init__(db["referrals"], relay, clock)
+        # Read and rewritten whole, never queried into: one value each (shared.mongo.packed)
+        super().__init__(db["referrals"], relay, clock,
+                         packed=("persons", "history", "deadlines", "milestones", "escalations"))
         # The days referrals were created on (`created_day`), per unit and per region ("agency_id:<id>",
         # "region_path:<code>"): where a full list walks back from the newest, skipping days it has none of.
         self.days = db["referral_days"]

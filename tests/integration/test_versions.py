@@ -292,6 +292,12 @@ async def test_a_packed_field_is_stored_as_one_value_and_read_back_as_it_was(inf
         await _next(things, "p", n=1)
         assert (await plain[name]["packed"].find_one({"_id": "p"}))["report"].subtype == mongo.PACKED_SUBTYPE
         assert (await things.load("p"))["report"] == report and (await things.load("p"))["n"] == 1
+        listed = VersionedCollection(client[name]["listed"], SystemClock(), packed=("history",))
+        await listed.write("l", {"history": [{"status": "created"}], "version": 1})
+        await _next(listed, "l", history=[{"status": "created"}, {"status": "acknowledged"}])
+        raw = await plain[name]["listed"].find_one({"_id": "l"})
+        assert raw["history"].subtype == mongo.PACKED_LIST_SUBTYPE  # a list too
+        assert (await listed.load("l"))["history"] == [{"status": "created"}, {"status": "acknowledged"}]
         await plain[name]["packed"].insert_one({"_id": "old", "report": report, "version": 1, "rev": "r0"})
         assert (await things.load("old"))["report"] == report  # stored field by field before
         await _next(things, "old", n=5)
