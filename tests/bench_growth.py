@@ -27,6 +27,7 @@ from services.audit.handlers import check_directory
 from services.audit.store import AuditStore
 from services.verification.store import CaseStore
 from shared.clock import ManualClock, SystemClock
+from shared.mongo import connect
 from shared.contracts.envelope import Envelope
 from shared.outbox import OutboxRelay
 from shared.versions import VersionedCollection
@@ -58,7 +59,9 @@ async def sweep(db: Any, n: int) -> str:
     written, sweeping = ManualClock(start), ManualClock(start)
     things = VersionedCollection(db["things"], written)
     relay = OutboxRelay(_nothing, sweeping)
-    relay.watch(things)
+    # Another process's sweeper: it reads each document it did not write (its own writes it takes as written:
+    # shared.versions.THROUGH), the dearer case.
+    relay.watch(VersionedCollection(db["things"], written))
     await relay.ensure_indexes()
     await relay.sweep_once(full=True)  # a process's first round reads every claim (none yet)
     pad = "x" * 2000  # about a claim's size
@@ -142,7 +145,7 @@ MEASURES = {"sweep": sweep, "watchlist": watchlist, "directory": directory}
 
 
 async def main(args: argparse.Namespace) -> None:
-    client: AsyncMongoClient[Any] = AsyncMongoClient(MONGO, tz_aware=True)
+    client: AsyncMongoClient[Any] = connect(MONGO)  # as the services make theirs: packed fields read back
     try:
         for what in args.measures:
             for n in args.sizes:
