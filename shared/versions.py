@@ -314,11 +314,8 @@ class VersionedCollection:
         its latest claimed version shows every earlier one too, and one behind is brought up to date by catch_up.
         A window of a few minutes is read a minute at a time (claims of other minutes are not decoded at all);
         without `since` (a process's first sweep) every claim is read."""
-        latest: dict[str, int] = {}
-        for claim in await self._claims_in(since, until, {"doc_id": 1, "version": 1, "at": 1}):
-            latest[claim["doc_id"]] = max(latest.get(claim["doc_id"], 0), int(claim["version"]))
         repaired = 0
-        for doc_id, version in latest.items():
+        for doc_id, version in _latest(await self._claims_in(since, until, {"doc_id": 1, "version": 1, "at": 1})):
             if self._through.get(doc_id, 0) >= version:
                 continue  # this process wrote it through, meeting nobody (THROUGH)
             if (current := await self._version(doc_id)) < version:
@@ -405,11 +402,16 @@ class VersionedCollection:
     async def _written_through(self, claims: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Those of `claims` whose document shows their version (one read per document, none for one this process
         wrote through meeting nobody: THROUGH)."""
-        latest: dict[str, int] = {}
-        for claim in claims:
-            latest[claim["doc_id"]] = max(latest.get(claim["doc_id"], 0), int(claim["version"]))
         current: dict[str, int] = {}
-        for doc_id, version in latest.items():
+        for doc_id, version in _latest(claims):
             known = self._through.get(doc_id, 0)
             current[doc_id] = known if known >= version else await self._version(doc_id)
         return [c for c in claims if current[c["doc_id"]] >= int(c["version"])]
+
+
+def _latest(claims: list[dict[str, Any]]) -> list[tuple[Any, int]]:
+    """Each document of `claims` with its latest claimed version."""
+    latest: dict[Any, int] = {}
+    for claim in claims:
+        latest[claim["doc_id"]] = max(latest.get(claim["doc_id"], 0), int(claim["version"]))
+    return list(latest.items())
