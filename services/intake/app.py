@@ -17,7 +17,8 @@ from shared.settings import ServiceSettings
 class IntakeSettings(ServiceSettings):
     service: str = "intake"
     port: int = 8001
-    # A retry with the same Idempotency-Key within this time gets the first answer; after it, a new report.
+    # Idempotency-Key claims written before case ids were made from the key (`domain.case_id_for`) are kept this
+    # long, then deleted; a key used since names its case for good (a retry gets the first answer, however late).
     idempotency_key_ttl_s: float = Field(24 * 3600.0, gt=0)
     idempotency_key_check_interval_s: float = Field(3600.0, gt=0)
 

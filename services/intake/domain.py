@@ -168,8 +168,23 @@ def request_hash(report: ReportIn) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# The namespace of case ids made from a reporter's Idempotency-Key (uuid5; a fixed value: ids stay what they were)
+KEYED_CASES = uuid.UUID("6f1d3c3e-5b0a-4c1e-9a43-0c9b9c7d2f10")
+
+
+def case_id_for(idempotency_id: str) -> str:
+    """The case id of a report filed with an Idempotency-Key (`idempotency_id`: "<reporter>:<key>"): the same for
+    every retry of it, however late, and for a concurrent twin, so the case's own first write is the guard."""
+    return str(uuid.uuid5(KEYED_CASES, idempotency_id))
+
+
 def case_number(regency_code: str, year: int, seq: int) -> str:
     return f"{regency_code.replace('.', '')}-{year}-{seq:06d}"
+
+
+def seq_of(number: str) -> int:
+    """The place of a case number (`case_number`) in its regency's yearly sequence."""
+    return int(number.rsplit("-", 1)[1])
 
 
 def actor_of(principal: Principal) -> Actor:

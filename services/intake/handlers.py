@@ -60,38 +60,38 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
         except domain.FieldProblem as exc:
             raise ApiError(422, "invalid_request", str(exc), exc.problems) from exc
         fingerprint = domain.request_hash(report)
-        case_id = str(uuid.uuid4())
-        idempotency_id = f"{principal.sub}:{idempotency_key}" if idempotency_key else f"case:{case_id}"
         if idempotency_key:
-            # The key is claimed first (an insert keyed by _id: atomic everywhere); a retry, or a concurrent
-            # twin, finds the claim and answers for the same case id.
-            claim = await store.claim_key(idempotency_id, case_id, fingerprint, now)
-            if claim["request_hash"] != fingerprint:
-                raise ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used for a different report",
-                               {"case_id": claim["case_id"]})
-            if claim["case_id"] != case_id:
+            # The case id is made from the reporter and the key: a retry, however late, and a concurrent twin name
+            # the same case, whose first version (an insert by _id) is the guard. Nothing is written for the key.
+            idempotency_id = f"{principal.sub}:{idempotency_key}"
+            case_id = domain.case_id_for(idempotency_id)
+            if (claim := await store.legacy_claim(idempotency_id)) is not None:  # a key claimed before that
+                if claim["request_hash"] != fingerprint:
+                    raise key_reused(claim["case_id"])
                 if first := await store.load(claim["case_id"]):
                     return _replay(first)
-                case_id = claim["case_id"]  # the first request failed or is still running: carry it on
+                case_id = claim["case_id"]
+        else:
+            case_id = str(uuid.uuid4())
+            idempotency_id = f"case:{case_id}"
         try:
             return await create_case(report, principal, case_id, idempotency_id, fingerprint, now)
-        except InFlight as exc:  # the claim and the key are the twin's as much as this request's: left to it
+        except InFlight as exc:  # the case is the twin's as much as this request's: left to it
             raise ApiError(409, "conflict", "this report is being filed by another request; retry with the same "
                                             "Idempotency-Key") from exc
         except Exception:
-            # A request that fails leaves nothing behind: no claim on the key (a corrected retry may use it), no key.
+            # A request that fails leaves no case key behind (a corrected retry with its key files the report).
             if await store.load(case_id) is None:
-                await store.release_claim(idempotency_id, case_id)
                 await keys.discard_unused(case_id)
             raise
 
     async def create_case(report: domain.ReportIn, principal: Principal, case_id: str, idempotency_id: str,
                           fingerprint: str, now: Any) -> JSONResponse:
         # The case's key and its number are two writes that do not wait on each other: made side by side, a report
-        # is accepted after four round trips to the database rather than five. (A number claimed for a request that
-        # then fails stays unused, as when its report's write fails.)
-        key, number = await asyncio.gather(keys.key_for_new_case(case_id),
-                                           claim_number(regions.regency_of(report.village_code), case_id, now.year),
+        # is accepted after three round trips to the database rather than four. (A number claimed for a request
+        # that then fails stays unused, as when its report's write fails; one claimed by a retry is given back.)
+        regency = regions.regency_of(report.village_code)
+        key, number = await asyncio.gather(keys.key_for_new_case(case_id), claim_number(regency, case_id, now.year),
                                            return_exceptions=True)
         if isinstance(key, CaseErased):
             raise case_erased() from key
@@ -107,10 +107,14 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
         try:
             await store.create(doc, events)
         except DuplicateKeyError:
-            # A concurrent submission with the same key created the case, or has claimed its first version and is
-            # writing it now: that claim is written through here (as the sweeper would), and its answer given.
+            # A request with the same key filed the case first (a retry's first attempt, or a twin), or has claimed
+            # its first version and is writing it now: that claim is written through here (as the sweeper would),
+            # and the first answer given. This request's number goes back.
+            await store.release_number(regency, now.year, domain.seq_of(number), number, case_id)
             await store.versions.catch_up(case_id)
             if first := await store.load(case_id):
+                if first.get("request_hash") != fingerprint:
+                    raise key_reused(case_id) from None
                 return _replay(first)
             raise InFlight from None
         return JSONResponse(_accepted(doc), status_code=201)
@@ -187,13 +191,19 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
     return router
 
 
+def key_reused(case_id: str) -> ApiError:
+    return ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used for a different report",
+                    {"case_id": case_id})
+
+
 def _replay(first: dict[str, Any]) -> JSONResponse:
     return JSONResponse(_accepted(first), status_code=201, headers={"Idempotent-Replayed": "true"})
 
 
 def idempotency_key_expiry(runtime: Runtime, store: ReportStore) -> Callable[[], Awaitable[int]]:
-    """`expire_idempotency_keys_once()`: delete Idempotency-Key claims older than `idempotency_key_ttl_s` (24 h);
-    a key used again after that files a new report."""
+    """`expire_idempotency_keys_once()`: delete the Idempotency-Key claims written before case ids were made from
+    the key, once older than `idempotency_key_ttl_s` (24 h); a key of that time used again after it files a new
+    report. (A key used since names its case for good.)"""
     async def expire_once() -> int:
         before = runtime.clock.now() - timedelta(seconds=runtime.settings.idempotency_key_ttl_s)
         if expired := await store.expire_keys(before.isoformat()):

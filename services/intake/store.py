@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import Callable
 from typing import Any
 
@@ -27,17 +28,24 @@ class ReportStore(AggregateStore):
         self._next_seq: dict[str, int] = {}  # the next number this process hands out, per regency and year
         self._counter_wanted: dict[str, int] = {}  # the highest number claimed here, per key: the counter's aim
         self._counter_moves: dict[str, asyncio.Task[None]] = {}
+        self._given_back: dict[str, list[int]] = {}  # numbers claimed here and released, handed out first (a heap)
         self._numbers = db["case_number_claims"]  # _id: a case number -> the case that holds it
+        # _id: "<reporter>:<Idempotency-Key>" -> the case it filed. Written until case ids were made from the key
+        # (`domain.case_id_for`); read only while claims of that time remain (`legacy_keys`), until they expire.
         self._keys = db["idempotency_keys"]
-        # Requests at once claim their numbers and keys in one command each (`GroupedInserts`).
+        self.legacy_keys = True  # until the first look (`ensure_indexes`) finds none
+        # Requests at once claim their numbers in one command (`GroupedInserts`).
         self._number_inserts = GroupedInserts(self._numbers)
-        self._key_inserts = GroupedInserts(self._keys)
 
     async def ensure_indexes(self) -> None:
         # Uniqueness lives in claims inserted by _id (case numbers, idempotency keys), not in unique indexes of
         # `reports`: a report is written through its version claim, which must not fail after it was inserted.
         await self.collection.create_index([("reporter_id", ASCENDING), ("received_at", DESCENDING)])
         await self._keys.create_index([("at", ASCENDING)])
+        await self._look_for_legacy_keys()
+
+    async def _look_for_legacy_keys(self) -> None:
+        self.legacy_keys = await self._keys.find_one({}, {"_id": 1}) is not None
 
     async def claim_next_number(self, regency_code: str, year: int, case_id: str,
                                 number_of: Callable[[int], str], attempts: int = 50) -> str | None:
@@ -47,7 +55,9 @@ class ReportStore(AggregateStore):
         background) only when it has none yet or another process claimed its next one."""
         key = f"{regency_code}:{year}"
         for _ in range(attempts):
-            if (seq := self._next_seq.get(key)) is None:
+            if given_back := self._given_back.get(key):
+                seq = heapq.heappop(given_back)
+            elif (seq := self._next_seq.get(key)) is None:
                 seq = max(await self._claimed_up_to(key) + 1, self._next_seq.get(key, 0))
             # a request beside this one takes the following number, not this one
             self._next_seq[key] = max(self._next_seq.get(key, 0), seq + 1)
@@ -98,25 +108,26 @@ class ReportStore(AggregateStore):
             holder = await self._numbers.find_one({"_id": number})
             return holder is not None and holder["case_id"] == case_id
 
+    async def release_number(self, regency_code: str, year: int, seq: int, number: str, case_id: str) -> None:
+        """Give back a number claimed for `case_id` by a request that then found the case filed already (a retry
+        whose number was claimed beside its key): this process hands it out next, so a retry leaves no gap in the
+        register (unless the process stops before it is handed out)."""
+        if not (await self._numbers.delete_one({"_id": number, "case_id": case_id})).deleted_count:
+            return
+        heapq.heappush(self._given_back.setdefault(f"{regency_code}:{year}", []), seq)
+
     async def expire_keys(self, before: str) -> int:
-        """Delete Idempotency-Key claims made before `before` (FerretDB has no TTL index: run periodically)."""
-        return (await self._keys.delete_many({"at": {"$lt": before}})).deleted_count
+        """Delete Idempotency-Key claims made before `before` (FerretDB has no TTL index: run periodically); no new
+        ones are written, so once none is left they are no longer read."""
+        if not self.legacy_keys:
+            return 0
+        expired = (await self._keys.delete_many({"at": {"$lt": before}})).deleted_count
+        await self._look_for_legacy_keys()
+        return expired
 
-    async def claim_key(self, idempotency_id: str, case_id: str, request_hash: str, now: Any) -> dict[str, Any]:
-        """The claim on an Idempotency-Key: this request's if it is the first, else the first request's."""
-        claim = {"_id": idempotency_id, "case_id": case_id, "request_hash": request_hash, "at": now.isoformat()}
-        try:
-            await self._key_inserts.insert(claim)
-            return claim
-        except DuplicateKeyError:
-            first = await self._keys.find_one({"_id": idempotency_id})
-            return first or claim
-
-    async def release_claim(self, idempotency_id: str, case_id: str) -> None:
-        """Drop this request's claim on a key (read and deleted by _id: FerretDB scans any other filter)."""
-        claim = await self._keys.find_one({"_id": idempotency_id})
-        if claim is not None and claim["case_id"] == case_id:
-            await self._keys.delete_one({"_id": idempotency_id})
+    async def legacy_claim(self, idempotency_id: str) -> dict[str, Any] | None:
+        """The claim a request made on an Idempotency-Key before case ids were made from it, if any."""
+        return await self._keys.find_one({"_id": idempotency_id}) if self.legacy_keys else None
 
     async def of_reporter(self, reporter_id: str, offset: int, limit: int) -> list[dict[str, Any]]:
         cursor = (self.collection.find({"reporter_id": reporter_id}, {"outbox": 0, "applied": 0})

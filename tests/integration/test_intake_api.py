@@ -120,7 +120,31 @@ async def test_a_reporter_sees_only_their_own_reports(infra, isolation):
         assert no_question.status_code == 409
 
 
-async def test_an_idempotency_key_expires_after_a_day(infra, isolation):
+async def test_a_key_names_its_case_for_good_and_a_retry_leaves_no_gap_in_the_numbers(infra, isolation):
+    """A phone that retries days after its answer was lost gets that answer (not a second case), and the number its
+    retry claimed beside the key goes to the next report."""
+    from datetime import UTC, datetime, timedelta
+
+    from shared.clock import ManualClock
+
+    clock = ManualClock(datetime(2026, 6, 1, 3, tzinfo=UTC))  # the retry a month later falls in the same year
+    app = create_app(IntakeSettings(env="dev", kafka_bootstrap_servers=infra["kafka"], mongodb_uri=infra["mongo"],
+                                    **isolation), clock=clock)
+    reporter = auth("reporter", PILOT_VILLAGE)
+    headers, body = {**reporter, "Idempotency-Key": "k-day"}, report_body(observed_at="2026-05-31T09:00:00+07:00")
+    async with serving(app) as http:
+        first = (await http.post("/v1/reports", json=body, headers=headers)).json()
+        clock.advance(timedelta(days=30))
+        assert await app.state.expire_idempotency_keys_once() == 0
+        again = await http.post("/v1/reports", json=body, headers=headers)
+        other = await http.post("/v1/reports", json={**body, "narrative": "lain"}, headers=headers)
+        following = (await http.post("/v1/reports", json=body, headers=reporter)).json()
+    assert again.json() == first and again.headers["Idempotent-Replayed"] == "true"
+    assert other.status_code == 409 and other.json()["error"]["details"]["case_id"] == first["case_id"]
+    assert domain.seq_of(following["case_number"]) == domain.seq_of(first["case_number"]) + 1
+
+
+async def test_a_key_claimed_before_case_ids_were_made_from_keys_answers_until_its_claim_expires(infra, isolation):
     from datetime import UTC, datetime, timedelta
 
     from shared.clock import ManualClock
@@ -128,17 +152,26 @@ async def test_an_idempotency_key_expires_after_a_day(infra, isolation):
     clock = ManualClock(datetime.now(UTC))
     app = create_app(IntakeSettings(env="dev", kafka_bootstrap_servers=infra["kafka"], mongodb_uri=infra["mongo"],
                                     **isolation), clock=clock)
-    reporter = auth("reporter", PILOT_VILLAGE)
-    headers, body = {**reporter, "Idempotency-Key": "k-day"}, report_body()
+    reporter, body = auth("reporter", PILOT_VILLAGE, sub="reporter-old-phone"), report_body()
+    claimed = str(uuid.uuid4())  # the case id the old claim gave; its request failed before filing it
+    client = AsyncMongoClient(infra["mongo"])
+    try:
+        await client[f"{isolation['db_prefix']}_intake"]["idempotency_keys"].insert_one(
+            {"_id": "reporter-old-phone:k-old", "case_id": claimed,
+             "request_hash": domain.request_hash(domain.ReportIn.model_validate(body)), "at": clock.now().isoformat()})
+    finally:
+        await client.close()
+    headers = {**reporter, "Idempotency-Key": "k-old"}
     async with serving(app) as http:
-        first = (await http.post("/v1/reports", json=body, headers=headers)).json()
-        clock.advance(timedelta(hours=23))
-        assert await app.state.expire_idempotency_keys_once() == 0
-        assert (await http.post("/v1/reports", json=body, headers=headers)).json() == first
-        clock.advance(timedelta(hours=2))
+        filed = (await http.post("/v1/reports", json=body, headers=headers)).json()
+        again = (await http.post("/v1/reports", json=body, headers=headers)).json()
+        reused = await http.post("/v1/reports", json={**body, "narrative": "lain"}, headers=headers)
+        clock.advance(timedelta(hours=25))
         assert await app.state.expire_idempotency_keys_once() == 1
-        later = await http.post("/v1/reports", json=body, headers=headers)
-    assert later.status_code == 201 and later.json()["case_id"] != first["case_id"]
+        later = (await http.post("/v1/reports", json=body, headers=headers)).json()
+    assert filed["case_id"] == again["case_id"] == claimed
+    assert reused.status_code == 409 and reused.json()["error"]["code"] == "idempotency_key_reused"
+    assert later["case_id"] == domain.case_id_for("reporter-old-phone:k-old") != claimed
 
 
 async def test_a_reporters_list_is_one_access_record_naming_every_report_it_showed(infra, isolation):
@@ -162,8 +195,7 @@ async def test_a_failed_report_leaves_nothing_behind_and_a_corrected_retry_with_
         infra, isolation, monkeypatch):
     reporter = auth("reporter", PILOT_VILLAGE)
     client = AsyncMongoClient(infra["mongo"])
-    keys, claims = client[f"{isolation['db_prefix']}_keys"]["case_keys"], \
-        client[f"{isolation['db_prefix']}_intake"]["idempotency_keys"]
+    keys = client[f"{isolation['db_prefix']}_keys"]["case_keys"]
     try:
         async with serving(_app(infra, isolation)) as http:
             edge = await http.post("/v1/reports", json=report_body(observed_at="0001-01-01T00:00:00+07:00"),
@@ -178,13 +210,13 @@ async def test_a_failed_report_leaves_nothing_behind_and_a_corrected_retry_with_
             monkeypatch.setattr(domain, "file_report", broken)
             with pytest.raises(RuntimeError):  # answered 500 to the client; the in-process transport re-raises it
                 await http.post("/v1/reports", json=report_body(), headers={**reporter, "Idempotency-Key": "k-2"})
-            left = (await keys.count_documents({}), await claims.count_documents({"_id": {"$regex": "k-2$"}}))
+            left = await keys.count_documents({})
             monkeypatch.undo()
             retried = await http.post("/v1/reports", json=report_body(narrative="lain"),
                                       headers={**reporter, "Idempotency-Key": "k-2"})
     finally:
         await client.close()
-    assert left == (1, 0)  # only the first accepted report's key: the failed request left neither key nor claim
+    assert left == 1  # only the first accepted report's key: the failed request left none
     assert retried.status_code == 201, retried.text
 
 
