@@ -358,7 +358,7 @@ def _move(doc: dict[str, Any], action: str, payload: Contract, by: Principal, no
     event = new_event(payload, case_id=doc["case_id"], producer=SERVICE, actor=_actor(by),
                       correlation_id=doc["correlation_id"], causation_id=None, occurred_at=now)
     at = now.astimezone(UTC).isoformat()
-    entry = {"status": target, "action": action, "at": at, "by": by.sub, "event_id": event.event_id}
+    entry = {"status": target, "action": action, "at": at, "by": by.sub, "by_name": by.name, "event_id": event.event_id}
     return Change(set={"status": target, "updated_at": at, **(fields or {})},
                   events=[Outgoing(topics.REFERRAL, event)], push={"history": entry, **(push or {})})
 
@@ -506,7 +506,7 @@ def referral_view(doc: dict[str, Any], key: bytes | None = None, *, opened: bool
         "version": doc["version"],
         "created_at": doc["created_at"],
         "updated_at": doc["updated_at"],
-        "history": [{k: h.get(k) for k in ("status", "action", "at", "by")} for h in doc.get("history", [])],
+        "history": [{k: h.get(k) for k in ("status", "action", "at", "by", "by_name")} for h in doc.get("history", [])],
     }
     if opened:
         view["persons"] = doc.get("persons") or []

@@ -21,6 +21,7 @@ class HistoryEntry(BaseModel):
     action: str | None
     at: str | None
     by: str | None
+    by_name: str | None = None  # the account's name when it acted (entries written before 2026-12-03 have none)
 
 
 class ReroutedTo(BaseModel):

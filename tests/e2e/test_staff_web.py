@@ -134,6 +134,8 @@ async def test_a_report_goes_from_the_reporter_to_a_closed_case_with_a_valid_tra
     await unit.click("[data-milestone-form=lp_filed] button[type=submit]")
     await unit.wait_for_selector("[data-history] [data-milestone=lp_filed]")
     assert "LP/B/123/XII/2026/SPKT" in await unit.text_content("[data-history]")
+    # who acted, by name (their account's), not by an id
+    assert "Bripka Adi" in await unit.locator("[data-history] [data-by]").first.text_content()
     await axe.check(unit, "referral with milestones")
     await unit.click("details:has([action$='/close']) summary")
     await unit.select_option("#c-outcome", "police_report_filed")

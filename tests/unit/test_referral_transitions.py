@@ -114,6 +114,7 @@ def test_every_allowed_transition_records_its_event_and_history(status, action):
     assert out.event.correlation_id == doc["correlation_id"]
     assert out.event.data["referral_id"] == doc["_id"] and out.event.data["agency_id"] == "bp3mi_banten"
     assert change.push["history"]["action"] == action and change.push["history"]["by"] == "inv-1"
+    assert change.push["history"]["by_name"] == "Petugas BP3MI"  # the staff page names who acted
     assert change.push["history"]["event_id"] == out.event.event_id
 
 
@@ -141,6 +142,7 @@ def test_a_full_walk_keeps_milestones_outcome_and_the_first_update_time():
     view = domain.referral_view(doc)
     assert view["status"] == "closed" and view["outcome"] == "police_report_filed"
     assert [h["action"] for h in view["history"]] == ["create", "acknowledge", "accept", "update", "update", "close"]
+    assert [h["by_name"] for h in view["history"]] == [None] + ["Petugas BP3MI"] * 5
     assert {"referral_id", "case_id", "agency_id", "status", "priority", "deadlines", "milestones"} <= set(view)
 
 
