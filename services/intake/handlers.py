@@ -93,6 +93,8 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
         regency = regions.regency_of(report.village_code)
         key, number = await asyncio.gather(keys.key_for_new_case(case_id), claim_number(regency, case_id, now.year),
                                            return_exceptions=True)
+        if isinstance(key, BaseException) and isinstance(number, str):  # no case comes of it: the number goes back
+            await store.release_number(regency, now.year, domain.seq_of(number), number, case_id)
         if isinstance(key, CaseErased):
             raise case_erased() from key
         if isinstance(key, BaseException):
