@@ -501,16 +501,23 @@ class AggregateStore:
             await self._applied.find_one({"_id": f"{doc['_id']}|{event_id}"}) is not None
 
     async def apply_once(self, aggregate_id: Any, event_id: str,
-                         decide: Callable[[dict[str, Any] | None], Change | None], attempts: int = 10) -> bool:
+                         decide: Callable[[dict[str, Any] | None], Change | None], attempts: int = 10,
+                         fresh: bool = False) -> bool:
         """Apply an incoming event at most once: skip it if already applied, else decide and write.
 
         `decide` gets the current document (None if there is none yet) and returns the change, or None for
-        "nothing to do". Returns whether something was written.
+        "nothing to do". Returns whether something was written. `fresh`: the event is the one that makes the
+        aggregate (a case's first event), so the first attempt takes it as absent without reading it: a document
+        that exists after all (a redelivery) refuses the insert of its first version, and the next attempt reads it.
         """
         for attempt in range(attempts):
             # First as this process last wrote it (no read, if it did); after a refused write as stored.
-            doc, from_memory = await self.versions.base_for_write(aggregate_id) if attempt == 0 \
-                else (await self.load(aggregate_id), False)
+            if attempt == 0 and fresh:
+                doc, from_memory = self.versions.remembered(aggregate_id), True
+            elif attempt == 0:
+                doc, from_memory = await self.versions.base_for_write(aggregate_id)
+            else:
+                doc, from_memory = await self.load(aggregate_id), False
             if await self.was_applied(doc, event_id):  # applied ids only grow: believed of a remembered one too
                 log.info("event_already_applied", event_id=event_id)
                 return False

@@ -144,7 +144,8 @@ def subscribers(runtime: Runtime, store: ReferralStore, cases: CaseStore) -> Non
         opened = domain.open_referrals(event, clock.now())
         # The case lists its referrals first, so it cannot close while one of them is still being written.
         await cases.apply_once(event.case_id, event.event_id,
-                               lambda case: domain.case_opened(case, event, opened, clock.now()))
+                               lambda case: domain.case_opened(case, event, opened, clock.now()),
+                               fresh=True)  # usually the case's first referrals (a re-verification reads it then)
         for doc, events in opened:
             new = await store.open(doc, events, applied=event.event_id)
             log.info("referral_opened" if new else "referral_already_open", referral_id=doc["_id"],

@@ -202,7 +202,8 @@ def subscribers(runtime: Runtime, store: CaseStore, keys: KeyStore) -> None:
         indexed = {"identities": [identity.digest for identity in mine], "buckets": [linking.own_bucket(report)]}
         await store.apply_once(event.case_id, event.event_id,
                                lambda doc: domain.on_reported(doc, event, now, key=case_key, links=links,
-                                                               watch_hits=hits, more_links=more, indexed=indexed))
+                                                               watch_hits=hits, more_links=more, indexed=indexed),
+                               fresh=event.type == "case.reported")  # a new case: no read of a document not there
 
     async def unfind(event: Envelope) -> None:
         """An erased case leaves the link index, the links of the cases it was linked to and its watch-list hits.

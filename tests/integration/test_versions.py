@@ -219,6 +219,43 @@ async def test_a_remembered_document_another_process_wrote_since_is_read_again_a
     assert doc["applied"] == ["e1", "e2", "e3", "e4", "e5"]
 
 
+async def test_an_event_that_makes_its_aggregate_is_applied_without_a_read_and_once_however_late_redelivered(
+        infra, isolation, monkeypatch):
+    """`fresh`: the first attempt takes the document as absent. A redelivery (its first version's claim still kept,
+    or pruned long ago) is refused at the insert, read, and found applied: nothing is written twice."""
+    from shared import topics
+    from shared.contracts.envelope import new_event
+    from shared.contracts.intake import CaseWithdrawn
+    from shared.outbox import Outgoing
+
+    client = mongo.connect(infra["mongo"])
+    relay = OutboxRelay(lambda *a: asyncio.sleep(0), SystemClock())
+    collection = client[f"{isolation['db_prefix']}_fresh"]["things"]
+    store, other = AggregateStore(collection, relay), AggregateStore(collection, relay)  # `other`: another process
+
+    def make(tag):
+        event = new_event(CaseWithdrawn(reason=tag), case_id="a", producer="test", actor=None, correlation_id="a",
+                          causation_id=None)
+        return lambda doc: Change(set={"tags": [*(doc or {}).get("tags", []), tag]},
+                                  events=[Outgoing(topics.INTAKE, event)])
+
+    try:
+        reads = calls_to(monkeypatch, AggregateStore, "load")
+        versioned_reads = calls_to(monkeypatch, VersionedCollection, "load")
+        assert await store.apply_once("a", "e1", make("one"), fresh=True)
+        assert (reads, versioned_reads) == ([], [])  # no read of a document that is not there
+        monkeypatch.undo()
+        assert not await other.apply_once("a", "e1", make("one again"), fresh=True)  # redelivered elsewhere
+        await relay.flush_marks()
+        assert await other.versions.prune(retention_s=0) == 1  # its claim is gone; the document stays
+        assert not await other.apply_once("a", "e1", make("one once more"), fresh=True)
+        doc = await store.load("a")
+        claims = await store.versions.claims.count_documents({})
+    finally:
+        await client.close()
+    assert (doc["tags"], doc["version"], doc["applied"], claims) == (["one"], 1, ["e1"], 0)
+
+
 async def test_after_its_first_sweep_the_sweeper_reads_claims_a_minute_at_a_time(infra, isolation, monkeypatch):
     """FerretDB filters a range of `at` only after decoding every claim it holds (thousands within the retention);
     an equality on the claim's minute it pushes into its SQL. So the sweeper's repair and prune read the minutes they
