@@ -43,8 +43,11 @@ class QueueView:
         """The case's entry, unless the entry there is of its version or a later one; whether it was written."""
         entry = domain.queue_entry(doc)
         try:  # only over an older version's entry (one of this version or later is there: the insert is refused)
-            await self.collection.replace_one({"_id": entry["_id"], "version": {"$lt": entry["version"]}}, entry,
-                                              upsert=True)
+            if entry["version"] == 1:  # a new case's: an insert (FerretDB's upsert reads first, to find none)
+                await self.collection.insert_one(entry)
+            else:
+                await self.collection.replace_one({"_id": entry["_id"], "version": {"$lt": entry["version"]}}, entry,
+                                                  upsert=True)
             return True
         except DuplicateKeyError:
             return False
