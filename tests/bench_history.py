@@ -271,15 +271,17 @@ def timed(http: httpx.Client, url: str, headers: dict[str, str], runs: int = RUN
 
 
 def touch_this_week(mongo: str, prefix: str) -> Callable[[], None]:
-    """What audit does after a case reported this week changes (a new report, a decision): today's week and day
-    tokens change, so the figures count that day's cases again (`AuditStore.touch_figures`)."""
+    """What audit does after a case reported this hour changes (a new report, a decision): the week's, today's and
+    this hour's tokens change, so the figures count that hour's cases again (`AuditStore.touch_figures`)."""
     def touch() -> None:
-        today = datetime.now(UTC).date().isoformat()
+        now = datetime.now(UTC)
+        today, hour = now.date().isoformat(), now.strftime("%Y-%m-%dT%H")
         week = audit_domain.week_of(today)
         token = uuid.uuid4().hex
         with MongoClient(mongo) as client:
             client[f"{prefix}_audit"]["stats_weeks"].update_one(
-                {"_id": week}, {"$set": {"token": token, f"days.{today}": token}}, upsert=True)
+                {"_id": week}, {"$set": {"token": token, f"days.{today}": token, f"hours.{hour}": token}},
+                upsert=True)
     return touch
 
 

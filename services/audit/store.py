@@ -32,6 +32,8 @@ BUSY_DAY = 40
 HOURS_READ_ONE_BY_ONE = 8  # a day with cases in this many hours or more is read an hour at a time
 # A changed week with more changed days than this is read whole and parted by day, rather than a day at a time.
 STALE_DAYS_READ_ONE_BY_ONE = 2
+# A changed day with more changed hours than this is read whole and parted by hour, rather than an hour at a time.
+STALE_HOURS_READ_ONE_BY_ONE = 3
 # A page of the accounts trail reads at most this many blocks of the directory (domain.DIRECTORY_BLOCK entries
 # each); one that found fewer of its region's entries than it wanted says where the next page goes on.
 DIRECTORY_BLOCKS_PER_PAGE = 20
@@ -87,6 +89,8 @@ class AuditStore:
         self.report_hours = db["report_hours"]
         self._known_hours: set[str] = set()
         self._touched_days: dict[str, set[str]] = {}  # week -> its days changed in this batch, not yet touched
+        self._touched_hours: dict[str, set[str]] = {}  # week -> the hours of those changes
+        self._touched_wholes: dict[str, set[str]] = {}  # week -> days changed in an hour not known: counted whole
         self.stats_parts = db["stats_parts"]
         self.meta = db["meta"]
         # Backfills done: every case carries its day ("report_days": figures may use days) and its hour
@@ -468,7 +472,7 @@ class AuditStore:
                 if from_memory:
                     continue  # "nothing to change" is only believed of the stored document
                 if updates:  # perhaps a redelivery after a crash between the write below and the touch
-                    await self.touch_figures([(week, day)])
+                    await self.touch_figures([(week, day, hour)])
                 return
             if "reported_day" in fields:
                 await self.note_day(day)
@@ -481,8 +485,9 @@ class AuditStore:
                 await self.case_versions.write(case_id, {**changed, "version": int(case["version"]) + 1},
                                                base=None if new else case)
                 if updates or "reported_week" in fields or "reported_day" in fields:  # after the write: see `stats`
-                    before = (case.get("reported_week") or domain.NO_WEEK, case.get("reported_day") or domain.NO_WEEK)
-                    await self.touch_figures({(week, day)} if new else {(week, day), before})
+                    before = (case.get("reported_week") or domain.NO_WEEK, case.get("reported_day") or domain.NO_WEEK,
+                              case.get("reported_hour") or domain.NO_WEEK)
+                    await self.touch_figures({(week, day, hour)} if new else {(week, day, hour), before})
                 if fields.get("region_path") and not case.get("region_path"):
                     await self.claim_dead_letters(case_id, fields["region_path"])
                 return
@@ -571,21 +576,28 @@ class AuditStore:
 
     # --- the region's figures -------------------------------------------------------------------------------
 
-    async def touch_figures(self, marks: Iterable[tuple[str, str]]) -> None:
-        """A case of these report weeks and days changed: their kept figures are out of date. Called after the case
-        is written, so figures counted from a token read before the touch are counted again later. In a consumer's
-        batch each week and day is touched once, when the whole batch is written (a crash before that redelivers the
-        batch, and `project` touches the week and day of an event it finds already projected)."""
-        for week, day in marks:
+    async def touch_figures(self, marks: Iterable[tuple[str, ...]]) -> None:
+        """A case of these report weeks, days and hours (`(week, day, hour)`; a mark without an hour makes its whole
+        day counted again) changed: their kept figures are out of date. Called after the case is written, so figures
+        counted from a token read before the touch are counted again later. In a consumer's batch each week is
+        touched once, when the whole batch is written (a crash before that redelivers the batch, and `project`
+        touches the week, day and hour of an event it finds already projected)."""
+        for week, day, *hour in marks:
             if day != domain.NO_WEEK:
                 self._touched_days.setdefault(week, set()).add(day)
+                if hour and hour[0] != domain.NO_WEEK:
+                    self._touched_hours.setdefault(week, set()).add(hour[0])
+                else:
+                    self._touched_wholes.setdefault(week, set()).add(day)
             await consumer.at_batch_end(("stats_week", week), lambda week=week: self._touch_week(week))
 
     async def _touch_week(self, week: str) -> None:
-        """One write: the week's token and those of its days that changed (kept in the week's document, so a reader
-        that sees the week's new token sees its days' too)."""
+        """One write: the week's token and those of its days and hours that changed (kept in the week's document, so
+        a reader that sees the week's new token sees its days' and hours' too)."""
         token = uuid.uuid4().hex
         days = {f"days.{day}": token for day in sorted(self._touched_days.pop(week, ()))}
+        days |= {f"hours.{hour}": token for hour in sorted(self._touched_hours.pop(week, ()))}
+        days |= {f"wholes.{day}": token for day in sorted(self._touched_wholes.pop(week, ()))}
         for upsert in (True, False):  # two first touches of a week at once: one inserts, the other updates
             try:
                 await self.stats_weeks.update_one({"_id": week}, {"$set": {"token": token, **days}}, upsert=upsert)
@@ -607,7 +619,7 @@ class AuditStore:
             if kept is not None and kept.get("token") == tokens[week]:
                 return json.loads(kept["part"])
             counted, days = await self._count_week(region, week, json.loads((kept or {}).get("days") or "{}"),
-                                                   weeks[week].get("days") or {})
+                                                   weeks[week])
             try:
                 await self.stats_parts.replace_one({"_id": key}, {"token": tokens[week], "part": json.dumps(counted),
                                                                   "days": json.dumps(days)}, upsert=True)
@@ -623,33 +635,80 @@ class AuditStore:
         parts = await asyncio.gather(*(kept(w) for w in whole), *(cut(w) for w in partial))
         return domain.merge_parts(parts)
 
-    async def _count_week(self, region: str, week: str, kept: dict[str, list[Any]], day_tokens: dict[str, str]
+    async def _count_week(self, region: str, week: str, kept: dict[str, list[Any]], touched: dict[str, Any]
                           ) -> tuple[dict[str, Any], dict[str, list[Any]]]:
-        """A week's figures counted anew, and its days' parts to keep with them (day -> [token, part]): each day's
-        part as kept unless a case of that day changed since, so a busy week whose today changed costs today's
-        cases, not the week's. Where most days changed (the first count of a week) the week is read at once and
-        parted by day; while older case documents are being given their day, case by case and no days kept."""
+        """A week's figures counted anew, and its days' parts to keep with them (day -> [token, part, its hours'
+        parts, its whole-day token]): each day's part as kept unless a case of that day changed since, and a changed
+        day from its hours' kept parts but those of the hours that changed, so a busy week whose current hour changed
+        costs that hour's cases, not the day's or the week's. Where most days changed (the first count of a week) the
+        week is read at once and parted by day and hour; while older case documents are being given their day, case
+        by case and no days kept. `touched`: the week's document in `stats_weeks` (its tokens)."""
         if week == domain.NO_WEEK or not await self.markers.done("report_days"):
             return domain.stats_part(await self._stats_rows(region, {"reported_week": week})), {}
+        day_tokens, hour_tokens = touched.get("days") or {}, touched.get("hours") or {}
+        wholes = touched.get("wholes") or {}
         # Every day of the week that has cases (registered before its first case was written), with its token (none
         # while no case of it has changed since it was registered).
         tokens = {d["_id"]: day_tokens.get(d["_id"]) for d in await self.report_days.find({"week": week}).to_list()}
         stale = [day for day, token in tokens.items() if day not in kept or kept[day][0] != token]
+        by_hours = await self.markers.done("report_hours")
         if len(stale) > STALE_DAYS_READ_ONE_BY_ONE:
             rows = await self._stats_rows(region, {"reported_week": week})
             by_day: dict[str, list[dict[str, Any]]] = {}
             for row in rows:
                 by_day.setdefault(row.get("reported_day") or domain.NO_WEEK, []).append(row)
-            return domain.stats_part(rows), {day: [token, domain.stats_part(by_day.get(day, []))]
-                                             for day, token in tokens.items()}
-        counted = await asyncio.gather(*(self._stats_rows(region, {"reported_day": day}) for day in stale))
-        days = {day: [token, kept[day][1]] for day, token in tokens.items() if day not in stale}
-        days.update({day: [tokens[day], domain.stats_part(rows)] for day, rows in zip(stale, counted, strict=True)})
-        return domain.merge_parts([part for _, part in days.values()]), days
+            hours = await self._hours_of(week) if by_hours else {}
+            return domain.stats_part(rows), {
+                day: self._day_kept(token, by_day.get(day, []), hours.get(day) if by_hours else None, hour_tokens,
+                                    wholes.get(day)) for day, token in tokens.items()}
+        days = {day: kept[day] for day in tokens if day not in stale}
+        if stale:
+            hours = await self._hours_of(week) if by_hours else {}
+            counted = await asyncio.gather(*(self._count_day(region, day, tokens[day], kept.get(day),
+                                                             hours.get(day) if by_hours else None, hour_tokens,
+                                                             wholes.get(day)) for day in stale))
+            days.update(zip(stale, counted, strict=True))
+        return domain.merge_parts([entry[1] for entry in days.values()]), days
+
+    async def _hours_of(self, week: str) -> dict[str, list[str]]:
+        """The week's registered hours (each before its first case was written), by day."""
+        hours: dict[str, list[str]] = {}
+        for doc in await self.report_hours.find({"week": week}, {"_id": 1}).to_list():
+            hours.setdefault(doc["_id"][:10], []).append(doc["_id"])
+        return hours
+
+    async def _count_day(self, region: str, day: str, token: str | None, kept: list[Any] | None,
+                         hours: list[str] | None, hour_tokens: dict[str, str], whole: str | None) -> list[Any]:
+        """A changed day's kept entry: from its hours' kept parts and those of its changed hours read again, or
+        (no hours kept, its whole day touched since, or many hours changed) the day read whole and parted by hour."""
+        kept_hours = kept[2] if kept is not None and len(kept) > 3 and kept[3] == whole else None
+        if hours is not None and kept_hours is not None:
+            stale = [hour for hour in hours if hour not in kept_hours or kept_hours[hour][0] != hour_tokens.get(hour)]
+            if len(stale) <= STALE_HOURS_READ_ONE_BY_ONE:
+                counted = await asyncio.gather(*(self._stats_rows(region, {"reported_hour": hour}) for hour in stale))
+                parts = {hour: kept_hours[hour] for hour in hours if hour not in stale}
+                parts.update({hour: [hour_tokens.get(hour), domain.stats_part(rows)]
+                              for hour, rows in zip(stale, counted, strict=True)})
+                return [token, domain.merge_parts([part for _, part in parts.values()]), parts, whole]
+        return self._day_kept(token, await self._stats_rows(region, {"reported_day": day}), hours, hour_tokens, whole)
+
+    @staticmethod
+    def _day_kept(token: str | None, rows: list[dict[str, Any]], hours: list[str] | None,
+                  hour_tokens: dict[str, str], whole: str | None) -> list[Any]:
+        """A day's kept entry from all its cases: its part, and (`hours`: its registered hours) each hour's."""
+        if hours is None:
+            return [token, domain.stats_part(rows)]
+        by_hour: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_hour.setdefault(row.get("reported_hour") or domain.NO_WEEK, []).append(row)
+        if set(by_hour) - set(hours):  # a case whose hour is not registered (should not happen): no hour parts
+            return [token, domain.stats_part(rows)]
+        return [token, domain.stats_part(rows),
+                {hour: [hour_tokens.get(hour), domain.stats_part(by_hour.get(hour, []))] for hour in hours}, whole]
 
     async def _stats_rows(self, region: str, where: dict[str, str]) -> list[dict[str, Any]]:
-        return await self.cases.find({"region_path": region, **where},
-                                     dict.fromkeys((*domain.STATS_FIELDS, "reported_day"), 1)).to_list()
+        fields = dict.fromkeys((*domain.STATS_FIELDS, "reported_day", "reported_hour"), 1)
+        return await self.cases.find({"region_path": region, **where}, fields).to_list()
 
     async def backfill_report_weeks(self) -> int:
         """Case documents written before they carried their report week, day or hour get them (once per database).
@@ -716,8 +775,10 @@ class AuditStore:
         except ConcurrentUpdate:
             return  # other writers kept moving the case: given up after 20 refused claims, as before
         if case is not None:
-            await self.touch_figures([(case.get("reported_week") or domain.report_week(case.get("reported_at")),
-                                       case.get("reported_day") or domain.report_day(case.get("reported_at")))])
+            reported_at = case.get("reported_at")
+            await self.touch_figures([(case.get("reported_week") or domain.report_week(reported_at),
+                                       case.get("reported_day") or domain.report_day(reported_at),
+                                       case.get("reported_hour") or domain.report_hour(reported_at))])
 
     async def dead_letters_page(self, regions: list[str], filters: dict[str, Any], offset: int, limit: int
                                 ) -> list[dict[str, Any]]:

@@ -748,3 +748,63 @@ async def test_a_changed_week_is_counted_again_from_its_days_reading_only_the_da
     assert sorted(kept) == sorted({domain.report_day(domain.timestamp(monday + timedelta(days=d)))
                                    for d in (0, 1, 2, 3, 4)})
     assert sum(sum(n for _, n in part["by_status"]) for _, part in kept.values()) == 7
+
+
+async def test_a_changed_day_is_counted_again_from_its_hours_reading_only_the_hour_that_changed(audit_db):
+    """A busy day's figures are the sum of its hours' kept parts: an hour no case of which changed is not counted
+    again (a mark put in its kept part shows through), the hour that changed is; a change whose hour is not known
+    makes the whole day counted again; and the sum is always what counting every case gives."""
+    store = AuditStore(audit_db, SystemClock())
+    await store.ensure_indexes()
+    await store.backfill_report_weeks()  # nothing to fill in: figures may use days and hours
+    monday = datetime(2026, 8, 3, tzinfo=UTC)
+    region, week = ["36", "36.03"], domain.report_week(domain.timestamp(monday))
+    day = domain.report_day(domain.timestamp(monday))
+
+    async def report(case_id, at, status="reported", hour_known=True):
+        stamp = domain.timestamp(at)
+        doc = {"_id": case_id, "region_path": region, "status": status, "reported_at": stamp, "reported_week": week,
+               "reported_day": day, "reported_hour": domain.report_hour(stamp), "village_code": "36.03.11.2009",
+               "suspected_types": ["tppo"]}
+        await store.note_day(day)
+        await store.note_hour(doc["reported_hour"])
+        await audit_db["cases"].replace_one({"_id": case_id}, doc, upsert=True)
+        await store.touch_figures([(week, day, doc["reported_hour"]) if hour_known else (week, day)])
+
+    for n in range(6):
+        await report(f"h{n}", monday + timedelta(hours=9 + n))
+    figures = domain.stats_of("36.03", await store.stats("36.03", None, None))
+    assert figures["total"] == 6
+    kept = await audit_db["stats_parts"].find_one({"_id": f"36.03|{week}"})
+    days = json.loads(kept["days"])
+    nine = domain.report_hour(domain.timestamp(monday + timedelta(hours=9)))
+    assert sorted(days[day][2]) == sorted(domain.report_hour(domain.timestamp(monday + timedelta(hours=9 + n)))
+                                          for n in range(6))
+    days[day][2][nine][1]["by_village"].append(["mark", 1])  # proves the hour's kept part is used, not a recount
+    await audit_db["stats_parts"].update_one({"_id": kept["_id"]}, {"$set": {"days": json.dumps(days)}})
+
+    reads = []
+    found = store._stats_rows
+
+    async def counted(region_, where):
+        reads.append(where)
+        return await found(region_, where)
+
+    store._stats_rows = counted
+    await report("h5", monday + timedelta(hours=14), status="verified")  # 14:00 changes; 09:00 does not
+    figures = domain.stats_of("36.03", await store.stats("36.03", None, None))
+    assert reads == [{"reported_hour": domain.report_hour(domain.timestamp(monday + timedelta(hours=14)))}]
+    assert figures["by_status"] == {"reported": 5, "verified": 1}
+    assert figures["by_village"].get("mark") == 1  # 09:00's kept part, not counted again
+    rows = await audit_db["cases"].find({"reported_week": week}).to_list()
+    marked_out = ("by_village", "by_district")
+    expected = domain.stats_of("36.03", domain.stats_part(rows))
+    assert {k: v for k, v in figures.items() if k not in marked_out} == \
+        {k: v for k, v in expected.items() if k not in marked_out}
+
+    reads.clear()
+    await report("h0", monday + timedelta(hours=9), status="rejected", hour_known=False)  # its hour not told
+    figures = domain.stats_of("36.03", await store.stats("36.03", None, None))
+    assert reads == [{"reported_day": day}] and "mark" not in figures["by_village"]
+    assert figures == domain.stats_of("36.03", domain.stats_part(await audit_db["cases"].find(
+        {"reported_week": week}).to_list()))
