@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -92,6 +93,9 @@ class AuditStore:
         self._touched_hours: dict[str, set[str]] = {}  # week -> the hours of those changes
         self._touched_wholes: dict[str, set[str]] = {}  # week -> days changed in an hour not known: counted whole
         self.stats_parts = db["stats_parts"]
+        # A region's day's figures hour by hour (`_count_day`), read only when a case of that day changed: a busy day
+        # whose current hour changed is counted from its other hours' parts and that hour's cases.
+        self.stats_hours = db["stats_hours"]
         self.meta = db["meta"]
         # Backfills done: every case carries its day ("report_days": figures may use days) and its hour
         # ("report_hours": the search may use hours), every directory entry its block ("directory_blocks").
@@ -637,38 +641,33 @@ class AuditStore:
 
     async def _count_week(self, region: str, week: str, kept: dict[str, list[Any]], touched: dict[str, Any]
                           ) -> tuple[dict[str, Any], dict[str, list[Any]]]:
-        """A week's figures counted anew, and its days' parts to keep with them (day -> [token, part, its hours'
-        parts, its whole-day token]): each day's part as kept unless a case of that day changed since, and a changed
-        day from its hours' kept parts but those of the hours that changed, so a busy week whose current hour changed
-        costs that hour's cases, not the day's or the week's. Where most days changed (the first count of a week) the
-        week is read at once and parted by day and hour; while older case documents are being given their day, case
-        by case and no days kept. `touched`: the week's document in `stats_weeks` (its tokens)."""
+        """A week's figures counted anew, and its days' parts to keep with them (day -> [token, part]): each day's
+        part as kept unless a case of that day changed since, and a changed day from its hours' kept parts but those
+        of the hours that changed (`_count_day`), so a busy week whose current hour changed costs that hour's cases,
+        not the day's or the week's. Where most days changed (the first count of a week) the week is read at once and
+        parted by day; while older case documents are being given their day, case by case and no days kept.
+        `touched`: the week's document in `stats_weeks` (its tokens)."""
         if week == domain.NO_WEEK or not await self.markers.done("report_days"):
             return domain.stats_part(await self._stats_rows(region, {"reported_week": week})), {}
-        day_tokens, hour_tokens = touched.get("days") or {}, touched.get("hours") or {}
-        wholes = touched.get("wholes") or {}
         # Every day of the week that has cases (registered before its first case was written), with its token (none
         # while no case of it has changed since it was registered).
+        day_tokens = touched.get("days") or {}
         tokens = {d["_id"]: day_tokens.get(d["_id"]) for d in await self.report_days.find({"week": week}).to_list()}
         stale = [day for day, token in tokens.items() if day not in kept or kept[day][0] != token]
-        by_hours = await self.markers.done("report_hours")
         if len(stale) > STALE_DAYS_READ_ONE_BY_ONE:
             rows = await self._stats_rows(region, {"reported_week": week})
             by_day: dict[str, list[dict[str, Any]]] = {}
             for row in rows:
                 by_day.setdefault(row.get("reported_day") or domain.NO_WEEK, []).append(row)
-            hours = await self._hours_of(week) if by_hours else {}
-            return domain.stats_part(rows), {
-                day: self._day_kept(token, by_day.get(day, []), hours.get(day) if by_hours else None, hour_tokens,
-                                    wholes.get(day)) for day, token in tokens.items()}
+            return domain.stats_part(rows), {day: [token, domain.stats_part(by_day.get(day, []))]
+                                             for day, token in tokens.items()}
         days = {day: kept[day] for day in tokens if day not in stale}
         if stale:
-            hours = await self._hours_of(week) if by_hours else {}
-            counted = await asyncio.gather(*(self._count_day(region, day, tokens[day], kept.get(day),
-                                                             hours.get(day) if by_hours else None, hour_tokens,
-                                                             wholes.get(day)) for day in stale))
-            days.update(zip(stale, counted, strict=True))
-        return domain.merge_parts([entry[1] for entry in days.values()]), days
+            hours = await self._hours_of(week) if await self.markers.done("report_hours") else None
+            counted = await asyncio.gather(*(self._count_day(region, day, None if hours is None else hours.get(day),
+                                                             touched) for day in stale))
+            days.update({day: [tokens[day], part] for day, part in zip(stale, counted, strict=True)})
+        return domain.merge_parts([part for _, part in days.values()]), days
 
     async def _hours_of(self, week: str) -> dict[str, list[str]]:
         """The week's registered hours (each before its first case was written), by day."""
@@ -677,34 +676,40 @@ class AuditStore:
             hours.setdefault(doc["_id"][:10], []).append(doc["_id"])
         return hours
 
-    async def _count_day(self, region: str, day: str, token: str | None, kept: list[Any] | None,
-                         hours: list[str] | None, hour_tokens: dict[str, str], whole: str | None) -> list[Any]:
-        """A changed day's kept entry: from its hours' kept parts and those of its changed hours read again, or
-        (no hours kept, its whole day touched since, or many hours changed) the day read whole and parted by hour."""
-        kept_hours = kept[2] if kept is not None and len(kept) > 3 and kept[3] == whole else None
-        if hours is not None and kept_hours is not None:
-            stale = [hour for hour in hours if hour not in kept_hours or kept_hours[hour][0] != hour_tokens.get(hour)]
-            if len(stale) <= STALE_HOURS_READ_ONE_BY_ONE:
-                counted = await asyncio.gather(*(self._stats_rows(region, {"reported_hour": hour}) for hour in stale))
-                parts = {hour: kept_hours[hour] for hour in hours if hour not in stale}
-                parts.update({hour: [hour_tokens.get(hour), domain.stats_part(rows)]
-                              for hour, rows in zip(stale, counted, strict=True)})
-                return [token, domain.merge_parts([part for _, part in parts.values()]), parts, whole]
-        return self._day_kept(token, await self._stats_rows(region, {"reported_day": day}), hours, hour_tokens, whole)
-
-    @staticmethod
-    def _day_kept(token: str | None, rows: list[dict[str, Any]], hours: list[str] | None,
-                  hour_tokens: dict[str, str], whole: str | None) -> list[Any]:
-        """A day's kept entry from all its cases: its part, and (`hours`: its registered hours) each hour's."""
+    async def _count_day(self, region: str, day: str, hours: list[str] | None, touched: dict[str, Any]
+                         ) -> dict[str, Any]:
+        """A changed day's part: from its hours' parts kept in `stats_hours` (one document per region and day, read
+        only when the day changed) and those of its changed hours counted again; or, when none are kept, the day
+        was touched whole since (a change whose hour was not known), or many of its hours changed, from the whole
+        day read again and parted by hour (kept for next time). `hours`: the day's registered hours (None: cases
+        may not carry their hour yet)."""
         if hours is None:
-            return [token, domain.stats_part(rows)]
-        by_hour: dict[str, list[dict[str, Any]]] = {}
-        for row in rows:
-            by_hour.setdefault(row.get("reported_hour") or domain.NO_WEEK, []).append(row)
-        if set(by_hour) - set(hours):  # a case whose hour is not registered (should not happen): no hour parts
-            return [token, domain.stats_part(rows)]
-        return [token, domain.stats_part(rows),
-                {hour: [hour_tokens.get(hour), domain.stats_part(by_hour.get(hour, []))] for hour in hours}, whole]
+            return domain.stats_part(await self._stats_rows(region, {"reported_day": day}))
+        hour_tokens, whole = touched.get("hours") or {}, (touched.get("wholes") or {}).get(day)
+        key = f"{region}|{day}"
+        kept = await self.stats_hours.find_one({"_id": key})
+        parts: dict[str, list[Any]] | None = None
+        if kept is not None and kept.get("whole") == whole:
+            parts = json.loads(kept["hours"])
+            stale = [hour for hour in hours if hour not in parts or parts[hour][0] != hour_tokens.get(hour)]
+            if len(stale) > STALE_HOURS_READ_ONE_BY_ONE:
+                parts = None
+            else:
+                counted = await asyncio.gather(*(self._stats_rows(region, {"reported_hour": hour}) for hour in stale))
+                parts = {hour: parts[hour] for hour in hours if hour not in stale} | {
+                    hour: [hour_tokens.get(hour), domain.stats_part(rows)] for hour, rows in zip(stale, counted,
+                                                                                                 strict=True)}
+        if parts is None:
+            rows = await self._stats_rows(region, {"reported_day": day})
+            by_hour: dict[str, list[dict[str, Any]]] = {}
+            for row in rows:
+                by_hour.setdefault(row.get("reported_hour") or domain.NO_WEEK, []).append(row)
+            if set(by_hour) - set(hours):  # a case whose hour is not registered (should not happen): none kept
+                return domain.stats_part(rows)
+            parts = {hour: [hour_tokens.get(hour), domain.stats_part(by_hour.get(hour, []))] for hour in hours}
+        with contextlib.suppress(DuplicateKeyError):  # another reader kept it first
+            await self.stats_hours.replace_one({"_id": key}, {"whole": whole, "hours": json.dumps(parts)}, upsert=True)
+        return domain.merge_parts([part for _, part in parts.values()])
 
     async def _stats_rows(self, region: str, where: dict[str, str]) -> list[dict[str, Any]]:
         fields = dict.fromkeys((*domain.STATS_FIELDS, "reported_day", "reported_hour"), 1)

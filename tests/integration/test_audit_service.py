@@ -775,13 +775,13 @@ async def test_a_changed_day_is_counted_again_from_its_hours_reading_only_the_ho
         await report(f"h{n}", monday + timedelta(hours=9 + n))
     figures = domain.stats_of("36.03", await store.stats("36.03", None, None))
     assert figures["total"] == 6
-    kept = await audit_db["stats_parts"].find_one({"_id": f"36.03|{week}"})
-    days = json.loads(kept["days"])
+    kept = await audit_db["stats_hours"].find_one({"_id": f"36.03|{day}"})  # the day's hours, beside the week
+    hours = json.loads(kept["hours"])
     nine = domain.report_hour(domain.timestamp(monday + timedelta(hours=9)))
-    assert sorted(days[day][2]) == sorted(domain.report_hour(domain.timestamp(monday + timedelta(hours=9 + n)))
-                                          for n in range(6))
-    days[day][2][nine][1]["by_village"].append(["mark", 1])  # proves the hour's kept part is used, not a recount
-    await audit_db["stats_parts"].update_one({"_id": kept["_id"]}, {"$set": {"days": json.dumps(days)}})
+    assert sorted(hours) == sorted(domain.report_hour(domain.timestamp(monday + timedelta(hours=9 + n)))
+                                   for n in range(6))
+    hours[nine][1]["by_village"].append(["mark", 1])  # proves the hour's kept part is used, not a recount
+    await audit_db["stats_hours"].update_one({"_id": kept["_id"]}, {"$set": {"hours": json.dumps(hours)}})
 
     reads = []
     found = store._stats_rows
