@@ -279,9 +279,10 @@ def touch_this_week(mongo: str, prefix: str) -> Callable[[], None]:
         week = audit_domain.week_of(today)
         token = uuid.uuid4().hex
         with MongoClient(mongo) as client:
-            client[f"{prefix}_audit"]["stats_weeks"].update_one(
-                {"_id": week}, {"$set": {"token": token, f"days.{today}": token, f"hours.{hour}": token}},
-                upsert=True)
+            audit = client[f"{prefix}_audit"]
+            audit["report_hours"].update_one({"_id": hour}, {"$set": {"token": token}})  # its hour's first
+            audit["stats_weeks"].update_one({"_id": week}, {"$set": {"token": token, f"days.{today}": token}},
+                                            upsert=True)
     return touch
 
 

@@ -596,12 +596,17 @@ class AuditStore:
             await consumer.at_batch_end(("stats_week", week), lambda week=week: self._touch_week(week))
 
     async def _touch_week(self, week: str) -> None:
-        """One write: the week's token and those of its days and hours that changed (kept in the week's document, so
-        a reader that sees the week's new token sees its days' and hours' too)."""
+        """The changed hours' tokens (on their `report_hours` entries) and the days' changed whole (on their
+        `report_days` entries) first; then one write: the week's token and its changed days' (kept in the week's
+        document, so a reader that sees the week's new token sees its days' too, and then their hours'). Hour
+        tokens are not kept in the week's document: every view reads every week's (a year of hours is thousands of
+        values to decode)."""
         token = uuid.uuid4().hex
+        for hour in sorted(self._touched_hours.pop(week, ())):
+            await self.report_hours.update_one({"_id": hour}, {"$set": {"token": token}})  # registered before
+        for day in sorted(self._touched_wholes.pop(week, ())):
+            await self.report_days.update_one({"_id": day}, {"$set": {"whole": token}})
         days = {f"days.{day}": token for day in sorted(self._touched_days.pop(week, ()))}
-        days |= {f"hours.{hour}": token for hour in sorted(self._touched_hours.pop(week, ()))}
-        days |= {f"wholes.{day}": token for day in sorted(self._touched_wholes.pop(week, ()))}
         for upsert in (True, False):  # two first touches of a week at once: one inserts, the other updates
             try:
                 await self.stats_weeks.update_one({"_id": week}, {"$set": {"token": token, **days}}, upsert=upsert)
@@ -652,7 +657,9 @@ class AuditStore:
         # Every day of the week that has cases (registered before its first case was written), with its token (none
         # while no case of it has changed since it was registered).
         day_tokens = touched.get("days") or {}
-        tokens = {d["_id"]: day_tokens.get(d["_id"]) for d in await self.report_days.find({"week": week}).to_list()}
+        registered = await self.report_days.find({"week": week}).to_list()
+        tokens = {d["_id"]: day_tokens.get(d["_id"]) for d in registered}
+        wholes = {d["_id"]: d.get("whole") for d in registered}
         stale = [day for day, token in tokens.items() if day not in kept or kept[day][0] != token]
         if len(stale) > STALE_DAYS_READ_ONE_BY_ONE:
             rows = await self._stats_rows(region, {"reported_week": week})
@@ -665,27 +672,29 @@ class AuditStore:
         if stale:
             hours = await self._hours_of(week) if await self.markers.done("report_hours") else None
             counted = await asyncio.gather(*(self._count_day(region, day, None if hours is None else hours.get(day),
-                                                             touched) for day in stale))
+                                                             wholes[day]) for day in stale))
             days.update({day: [tokens[day], part] for day, part in zip(stale, counted, strict=True)})
         return domain.merge_parts([part for _, part in days.values()]), days
 
-    async def _hours_of(self, week: str) -> dict[str, list[str]]:
-        """The week's registered hours (each before its first case was written), by day."""
-        hours: dict[str, list[str]] = {}
-        for doc in await self.report_hours.find({"week": week}, {"_id": 1}).to_list():
-            hours.setdefault(doc["_id"][:10], []).append(doc["_id"])
+    async def _hours_of(self, week: str) -> dict[str, dict[str, str | None]]:
+        """The week's registered hours (each before its first case was written), by day, with their tokens (none
+        while no case of the hour has changed since it was registered)."""
+        hours: dict[str, dict[str, str | None]] = {}
+        for doc in await self.report_hours.find({"week": week}).to_list():
+            hours.setdefault(doc["_id"][:10], {})[doc["_id"]] = doc.get("token")
         return hours
 
-    async def _count_day(self, region: str, day: str, hours: list[str] | None, touched: dict[str, Any]
+    async def _count_day(self, region: str, day: str, hours: dict[str, str | None] | None, whole: str | None
                          ) -> dict[str, Any]:
         """A changed day's part: from its hours' parts kept in `stats_hours` (one document per region and day, read
         only when the day changed) and those of its changed hours counted again; or, when none are kept, the day
         was touched whole since (a change whose hour was not known), or many of its hours changed, from the whole
-        day read again and parted by hour (kept for next time). `hours`: the day's registered hours (None: cases
-        may not carry their hour yet)."""
+        day read again and parted by hour (kept for next time). `hours`: the day's registered hours and their
+        tokens, read after the week's document (None: cases may not carry their hour yet); `whole`: the day's token
+        of its last change in an hour not known."""
         if hours is None:
             return domain.stats_part(await self._stats_rows(region, {"reported_day": day}))
-        hour_tokens, whole = touched.get("hours") or {}, (touched.get("wholes") or {}).get(day)
+        hour_tokens = hours
         key = f"{region}|{day}"
         kept = await self.stats_hours.find_one({"_id": key})
         parts: dict[str, list[Any]] | None = None

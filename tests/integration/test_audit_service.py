@@ -793,7 +793,11 @@ async def test_a_changed_day_is_counted_again_from_its_hours_reading_only_the_ho
     store._stats_rows = counted
     await report("h5", monday + timedelta(hours=14), status="verified")  # 14:00 changes; 09:00 does not
     figures = domain.stats_of("36.03", await store.stats("36.03", None, None))
-    assert reads == [{"reported_hour": domain.report_hour(domain.timestamp(monday + timedelta(hours=14)))}]
+    fourteen = domain.report_hour(domain.timestamp(monday + timedelta(hours=14)))
+    assert reads == [{"reported_hour": fourteen}]
+    # the hour's token is on its registry entry, not in the week's document (which every view reads whole)
+    assert set(await audit_db["stats_weeks"].find_one({"_id": week})) == {"_id", "token", "days"}
+    assert (await audit_db["report_hours"].find_one({"_id": fourteen}))["token"]
     assert figures["by_status"] == {"reported": 5, "verified": 1}
     assert figures["by_village"].get("mark") == 1  # 09:00's kept part, not counted again
     rows = await audit_db["cases"].find({"reported_week": week}).to_list()
