@@ -674,7 +674,7 @@ class AuditStore:
             counted = await asyncio.gather(*(self._count_day(region, day, None if hours is None else hours.get(day),
                                                              wholes[day]) for day in stale))
             days.update({day: [tokens[day], part] for day, part in zip(stale, counted, strict=True)})
-        return domain.merge_parts([part for _, part in days.values()]), days
+        return domain.merge_parts([entry[1] for entry in days.values()]), days
 
     async def _hours_of(self, week: str) -> dict[str, dict[str, str | None]]:
         """The week's registered hours (each before its first case was written), by day, with their tokens (none
