@@ -628,7 +628,7 @@ class AuditStore:
             if kept is not None and kept.get("token") == tokens[week]:
                 return json.loads(kept["part"])
             counted, days = await self._count_week(region, week, json.loads((kept or {}).get("days") or "{}"),
-                                                   weeks[week])
+                                                   weeks[week].get("days") or {})
             try:
                 await self.stats_parts.replace_one({"_id": key}, {"token": tokens[week], "part": json.dumps(counted),
                                                                   "days": json.dumps(days)}, upsert=True)
@@ -644,19 +644,17 @@ class AuditStore:
         parts = await asyncio.gather(*(kept(w) for w in whole), *(cut(w) for w in partial))
         return domain.merge_parts(parts)
 
-    async def _count_week(self, region: str, week: str, kept: dict[str, list[Any]], touched: dict[str, Any]
+    async def _count_week(self, region: str, week: str, kept: dict[str, list[Any]], day_tokens: dict[str, str]
                           ) -> tuple[dict[str, Any], dict[str, list[Any]]]:
         """A week's figures counted anew, and its days' parts to keep with them (day -> [token, part]): each day's
         part as kept unless a case of that day changed since, and a changed day from its hours' kept parts but those
         of the hours that changed (`_count_day`), so a busy week whose current hour changed costs that hour's cases,
         not the day's or the week's. Where most days changed (the first count of a week) the week is read at once and
-        parted by day; while older case documents are being given their day, case by case and no days kept.
-        `touched`: the week's document in `stats_weeks` (its tokens)."""
+        parted by day; while older case documents are being given their day, case by case and no days kept."""
         if week == domain.NO_WEEK or not await self.markers.done("report_days"):
             return domain.stats_part(await self._stats_rows(region, {"reported_week": week})), {}
         # Every day of the week that has cases (registered before its first case was written), with its token (none
         # while no case of it has changed since it was registered).
-        day_tokens = touched.get("days") or {}
         registered = await self.report_days.find({"week": week}).to_list()
         tokens = {d["_id"]: day_tokens.get(d["_id"]) for d in registered}
         wholes = {d["_id"]: d.get("whole") for d in registered}
@@ -684,38 +682,37 @@ class AuditStore:
             hours.setdefault(doc["_id"][:10], {})[doc["_id"]] = doc.get("token")
         return hours
 
-    async def _count_day(self, region: str, day: str, hours: dict[str, str | None] | None, whole: str | None
+    async def _count_day(self, region: str, day: str, hour_tokens: dict[str, str | None] | None, whole: str | None
                          ) -> dict[str, Any]:
         """A changed day's part: from its hours' parts kept in `stats_hours` (one document per region and day, read
         only when the day changed) and those of its changed hours counted again; or, when none are kept, the day
         was touched whole since (a change whose hour was not known), or many of its hours changed, from the whole
-        day read again and parted by hour (kept for next time). `hours`: the day's registered hours and their
+        day read again and parted by hour (kept for next time). `hour_tokens`: the day's registered hours and their
         tokens, read after the week's document (None: cases may not carry their hour yet); `whole`: the day's token
         of its last change in an hour not known."""
-        if hours is None:
+        if hour_tokens is None:
             return domain.stats_part(await self._stats_rows(region, {"reported_day": day}))
-        hour_tokens = hours
         key = f"{region}|{day}"
         kept = await self.stats_hours.find_one({"_id": key})
         parts: dict[str, list[Any]] | None = None
         if kept is not None and kept.get("whole") == whole:
             parts = json.loads(kept["hours"])
-            stale = [hour for hour in hours if hour not in parts or parts[hour][0] != hour_tokens.get(hour)]
+            stale = [hour for hour in hour_tokens if hour not in parts or parts[hour][0] != hour_tokens[hour]]
             if len(stale) > STALE_HOURS_READ_ONE_BY_ONE:
                 parts = None
             else:
                 counted = await asyncio.gather(*(self._stats_rows(region, {"reported_hour": hour}) for hour in stale))
-                parts = {hour: parts[hour] for hour in hours if hour not in stale} | {
-                    hour: [hour_tokens.get(hour), domain.stats_part(rows)] for hour, rows in zip(stale, counted,
-                                                                                                 strict=True)}
+                parts = {hour: parts[hour] for hour in hour_tokens if hour not in stale} | {
+                    hour: [hour_tokens[hour], domain.stats_part(rows)] for hour, rows in zip(stale, counted,
+                                                                                             strict=True)}
         if parts is None:
             rows = await self._stats_rows(region, {"reported_day": day})
             by_hour: dict[str, list[dict[str, Any]]] = {}
             for row in rows:
                 by_hour.setdefault(row.get("reported_hour") or domain.NO_WEEK, []).append(row)
-            if set(by_hour) - set(hours):  # a case whose hour is not registered (should not happen): none kept
+            if set(by_hour) - set(hour_tokens):  # a case whose hour is not registered (should not happen): none kept
                 return domain.stats_part(rows)
-            parts = {hour: [hour_tokens.get(hour), domain.stats_part(by_hour.get(hour, []))] for hour in hours}
+            parts = {hour: [token, domain.stats_part(by_hour.get(hour, []))] for hour, token in hour_tokens.items()}
         with contextlib.suppress(DuplicateKeyError):  # another reader kept it first
             await self.stats_hours.replace_one({"_id": key}, {"whole": whole, "hours": json.dumps(parts)}, upsert=True)
         return domain.merge_parts([part for _, part in parts.values()])

@@ -93,8 +93,12 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
         regency = regions.regency_of(report.village_code)
         key, number = await asyncio.gather(keys.key_for_new_case(case_id), claim_number(regency, case_id, now.year),
                                            return_exceptions=True)
-        if isinstance(key, BaseException) and isinstance(number, str):  # no case comes of it: the number goes back
+
+        async def give_back(number: str) -> None:
             await store.release_number(regency, now.year, domain.seq_of(number), number, case_id)
+
+        if isinstance(key, BaseException) and isinstance(number, str):  # no case comes of it: the number goes back
+            await give_back(number)
         if isinstance(key, CaseErased):
             raise case_erased() from key
         if isinstance(key, BaseException):
@@ -112,7 +116,7 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
             # A request with the same key filed the case first (a retry's first attempt, or a twin), or has claimed
             # its first version and is writing it now: that claim is written through here (as the sweeper would),
             # and the first answer given. This request's number goes back.
-            await store.release_number(regency, now.year, domain.seq_of(number), number, case_id)
+            await give_back(number)
             await store.versions.catch_up(case_id)
             if first := await store.load(case_id):
                 if first.get("request_hash") != fingerprint:
