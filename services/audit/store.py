@@ -625,13 +625,16 @@ class AuditStore:
         async def kept(week: str) -> dict[str, Any]:
             key = f"{region}|{week}"
             kept = await self.stats_parts.find_one({"_id": key})
+            if kept is not None and kept.get("form") != domain.PARTS_FORM:
+                kept = None  # kept by an earlier release in another form: counted again, once
             if kept is not None and kept.get("token") == tokens[week]:
                 return json.loads(kept["part"])
             counted, days = await self._count_week(region, week, json.loads((kept or {}).get("days") or "{}"),
                                                    weeks[week].get("days") or {})
             try:
-                await self.stats_parts.replace_one({"_id": key}, {"token": tokens[week], "part": json.dumps(counted),
-                                                                  "days": json.dumps(days)}, upsert=True)
+                await self.stats_parts.replace_one({"_id": key}, {
+                    "token": tokens[week], "part": json.dumps(counted), "days": json.dumps(days),
+                    "form": domain.PARTS_FORM}, upsert=True)
             except DuplicateKeyError:
                 pass  # another reader kept it first
             return counted
@@ -695,7 +698,7 @@ class AuditStore:
         key = f"{region}|{day}"
         kept = await self.stats_hours.find_one({"_id": key})
         parts: dict[str, list[Any]] | None = None
-        if kept is not None and kept.get("whole") == whole:
+        if kept is not None and kept.get("whole") == whole and kept.get("form") == domain.PARTS_FORM:
             parts = json.loads(kept["hours"])
             stale = [hour for hour in hour_tokens if hour not in parts or parts[hour][0] != hour_tokens[hour]]
             if len(stale) > STALE_HOURS_READ_ONE_BY_ONE:
@@ -714,7 +717,8 @@ class AuditStore:
                 return domain.stats_part(rows)
             parts = {hour: [token, domain.stats_part(by_hour.get(hour, []))] for hour, token in hour_tokens.items()}
         with contextlib.suppress(DuplicateKeyError):  # another reader kept it first
-            await self.stats_hours.replace_one({"_id": key}, {"whole": whole, "hours": json.dumps(parts)}, upsert=True)
+            await self.stats_hours.replace_one({"_id": key}, {"whole": whole, "hours": json.dumps(parts),
+                                                              "form": domain.PARTS_FORM}, upsert=True)
         return domain.merge_parts([part for _, part in parts.values()])
 
     async def _stats_rows(self, region: str, where: dict[str, str]) -> list[dict[str, Any]]:

@@ -207,8 +207,8 @@ async def test_stats_give_median_times_and_overdue_referrals(infra, isolation):
 
         body = await eventually(stats)
     received = datetime.fromisoformat(reported.data["received_at"])
-    assert body["median_seconds_report_to_decision"] == pytest.approx(
-        (events[1][1].occurred_at - received).total_seconds(), abs=1)
+    assert body["median_seconds_report_to_decision"] == pytest.approx(  # kept to the whole minute
+        (events[1][1].occurred_at - received).total_seconds(), abs=60)
     assert body["median_seconds_decision_to_first_acknowledgement"] == 60 * 60
     assert (body["cases_with_overdue_referrals"], body["overdue_referrals"]) == (1, 1)
     # per week: the report counted by village and by its verified kind, and the escalation in its own week

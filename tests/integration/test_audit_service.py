@@ -812,3 +812,37 @@ async def test_a_changed_day_is_counted_again_from_its_hours_reading_only_the_ho
     assert reads == [{"reported_day": day}] and "mark" not in figures["by_village"]
     assert figures == domain.stats_of("36.03", domain.stats_part(await audit_db["cases"].find(
         {"reported_week": week}).to_list()))
+
+
+async def test_figures_kept_in_an_earlier_form_are_counted_again_not_misread(audit_db):
+    """Parts kept before spans were counted by step held each span one by one: a view after the upgrade counts the
+    week (and its day's hours) again and keeps them in the current form, whatever their tokens say."""
+    store = AuditStore(audit_db, SystemClock())
+    await store.ensure_indexes()
+    await store.backfill_report_weeks()
+    monday = datetime(2026, 9, 7, tzinfo=UTC)
+    region, week = ["36", "36.03"], domain.report_week(domain.timestamp(monday))
+    day = domain.report_day(domain.timestamp(monday))
+    for n, minutes in enumerate((10, 20, 95)):
+        reported = monday + timedelta(hours=9 + n)
+        stamp = domain.timestamp(reported)
+        await store.note_day(day)
+        await store.note_hour(domain.report_hour(stamp))
+        await audit_db["cases"].replace_one({"_id": f"old{n}"}, {
+            "_id": f"old{n}", "region_path": region, "status": "verified", "reported_at": stamp,
+            "decided_at": domain.timestamp(reported + timedelta(minutes=minutes, seconds=30)), "reported_week": week,
+            "reported_day": day, "reported_hour": domain.report_hour(stamp), "village_code": "36.03.11.2009"},
+            upsert=True)
+        await store.touch_figures([(week, day, domain.report_hour(stamp))])
+    token = (await audit_db["stats_weeks"].find_one({"_id": week}))["token"]
+    old_part = {**domain.stats_part([]), "by_status": [["verified", 3]], "to_decision": [630.0, 1230.0, 5730.0]}
+    await audit_db["stats_parts"].replace_one({"_id": f"36.03|{week}"}, {  # as the earlier release kept it
+        "token": token, "part": json.dumps(old_part), "days": json.dumps({day: [token, old_part]})}, upsert=True)
+
+    figures = domain.stats_of("36.03", await store.stats("36.03", None, None))
+    assert figures["decided_cases"] == 3 and figures["median_seconds_report_to_decision"] == 20 * 60
+    kept = await audit_db["stats_parts"].find_one({"_id": f"36.03|{week}"})
+    assert kept["form"] == domain.PARTS_FORM and json.loads(kept["part"])["to_decision"] == [
+        [600, 1], [1200, 1], [5700, 1]]
+    assert figures == domain.stats_of("36.03", domain.stats_part(await audit_db["cases"].find(
+        {"reported_week": week}).to_list()))

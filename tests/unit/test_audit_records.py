@@ -1,6 +1,6 @@
 import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from services.audit import domain, records
 
@@ -117,6 +117,42 @@ def test_timings_are_medians_and_overdue_referrals_are_counted():
     assert domain.stats_of("36.03", domain.stats_part([]))["median_seconds_report_to_decision"] is None
 
 
+def test_spans_are_kept_to_the_minute_under_a_day_and_to_the_hour_beyond():
+    spans = (0, 59.9, 60, 125.5, 86399, 86400, 86400 + 3599, 3 * 86400 + 4 * 3600 + 3540)
+    assert [domain.span_step(s) for s in spans] == [0, 0, 60, 120, 86340, 86400, 86400, 3 * 86400 + 4 * 3600]
+    assert domain.span_step(-30) == -60  # a decision stamped before its report (a skewed clock) stays below zero
+
+
+def test_medians_of_counted_steps_are_the_medians_of_the_steps_one_by_one():
+    import random
+    import statistics
+
+    rng = random.Random(5)
+    for size in (1, 2, 3, 4, 7, 10, 101, 1000):
+        spans = [rng.choice([30, 600, 4000, 90000, 400000]) + rng.random() * 5000 for _ in range(size)]
+        start = datetime(2026, 11, 2, tzinfo=UTC)
+        cases = [{"reported_at": start.isoformat(), "decided_at": (start + timedelta(seconds=s)).isoformat()}
+                 for s in spans]
+        halves = [domain.stats_part(cases[:size // 2]), domain.stats_part(cases[size // 2:])]
+        merged = domain.merge_parts([json.loads(json.dumps(part)) for part in halves])  # as stored
+        figures = domain.stats_of("36.03", merged)
+        assert figures["median_seconds_report_to_decision"] == statistics.median(domain.span_step(s) for s in spans)
+        assert figures["decided_cases"] == size
+
+
+def test_a_weeks_spans_are_bounded_by_steps_not_by_cases():
+    """A busy week's part keeps at most a day's minutes and the hours beyond, however many cases were decided."""
+    import random
+
+    rng = random.Random(7)
+    start = datetime(2026, 11, 2, tzinfo=UTC)
+    cases = [{"reported_at": start.isoformat(),
+              "decided_at": (start + timedelta(seconds=rng.randint(0, 20 * 86400))).isoformat()} for _ in range(20000)]
+    part = domain.stats_part(cases)
+    assert sum(n for _, n in part["to_decision"]) == 20000
+    assert len(part["to_decision"]) <= 1440 + 19 * 24
+
+
 def test_stats_groups_counted_from_one_read_match_what_group_answers():
     cases = [{"status": "verified", "types": ["tppo", "np_pmi"], "needs_attention": True},
              {"status": "verified", "types": ["tppo", "np_pmi"]},
@@ -138,9 +174,10 @@ def _counted_at_once(region, cases):
         domain.grouped(cases, field) for field in ("status", "types", "village_code", "needs_attention"))
     import statistics
 
-    def spans(start, end):
-        return [(datetime.fromisoformat(c[end]) - datetime.fromisoformat(c[start])).total_seconds()
-                for c in cases if c.get(start) and c.get(end)]
+    def spans(start, end):  # to the whole minute under a day, to the whole hour beyond (as the dashboard shows them)
+        seconds = [(datetime.fromisoformat(c[end]) - datetime.fromisoformat(c[start])).total_seconds()
+                   for c in cases if c.get(start) and c.get(end)]
+        return [s // 60 * 60 if s < 86400 else s // 3600 * 3600 for s in seconds]
 
     to_decision, to_ack = spans("reported_at", "decided_at"), spans("decided_at", "first_ack_at")
     return {**domain.stats_view(region, by_status, by_types, by_village),
