@@ -179,6 +179,12 @@ class KeyStore:
 
     async def key_for_new_case(self, case_id: str) -> bytes:
         """The case's data key, made on first use (idempotent: a retry gets the same key); CaseErased after erasure."""
+        return (await self.made_key(case_id))[0]
+
+    async def made_key(self, case_id: str) -> tuple[bytes, bool]:
+        """`key_for_new_case`, and whether this call made the key: if it did, no case of this id was ever written
+        (a case's key is made before its first write and kept, or a tombstone of it, for good; a request that fails
+        removes its key only while no case of it exists)."""
         key = os.urandom(32)
         try:
             await self._keys.insert_one({"_id": case_id, "wrapped": self._wrap(case_id, key)})
@@ -186,9 +192,9 @@ class KeyStore:
             found = await self.key(case_id)
             if found is None:
                 raise CaseErased(case_id) from None
-            return found
+            return found, False
         self._remember(case_id, key)
-        return key
+        return key, True
 
     async def key(self, case_id: str) -> bytes | None:
         """The case's data key, or None if it was erased (or never made)."""

@@ -348,6 +348,8 @@ class OutboxRelay:
         pending for the sweeper."""
         if self._publishing:
             await asyncio.wait(list(self._publishing), timeout=timeout_s)
+        for store in self._stores:
+            await store.settle(timeout_s)  # first versions written after their answer
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.flush_marks(), timeout_s)
         if self._marking is not None:
@@ -450,7 +452,7 @@ class AggregateStore:
         relay.watch(self.versions)
 
     async def load(self, aggregate_id: Any) -> dict[str, Any] | None:
-        return await self.collection.find_one({"_id": aggregate_id})
+        return await self.versions.load(aggregate_id)
 
     async def outbox(self, aggregate_id: str) -> dict[str, dict[str, Any]]:
         """The outbox entries of the aggregate's retained versions, by event id (for tests and operators)."""
@@ -459,11 +461,12 @@ class AggregateStore:
             entries |= {eid: expanded(e) for eid, e in entries_of(claim).items()}
         return entries
 
-    async def create(self, doc: dict[str, Any], events: list[Outgoing] = (), applied: str | None = None  # type: ignore[assignment]
-                     ) -> dict[str, Any]:
-        """Insert a new aggregate with its outbox; DuplicateKeyError if its _id exists."""
+    async def create(self, doc: dict[str, Any], events: list[Outgoing] = (), applied: str | None = None,  # type: ignore[assignment]
+                     known_new: bool = False) -> dict[str, Any]:
+        """Insert a new aggregate with its outbox; DuplicateKeyError if its _id exists. `known_new`: see
+        `VersionedCollection.write`."""
         new = {**doc, "version": 1, "applied": [applied] if applied else [], "applied_evicted": 0}
-        await self._write(new, list(events), None)
+        await self._write(new, list(events), None, known_new)
         return new
 
     async def change(self, aggregate_id: Any, version: int, change: Change, applied: str | None = None) -> int:
@@ -540,10 +543,10 @@ class AggregateStore:
                 continue  # someone else wrote first: reload, and maybe find the event applied
         raise ConcurrentUpdate(f"could not apply {event_id} to {aggregate_id} after {attempts} attempts")
 
-    async def _write(self, new: dict[str, Any], events: list[Outgoing], base: dict[str, Any] | None
-                     ) -> dict[str, Any]:
+    async def _write(self, new: dict[str, Any], events: list[Outgoing], base: dict[str, Any] | None,
+                     known_new: bool = False) -> dict[str, Any]:
         record = outbox_record(events, self._clock.now().isoformat())
-        claim = await self.versions.write(new["_id"], new, record, base)
+        claim = await self.versions.write(new["_id"], new, record, base, known_new)
         if record["outbox"]:
             await self.relay.after_write(self.versions.claims, claim["_id"], new["_id"],
                                          list(record["outbox"].items()))

@@ -16,6 +16,7 @@ retention, fully published and written through, so the claims collection holds o
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,7 @@ from pymongo import DeleteOne
 from pymongo.errors import DuplicateKeyError
 
 from shared.clock import Clock, SystemClock
+from shared.logging import describe
 from shared.mongo import GroupedInserts, packed
 
 log = structlog.get_logger()
@@ -120,9 +122,21 @@ class VersionedCollection:
         self._pruned_before: str | None = None
         self._prune_again: set[str] = set()
         self.view: View | None = None
+        # New documents whose claim is in but whose first version is still being written (`first_through_later`:
+        # the writer answers after its claim, one round trip sooner), by id.
+        self.first_through_later = False
+        self._writing: dict[Any, asyncio.Task[None]] = {}
 
     async def load(self, doc_id: str) -> dict[str, Any] | None:
-        return await self.collection.find_one({"_id": doc_id})
+        if (writing := self._writing.get(doc_id)) is not None:
+            await asyncio.wait([writing])  # its first version, being written through here
+        doc = await self.collection.find_one({"_id": doc_id})
+        if doc is None and self.first_through_later and \
+                await self.claims.find_one({"_id": claim_id(doc_id, 1)}, {"_id": 1}) is not None:
+            await self.catch_up(doc_id)  # claimed by a writer (another process) that has not written it yet
+            doc = await self.collection.find_one({"_id": doc_id})
+        return doc
+
 
     def remembered(self, doc_id: Any) -> dict[str, Any] | None:
         """The document as this process last wrote it, if among its recent writes (else None): the base for a next
@@ -151,7 +165,7 @@ class VersionedCollection:
     def _wrote_through(self, doc_id: Any, version: int) -> None:
         if doc_id in self._contended:
             return
-        self._through[doc_id] = version
+        self._through[doc_id] = max(version, self._through.get(doc_id, 0))  # a first version written late
         self._through.move_to_end(doc_id)
         while len(self._through) > THROUGH:
             self._through.popitem(last=False)
@@ -171,13 +185,15 @@ class VersionedCollection:
                 self._recent.popitem(last=False)
 
     async def write(self, doc_id: str, new: dict[str, Any], record: dict[str, Any] | None = None,
-                    base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    base: Mapping[str, Any] | None = None, known_new: bool = False) -> dict[str, Any]:
         """Make `new` the document's next version: `base` is the version it was computed from (None for a new
         document), `new["version"]` is base's + 1 (or 1).
 
         The claim records what changed (top-level fields set and removed) and `record`'s fields (the outbox).
         Returns the claim. Raises DuplicateKeyError if that version is taken (a new document that exists, or another
-        writer first), after bringing the document up to date."""
+        writer first), after bringing the document up to date. `known_new`: the caller knows no document of this id
+        was ever written (so none can exist whose claims were pruned); with `first_through_later` set, the document
+        is then written after this returns."""
         version = int(new["version"])
         new = {**new, "_id": doc_id, "rev": uuid.uuid4().hex}
         changed = {k: v for k, v in new.items() if base is None or k not in base or base[k] != v}
@@ -205,6 +221,42 @@ class VersionedCollection:
         except DuplicateKeyError:
             await self.catch_up(doc_id)
             raise
+        if known_new and base is None and self.first_through_later and self.view is None:
+            # The claim is the commit record: the new document is written through in the background (a reader in
+            # this process waits for it, one in another process writes it through from the claim: `load`; a crash
+            # leaves it to the sweeper's repair). The next write here builds on it as remembered. Only for an id
+            # the caller knows is new: where a document of it might exist (its claims pruned long ago), the writer
+            # must learn it from the document's insert before it answers (see `_write_version`).
+            self._remember(doc_id, new)
+            task = asyncio.create_task(self._first_version_later(doc_id, new, claim))
+            self._writing[doc_id] = task
+            task.add_done_callback(lambda _, doc_id=doc_id, task=task: self._first_written(doc_id, task))
+            return claim
+        return await self._write_version(doc_id, new, base, claim)
+
+    def _first_written(self, doc_id: Any, task: asyncio.Task[Any]) -> None:
+        if self._writing.get(doc_id) is task:
+            del self._writing[doc_id]
+
+    async def _first_version_later(self, doc_id: str, new: dict[str, Any], claim: dict[str, Any]) -> None:
+        try:
+            if await self._write_through(doc_id, new, None):
+                self._wrote_through(doc_id, 1)  # (remembered when claimed: a later version may be remembered now)
+            else:
+                await self._met_write(doc_id, new, claim)  # a reader or a retry wrote it through from the claim
+        except Exception as exc:  # noqa: BLE001 - the claim stands: a reader, the next writer or the repair writes it
+            log.warning("version_write_through_deferred", doc_id=doc_id, error=describe(exc))
+
+    async def settle(self, timeout_s: float | None = None) -> None:
+        """Wait until the first versions being written through in the background are in the collection (before a
+        list query, at shutdown)."""
+        if self._writing:
+            await asyncio.wait(list(self._writing.values()), timeout=timeout_s)
+
+    async def _write_version(self, doc_id: str, new: dict[str, Any], base: Mapping[str, Any] | None,
+                       claim: dict[str, Any]) -> dict[str, Any]:
+        """Write a claimed version through to the document (`write`, after its claim is in)."""
+        version = int(new["version"])
         if self.view is not None:  # the version is this writer's now; its view first, then the document
             await self.view.write(new)
         if await self._write_through(doc_id, new, base):
@@ -214,6 +266,11 @@ class VersionedCollection:
             # write unless a catch-up wrote this claim first, and then the rev no longer matched. (Only FerretDB's
             # query-then-replace could interleave one: the next writer, or the sweeper's repair, writes it through.)
             return claim
+        return await self._met_write(doc_id, new, claim)
+
+    async def _met_write(self, doc_id: str, new: dict[str, Any], claim: dict[str, Any]) -> dict[str, Any]:
+        """The claimed version's write-through found the document elsewhere than its base: read it and decide."""
+        version = int(new["version"])
         self._met_another_writer(doc_id)
         current = await self.collection.find_one({"_id": doc_id}, {"version": 1, "rev": 1})
         if current is not None and int(current["version"]) >= version and current.get("rev") != new["rev"]:

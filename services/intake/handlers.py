@@ -91,8 +91,9 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
         # is accepted after three round trips to the database rather than four. (A number claimed for a request
         # that then fails stays unused, as when its report's write fails; one claimed by a retry is given back.)
         regency = regions.regency_of(report.village_code)
-        key, number = await asyncio.gather(keys.key_for_new_case(case_id), claim_number(regency, case_id, now.year),
-                                           return_exceptions=True)
+        made, number = await asyncio.gather(keys.made_key(case_id), claim_number(regency, case_id, now.year),
+                                            return_exceptions=True)
+        key, new_id = made if isinstance(made, tuple) else (made, False)
 
         async def give_back(number: str) -> None:
             await store.release_number(regency, now.year, domain.seq_of(number), number, case_id)
@@ -111,7 +112,9 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
                                          idempotency_id=idempotency_id, fingerprint=fingerprint, now=now,
                                          seal=Sealer(key, case_id))
         try:
-            await store.create(doc, events)
+            # A case id whose key this request made names no case written before: the report is accepted once its
+            # version claim is in, and its document is written right after (`first_through_later`).
+            await store.create(doc, events, known_new=new_id)
         except DuplicateKeyError:
             # A request with the same key filed the case first (a retry's first attempt, or a twin), or has claimed
             # its first version and is writing it now: that claim is written through here (as the sweeper would),

@@ -343,3 +343,76 @@ async def test_a_packed_field_is_stored_as_one_value_and_read_back_as_it_was(inf
     finally:
         await client.close()
         await plain.close()
+
+
+SENT = {"outbox": {"e-1": {"status": "published"}}, "outbox_open": False}  # a change with an event, already out
+
+
+async def test_a_new_document_known_new_is_written_after_its_claim_and_every_reader_finds_it(infra, isolation):
+    """With `first_through_later`, a writer that knows its id is new answers once the claim is in; its document is
+    written right after. Before that lands: a reader in the same process waits for it; a reader in another process
+    writes it through from the claim; the next write here builds on it; the late insert then changes nothing."""
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    collection = client[f"{isolation['db_prefix']}_later"]["things"]
+    here, there = VersionedCollection(collection, SystemClock()), VersionedCollection(collection, SystemClock())
+    here.first_through_later = there.first_through_later = True
+    gate = asyncio.Event()
+    insert = here._inserts.insert
+
+    async def held(doc):  # the document's insert, held until the test lets it go
+        await gate.wait()
+        return await insert(doc)
+
+    here._inserts.insert = held
+    try:
+        await here.write("a", {"n": 1, "version": 1}, record=SENT, known_new=True)
+        assert await collection.find_one({"_id": "a"}) is None  # answered: the claim is in, the document not yet
+        assert (await there.load("a"))["n"] == 1  # another process writes it through from the claim
+        doc = await there.load("a")
+        await here.write("a", {**doc, "n": 2, "version": 2}, base=here.remembered("a"))  # built on the memory
+        gate.set()
+        await here.settle()
+        stored = await here.load("a")
+        assert (stored["version"], stored["n"]) == (2, 2)  # the late first insert hid nothing
+        assert await here.claims.count_documents({"doc_id": "a"}) == 2  # and withdrew no claim
+
+        gate.clear()
+        await here.write("b", {"n": 1, "version": 1}, record=SENT, known_new=True)
+        reading = asyncio.create_task(here.load("b"))  # the same process: waits for its own write
+        await asyncio.sleep(0.05)
+        assert not reading.done()
+        gate.set()
+        assert (await reading)["n"] == 1
+
+        # Not known new (an id a document may have had, its claims pruned long ago): written before the answer.
+        here._inserts.insert = insert
+        await here.write("c", {"n": 1, "version": 1}, record=SENT)
+        assert (await collection.find_one({"_id": "c"}))["n"] == 1
+    finally:
+        gate.set()
+        await here.settle()
+        await client.close()
+
+
+async def test_a_first_version_whose_writer_died_before_writing_it_is_written_by_the_sweeper(infra, isolation):
+    client = AsyncMongoClient(infra["mongo"], tz_aware=True)
+    collection = client[f"{isolation['db_prefix']}_later"]["things"]
+    things = VersionedCollection(collection, SystemClock())
+    things.first_through_later = True
+
+    async def died(_doc):
+        raise ConnectionError("process died after the claim (simulated)")
+
+    insert, things._inserts.insert = things._inserts.insert, died
+    try:
+        await things.write("d", {"n": 7, "version": 1}, record=SENT, known_new=True)
+        await things.settle()
+        assert await collection.find_one({"_id": "d"}) is None
+        relay = OutboxRelay(lambda *a: asyncio.sleep(0), SystemClock())
+        after_restart = VersionedCollection(collection, SystemClock())
+        relay.watch(after_restart)
+        await relay.sweep_once(full=True)  # at start the sweeper checks every claim
+        assert (await collection.find_one({"_id": "d"}))["n"] == 7
+    finally:
+        things._inserts.insert = insert
+        await client.close()
