@@ -19,6 +19,8 @@ from shared.outbox import AggregateStore, OutboxRelay
 
 log = structlog.get_logger()
 
+COUNTER_DELAY_S = 0.1  # a claimed number's counter move waits this long (and takes the numbers claimed meanwhile)
+
 
 class ReportStore(AggregateStore):
     def __init__(self, db: AsyncDatabase, relay: OutboxRelay, clock: Clock) -> None:
@@ -87,6 +89,9 @@ class ReportStore(AggregateStore):
         async def move() -> None:
             written = 0
             try:
+                # After the requests of this moment have their answers (its write would take the event loop and a
+                # connection just as they send their version claims), and once for the numbers claimed meanwhile.
+                await asyncio.sleep(COUNTER_DELAY_S)
                 while (wanted := self._counter_wanted[key]) > written:
                     for upsert in (True, False):  # two first writes at once: one inserts, the other updates
                         try:
