@@ -99,6 +99,27 @@ def test_during_a_rotation_tokens_of_both_keys_are_accepted():
         assert decode_token(both, issue_token(key, role="reporter", region="36.03.11.2009")).role == "reporter"
 
 
+def test_a_token_checked_before_is_still_refused_once_expired_or_once_its_key_is_no_longer_trusted(monkeypatch):
+    import time
+
+    token = issue_token(OTHER, role="reporter", region="36.03.11.2009", sub="u9")
+    both = load_public_keys(_pem(KEY) + "\n" + _pem(OTHER))
+    assert decode_token(both, token).sub == "u9"
+    assert decode_token(both, token).sub == "u9"  # from what the first check found
+    with pytest.raises(AuthError, match="not signed by a key this service trusts"):
+        decode_token(load_public_keys(_pem(KEY)), token)  # the rotation is over: OTHER is no longer trusted
+    assert decode_token(both, token).sub == "u9"
+    later = time.time() + 15 * 60 + 31  # past its expiry and the clock skew allowed
+    monkeypatch.setattr(time, "time", lambda: later)
+
+    def as_pyjwt_would_then(*_args, **_kwargs):  # (PyJWT reads the clock through datetime, not time.time)
+        raise jwt.ExpiredSignatureError("Signature has expired")
+
+    monkeypatch.setattr(jwt, "decode", as_pyjwt_would_then)
+    with pytest.raises(AuthError, match="expired"):  # checked again, not answered from memory
+        decode_token(both, token)
+
+
 def test_the_key_id_is_the_rfc7638_thumbprint():
     # RFC 8037 appendix A.3: the thumbprint of its example Ed25519 key.
     x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
