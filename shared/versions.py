@@ -137,7 +137,6 @@ class VersionedCollection:
             doc = await self.collection.find_one({"_id": doc_id})
         return doc
 
-
     def remembered(self, doc_id: Any) -> dict[str, Any] | None:
         """The document as this process last wrote it, if among its recent writes (else None): the base for a next
         write only. If another process wrote it since, that write's claim is refused (the version is taken) and the
@@ -254,7 +253,7 @@ class VersionedCollection:
             await asyncio.wait(list(self._writing.values()), timeout=timeout_s)
 
     async def _write_version(self, doc_id: str, new: dict[str, Any], base: Mapping[str, Any] | None,
-                       claim: dict[str, Any]) -> dict[str, Any]:
+                             claim: dict[str, Any]) -> dict[str, Any]:
         """Write a claimed version through to the document (`write`, after its claim is in)."""
         version = int(new["version"])
         if self.view is not None:  # the version is this writer's now; its view first, then the document

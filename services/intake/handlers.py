@@ -87,9 +87,10 @@ def routes(runtime: Runtime, store: ReportStore, access_log: AccessLog, keys: Ke
 
     async def create_case(report: domain.ReportIn, principal: Principal, case_id: str, idempotency_id: str,
                           fingerprint: str, now: Any) -> JSONResponse:
-        # The case's key and its number are two writes that do not wait on each other: made side by side, a report
-        # is accepted after three round trips to the database rather than four. (A number claimed for a request
-        # that then fails stays unused, as when its report's write fails; one claimed by a retry is given back.)
+        # The case's key and its number are two writes that do not wait on each other: made side by side, a new
+        # report is accepted after two round trips to the database (these, then its version claim) rather than
+        # three. (A number claimed for a request that then fails stays unused, as when its report's write fails;
+        # one claimed by a retry is given back.)
         regency = regions.regency_of(report.village_code)
         made, number = await asyncio.gather(keys.made_key(case_id), claim_number(regency, case_id, now.year),
                                             return_exceptions=True)
