@@ -387,8 +387,9 @@ PARTS_FORM = 2
 
 def span_step(seconds: float) -> int:
     """A span as the figures keep it: to the whole minute under a day, to the whole hour beyond, as the dashboard
-    shows it ('2 h 5 min', '3 d 4 h'). Kept so, a week's spans are a few hundred counted steps at most however many
-    cases it holds, and the medians of a year of weeks add up from those, not from every decided case's span."""
+    shows it ('2 h 5 min', '3 d 4 h'). Kept so, a week's spans are at most a day's minutes and the hours beyond,
+    counted, however many cases it holds; the medians of a year of weeks add up from those, not from every decided
+    case's span."""
     unit = 60 if abs(seconds) < 86400 else 3600
     return int(seconds // unit) * unit
 
