@@ -396,14 +396,12 @@ def span_step(seconds: float) -> int:
 
 def _spans(pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
     """The spans between each pair of timestamps, counted by step: [[step, n], ...] in step order."""
-    counts: dict[int, int] = {}
-    for a, b in pairs:
-        step = span_step((datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds())
-        counts[step] = counts.get(step, 0) + 1
-    return [[step, counts[step]] for step in sorted(counts)]
+    return _added_spans([[[span_step((datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds()), 1]
+                          for a, b in pairs]])
 
 
 def _added_spans(parts: Sequence[Sequence[Sequence[int]]]) -> list[list[int]]:
+    """Counted steps of several parts added up, in step order."""
     counts: dict[int, int] = {}
     for part in parts:
         for step, n in part:
