@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -43,7 +44,7 @@ import time
 import uuid
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -127,6 +128,7 @@ class Target:
     referral: tuple[str, ...]
     trail_db: str  # the database holding the `trail` collection
     synchronous: bool = False
+    processes: tuple[tuple[str, int], ...] = ()  # (service, pid) of each copy: their CPU per report is measured
 
     def at(self, service: str, key: Any) -> str:
         """The copy of `service` that serves requests about `key` (a report's number, a case, a referral)."""
@@ -392,6 +394,20 @@ def database_cpu_s() -> float | None:
         return None
 
 
+def processes_cpu_s(processes: Iterable[tuple[str, int]]) -> dict[str, float]:
+    """CPU seconds each service's copies (and Kafka, as "kafka", when its pid is known) have used: with the
+    database's, where a report's work goes. Like the database's it hardly moves with what else the machine does,
+    where throughput on this shared machine moves by ±15 % between runs of the same code."""
+    pids = Path(os.environ.get("WASPADA_INFRA_DIR") or ROOT / ".local-infra") / "pids"
+    with contextlib.suppress(OSError, ValueError):
+        processes = [*processes, ("kafka", int((pids / "kafka.pid").read_text()))]
+    used: Counter[str] = Counter()
+    for name, pid in processes:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            used[name] += _cpu_s(pid)
+    return dict(used)
+
+
 async def drive(target: Target, bodies: list[dict], rate: float, time_cap: float, settle: float = 90
                 ) -> dict[str, Any]:
     """Send `bodies` at `rate` with the verifier and the investigator working; stop when every accepted report is
@@ -400,6 +416,7 @@ async def drive(target: Target, bodies: list[dict], rate: float, time_cap: float
     stop = asyncio.Event()
     transactions_before = await asyncio.to_thread(database_transactions)
     cpu_before = database_cpu_s()
+    processes_before = processes_cpu_s(target.processes)
     mongo = AsyncMongoClient(MONGO)
     db = mongo[target.trail_db]
     background = []
@@ -432,6 +449,7 @@ async def drive(target: Target, bodies: list[dict], rate: float, time_cap: float
         await asyncio.sleep(2)  # PostgreSQL publishes a backend's counts within a second of its last transaction
         transactions_after = await asyncio.to_thread(database_transactions)
         cpu_after = database_cpu_s()
+        processes_after = processes_cpu_s(target.processes)
         # Settle: what was still in flight reaches the databases and the trail. Until then a missing case or
         # event is late, not lost: wait while it keeps moving (at most `settle` seconds).
         progress, moved_at, settled = None, time.time(), False
@@ -453,6 +471,11 @@ async def drive(target: Target, bodies: list[dict], rate: float, time_cap: float
                 (transactions_after - transactions_before) / figures["accepted"], 1)
         if cpu_before is not None and cpu_after is not None and figures["accepted"]:
             figures["database_cpu_ms_per_report"] = round((cpu_after - cpu_before) * 1000 / figures["accepted"], 1)
+        if figures["accepted"] and (per := {name: round((used - processes_before.get(name, 0.0)) * 1000
+                                                        / figures["accepted"], 1)
+                                            for name, used in processes_after.items()}):
+            figures["cpu_ms_per_report"] = per
+            figures["services_cpu_ms_per_report"] = round(sum(v for k, v in per.items() if k != "kafka"), 1)
         return figures
     finally:
         await mongo.close()
@@ -675,7 +698,7 @@ def table(result: dict[str, Any]) -> str:
              f"ceiling B (+1 bulk insert/hop): {b['throughput_per_s']}/s, p50 {b['latency']['p50_ms']} ms; "
              f"one database write p50 {w['p50_ms']} ms",
              f"{'run':<26}{'through':>9}{'/s':>7}{'xA':>7}{'xB':>7}{'xSync':>7}{'screened p50/p95/p99':>24}"
-             f"{'urgent p50/p99':>16}{'decision→ref p50/p99':>22}{'→trail p50/p99':>18}{'accept p50':>11}{'db tx/rep':>10}{'db ms/rep':>10}{'lost':>5}{'dbl':>4}"]
+             f"{'urgent p50/p99':>16}{'decision→ref p50/p99':>22}{'→trail p50/p99':>18}{'accept p50':>11}{'db tx/rep':>10}{'db ms/rep':>10}{'svc ms/rep':>11}{'lost':>5}{'dbl':>4}"]
     for run in result["runs"]:
         r = run.get("ratios", {})
 
@@ -690,13 +713,15 @@ def table(result: dict[str, Any]) -> str:
                      f"{r.get('throughput_over_sync') or '-':>7}{ms('report_to_screened', 50, 95, 99):>24}"
                      f"{ms('urgent_report_to_screened', 50, 99):>16}{ms('decision_to_referral', 50, 99):>22}{ms('event_to_trail', 50, 99):>18}"
                      f"{ms('accept', 50):>11}{run.get('database_transactions_per_report') or '-':>10}"
-                     f"{run.get('database_cpu_ms_per_report') or '-':>10}{lost:>5}{doubled:>4}" + ("  (time cap)" if run["capped"] else "")
+                     f"{run.get('database_cpu_ms_per_report') or '-':>10}{run.get('services_cpu_ms_per_report') or '-':>11}"
+                     f"{lost:>5}{doubled:>4}" + ("  (time cap)" if run["capped"] else "")
                      + ("" if run.get("settled", True) else "  (not settled)"))
     lines.append("lost in (): still missing when the run stopped waiting for its late work; x*: ratios; times in ms; "
                  "urgent: report→screened of the reports urgent on their face (--urgent-every); "
                  "db tx/rep: PostgreSQL transactions per accepted report (all clients, until the run ends: not the "
                  "benchmark's count of the trail after it); db ms/rep: CPU time FerretDB and PostgreSQL spent per "
-                 "accepted report (the same span)")
+                 "accepted report (the same span); svc ms/rep: CPU time the services' processes spent per accepted report "
+                 "(the same span; each service's and Kafka's in the JSON, `cpu_ms_per_report`)")
     lines.append(f"load average at the start {result.get('load_average_at_start')}, "
                  f"at the end {result['load_average']}")
     return "\n".join(lines)
@@ -729,7 +754,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         try:
             target = Target(f"waspada x{copies}", *(tuple(system.url(s, c) for c in range(copies))
                                                     for s in ("intake", "verification", "referral")),
-                            f"{system.db_prefix}_audit")
+                            f"{system.db_prefix}_audit",
+                            processes=tuple((service, proc.pid) for (service, _), proc in system.procs.items()))
             for scenario in args.scenarios:
                 count = args.reports if scenario == "distinct" else args.recruiter_reports
                 cap = args.time_cap if scenario == "distinct" else args.recruiter_time_cap

@@ -46,3 +46,21 @@ def test_every_waspada_figure_is_given_as_a_ratio_to_both_ceilings_and_the_synch
     assert out["throughput_over_sync"] == 2.0 and out["report_to_screened_p99_over_sync"] == 2.0
     assert out["event_to_trail_p50_over_ceiling_b"] == 4.0 and out["accept_p50_over_database_write_p50"] == 10.0
     assert "accept_p50_over_ceiling_a" not in out
+
+
+def test_the_cpu_a_run_measures_is_each_service_processes_own(tmp_path, monkeypatch):
+    """CPU seconds by service from /proc: copies of one service add up, a process gone meanwhile counts nothing."""
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("WASPADA_INFRA_DIR", str(tmp_path))  # no Kafka pid file: Kafka is left out
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    before = bench.processes_cpu_s([("me", os.getpid()), ("gone", gone.pid)])
+    sum(i * i for i in range(3_000_000))  # some CPU of this process's own
+    twice = bench.processes_cpu_s([("me", os.getpid()), ("me", os.getpid())])
+    once = bench.processes_cpu_s([("me", os.getpid())])
+    assert set(before) == {"me"} and set(twice) == {"me"}  # the process gone meanwhile counts nothing
+    assert once["me"] > before["me"]
+    assert abs(twice["me"] - 2 * once["me"]) < 0.05  # copies of one service add up (here one process twice)
