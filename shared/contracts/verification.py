@@ -49,6 +49,20 @@ class CaseLinked(Contract):
     reasons: list[str]
 
 
+class LinkTold(Contract):
+    linked_case_id: str
+    reasons: list[str]
+
+
+@register("case.linked", 2)
+class CasesLinked(Contract):
+    """The cases one screening found a case linked to, each with its reasons: the new report's event names all of
+    them, each earlier case's names the new one. (v1 named one case per event: a report naming a prolific
+    recruiter, linked to 25 cases, caused 50 events, each sent, consumed by three services and chained in a trail.)"""
+
+    links: list[LinkTold] = Field(min_length=1)
+
+
 @register("case.info_requested", 1)
 class CaseInfoRequested(Contract):
     question: str

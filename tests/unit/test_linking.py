@@ -163,8 +163,8 @@ def test_a_later_report_links_back_by_event_and_the_earlier_case_finds_it_in_the
     links = linking.shared_identity_links([index])
     event = case_reported(case_id=second_id, **second.model_dump())
     change = domain.on_reported(None, event, T0, key=None, links=links)
-    told = {(e.event.case_id, parse_data(e.event, verification.CaseLinked).linked_case_id)
-            for e in change.events if e.event.type == "case.linked"}
+    told = {(e.event.case_id, link.linked_case_id) for e in change.events if e.event.type == "case.linked"
+            for link in parse_data(e.event, verification.CasesLinked).links}
     assert told == {(second_id, first_event.case_id), (first_event.case_id, second_id)}  # both trails
     earlier = {"_id": first_event.case_id, "received_at": first.received_at.isoformat(),
                "report": first.model_dump(mode="json"), "links": []}
@@ -175,3 +175,26 @@ def test_a_later_report_links_back_by_event_and_the_earlier_case_finds_it_in_the
     # another reporter of the village that day, with an indicator in common, corroborates it
     [link] = domain.with_later_links(earlier, [("bucket", {"cases": [later_ref, older_ref]})])["links"]
     assert (link["case_id"], link["kind"]) == (second_id, "corroborates")
+
+
+def test_a_report_linked_to_many_cases_tells_its_own_trail_once_and_each_earlier_trail_once():
+    """A report naming a recruiter of three earlier cases: one event for its own trail naming all three (with their
+    reasons), one for each earlier case naming it; not one per link and direction."""
+    recruiter = _p("recruiter", phone="+6281299990000")
+    earlier = [_report([recruiter], reporter=f"rep-{i}") for i in range(3)]
+    [identity] = linking.identities(earlier[0][0], KEY)
+    links = linking.shared_identity_links([{**linking.case_ref(report, case_id), "kind": identity.kind}
+                                           for report, case_id in earlier])
+    new, new_id = _report([recruiter], reporter="rep-new")
+    change = domain.on_reported(None, case_reported(case_id=new_id, **new.model_dump()), T0, key=None, links=links)
+    told = {e.event.case_id: parse_data(e.event, verification.CasesLinked).links
+            for e in change.events if e.event.type == "case.linked"}
+    assert len([e for e in change.events if e.event.type == "case.linked"]) == 4 == len(told)
+    assert {(link.linked_case_id, tuple(link.reasons)) for link in told[new_id]} == \
+        {(case_id, ("same recruiter phone",)) for _, case_id in earlier}
+    for _, case_id in earlier:
+        assert [(link.linked_case_id, link.reasons) for link in told[case_id]] == [(new_id, ["same recruiter phone"])]
+    # a redelivery of an amended report links nothing it already links: no event at all
+    again = domain.on_reported({"links": links, "status": "info_requested", "exchanges": []},
+                               case_reported(case_id=new_id, **new.model_dump()), T0, key=None, links=links)
+    assert again is None or not [e for e in again.events if e.event.type == "case.linked"]

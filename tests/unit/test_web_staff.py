@@ -107,6 +107,17 @@ def test_the_timeline_marks_the_first_broken_entry_and_hides_reads_unless_asked(
     assert len(timeline(entries, {"valid": True}, ID, reads=True)) == 4
 
 
+def test_a_link_entry_says_its_reasons_and_how_many_cases_one_screening_linked():
+    one = {"type": "case.linked", "data": {"linked_case_id": "c1", "reasons": ["same recruiter phone"]}}  # v1
+    many = {"type": "case.linked", "data": {"links": [
+        {"linked_case_id": "c1", "reasons": ["same recruiter phone"]},
+        {"linked_case_id": "c2", "reasons": ["same recruiter phone", "two reporters of the village within a day"]}]}}
+    assert why(one, EN) == ["same recruiter phone"]
+    assert why(many, EN) == ["with 2 cases", "same recruiter phone, two reporters of the village within a day"]
+    assert why(many, ID)[0] == "dengan 2 kasus"
+    assert why({"type": "case.linked", "data": {"links": [one["data"]]}}, EN) == ["same recruiter phone"]
+
+
 def test_the_dashboard_fills_empty_weeks_and_counts_overdue_referrals_by_unit():
     first = date(2026, 11, 16)
     stats = {"total": 3, "weeks": [{"week": "2026-11-23", "reports": 3, "by_village": {"36.03.11.2009": 3},

@@ -55,8 +55,12 @@ def why(entry: dict[str, Any], loc: Locale) -> list[str]:
     elif kind == "case.screened":
         priority = words.PRIORITIES.get(data.get("priority")) or "?"
         out.append(_("score %(score)s · %(priority)s") % {"score": data.get("score"), "priority": _(priority)})
-    elif kind == "case.linked":
-        out.append(", ".join(_(words.LINK_REASONS.get(r, r)) for r in data.get("reasons") or []))
+    elif kind == "case.linked":  # v1 names one case; v2 (`links`) every case one screening linked it to
+        links = data.get("links") or [data]
+        if len(links) > 1:
+            out.append(_("with %(n)s cases") % {"n": len(links)})
+        reasons = dict.fromkeys(r for link in links for r in link.get("reasons") or [])
+        out.append(", ".join(_(words.LINK_REASONS.get(r, r)) for r in reasons))
     elif kind == "case.info_requested":
         out.append(_("Question:") + " " + str(data.get("question")))
     elif kind == "case.amended":
