@@ -396,8 +396,8 @@ def database_cpu_s() -> float | None:
 
 def processes_cpu_s(processes: Iterable[tuple[str, int]]) -> dict[str, float]:
     """CPU seconds each service's copies (and Kafka, as "kafka", when its pid is known) have used: with the
-    database's, where a report's work goes. Like the database's it hardly moves with what else the machine does,
-    where throughput on this shared machine moves by ±15 % between runs of the same code."""
+    database's, where a report's work goes. Steadier than throughput, which on this shared machine moves by ±15 %
+    between runs of the same code (not steady: it too grows when a run falls behind and polls more per report)."""
     pids = Path(os.environ.get("WASPADA_INFRA_DIR") or ROOT / ".local-infra") / "pids"
     with contextlib.suppress(OSError, ValueError):
         processes = [*processes, ("kafka", int((pids / "kafka.pid").read_text()))]
@@ -698,7 +698,8 @@ def table(result: dict[str, Any]) -> str:
              f"ceiling B (+1 bulk insert/hop): {b['throughput_per_s']}/s, p50 {b['latency']['p50_ms']} ms; "
              f"one database write p50 {w['p50_ms']} ms",
              f"{'run':<26}{'through':>9}{'/s':>7}{'xA':>7}{'xB':>7}{'xSync':>7}{'screened p50/p95/p99':>24}"
-             f"{'urgent p50/p99':>16}{'decision→ref p50/p99':>22}{'→trail p50/p99':>18}{'accept p50':>11}{'db tx/rep':>10}{'db ms/rep':>10}{'svc ms/rep':>11}{'lost':>5}{'dbl':>4}"]
+             f"{'urgent p50/p99':>16}{'decision→ref p50/p99':>22}{'→trail p50/p99':>18}{'accept p50':>11}"
+             f"{'db tx/rep':>10}{'db ms/rep':>10}{'svc ms/rep':>11}{'lost':>5}{'dbl':>4}"]
     for run in result["runs"]:
         r = run.get("ratios", {})
 
@@ -713,15 +714,16 @@ def table(result: dict[str, Any]) -> str:
                      f"{r.get('throughput_over_sync') or '-':>7}{ms('report_to_screened', 50, 95, 99):>24}"
                      f"{ms('urgent_report_to_screened', 50, 99):>16}{ms('decision_to_referral', 50, 99):>22}{ms('event_to_trail', 50, 99):>18}"
                      f"{ms('accept', 50):>11}{run.get('database_transactions_per_report') or '-':>10}"
-                     f"{run.get('database_cpu_ms_per_report') or '-':>10}{run.get('services_cpu_ms_per_report') or '-':>11}"
+                     f"{run.get('database_cpu_ms_per_report') or '-':>10}"
+                     f"{run.get('services_cpu_ms_per_report') or '-':>11}"
                      f"{lost:>5}{doubled:>4}" + ("  (time cap)" if run["capped"] else "")
                      + ("" if run.get("settled", True) else "  (not settled)"))
     lines.append("lost in (): still missing when the run stopped waiting for its late work; x*: ratios; times in ms; "
                  "urgent: report→screened of the reports urgent on their face (--urgent-every); "
                  "db tx/rep: PostgreSQL transactions per accepted report (all clients, until the run ends: not the "
                  "benchmark's count of the trail after it); db ms/rep: CPU time FerretDB and PostgreSQL spent per "
-                 "accepted report (the same span); svc ms/rep: CPU time the services' processes spent per accepted report "
-                 "(the same span; each service's and Kafka's in the JSON, `cpu_ms_per_report`)")
+                 "accepted report (the same span); svc ms/rep: CPU time the services' processes spent per "
+                 "accepted report (the same span; each service's and Kafka's in the JSON, `cpu_ms_per_report`)")
     lines.append(f"load average at the start {result.get('load_average_at_start')}, "
                  f"at the end {result['load_average']}")
     return "\n".join(lines)
