@@ -101,6 +101,12 @@ def test_the_timeline_marks_the_first_broken_entry_and_hides_reads_unless_asked(
                {"seq": 4, "type": "case.viewed", "data": {}}]
     shown = timeline(entries, {"valid": False, "first_broken_seq": 3}, ID, reads=False)
     assert [(e["seq"], e["state"]) for e in shown] == [(1, ""), (3, "broken"), (4, "after-break")]
+    # a listing that showed the case is a read too: hidden unless asked, and said in the page's language
+    listed = [{"seq": 1, "type": "cases.listed", "data": {"service": "intake", "resource": "reports"}},
+              {"seq": 2, "type": "cases.listed", "data": {"service": "audit", "resource": "cases"}}]
+    assert timeline(listed, {"valid": True}, ID, reads=False) == []
+    assert [e["why"] for e in timeline(listed, {"valid": True}, ID, reads=True)] == [
+        ["dalam daftar laporan milik pelapor"], []]
     assert shown[1]["why"] == ["Alasan: duplikat"]
     assert why(entries[0], EN) == ["Tanjakan Mekar · suspected: Irregular migrant worker (PMI non-prosedural)",
                                    "0 indicators, 0 people"]

@@ -22,7 +22,7 @@ CASE_ID = re.compile(r"^[0-9a-fA-F-]{8,64}$")
 VILLAGE = re.compile(r"^\d{2}\.\d{2}\.\d{2}\.\d{4}$")
 STATUSES = ("reported", "screened", "info_requested", "verified", "rejected", "withdrawn", "referred", "closed")
 KINDS = ("tppo", "tppm", "np_pmi", "unknown")
-READS = ("case.viewed", "case.exported", "case.searched")
+READS = ("case.viewed", "case.exported", "case.searched", "cases.listed")  # a listing is a read of what it shows
 WINDOWS = (4, 12, 26, 52)
 WHAT = N_("case")
 
@@ -61,6 +61,8 @@ def why(entry: dict[str, Any], loc: Locale) -> list[str]:
             out.append(_("with %(n)s cases") % {"n": len(links)})
         reasons = dict.fromkeys(r for link in links for r in link.get("reasons") or [])
         out.append(", ".join(_(words.LINK_REASONS.get(r, r)) for r in reasons))
+    elif kind == "cases.listed" and data.get("resource") == "reports":
+        out.append(_("in the reporter's own list of reports"))
     elif kind == "case.info_requested":
         out.append(_("Question:") + " " + str(data.get("question")))
     elif kind == "case.amended":

@@ -109,6 +109,7 @@ EVENTS: dict[str, str] = {
     "referral.updated": N_("Unit's progress update"), "referral.escalated": N_("Deadline missed: escalated"),
     "referral.closed": N_("Unit closed its referral"), "case.closed": N_("Case closed"),
     "case.viewed": N_("Read"), "case.exported": N_("Exported"), "case.searched": N_("Listed in a search"),
+    "cases.listed": N_("Listed in a search"),
     "case.erased": N_("Personal data erased"),
     "account.created": N_("Account created"), "account.changed": N_("Account changed"),
     "account.disabled": N_("Account disabled"), "account.password_reset": N_("One-time password issued"),
