@@ -109,7 +109,9 @@ def test_the_timeline_marks_the_first_broken_entry_and_hides_reads_unless_asked(
         ["dalam daftar laporan milik pelapor"], []]
     assert shown[1]["why"] == ["Alasan: duplikat"]
     assert why(entries[0], EN) == ["Tanjakan Mekar · suspected: Irregular migrant worker (PMI non-prosedural)",
-                                   "0 indicators, 0 people"]
+                                   "indicators: 0 · people: 0"]
+    one = {"type": "case.reported", "data": {"indicators": ["a"], "persons": [{}]}}
+    assert why(one, EN)[1] == "indicators: 1 · people: 1" and why(one, ID)[1] == "indikator: 1 · orang: 1"
     assert len(timeline(entries, {"valid": True}, ID, reads=True)) == 4
 
 

@@ -50,8 +50,9 @@ def why(entry: dict[str, Any], loc: Locale) -> list[str]:
     if kind == "case.reported":
         out.append(_("%(village)s · suspected: %(kinds)s") % {"village": village_name(data.get("village_code")),
                                                               "kinds": kinds(data.get("suspected_types"))})
-        out.append(_("%(n)s indicators, %(p)s people") % {"n": len(data.get("indicators") or []),
-                                                         "p": len(data.get("persons") or [])})
+        # counts after their words: "1 people" is wrong in English, and the catalogs hold no plural forms
+        out.append(_("indicators: %(n)s · people: %(p)s") % {"n": len(data.get("indicators") or []),
+                                                             "p": len(data.get("persons") or [])})
     elif kind == "case.screened":
         priority = words.PRIORITIES.get(data.get("priority")) or "?"
         out.append(_("score %(score)s · %(priority)s") % {"score": data.get("score"), "priority": _(priority)})
