@@ -373,11 +373,16 @@ def _cpu_s(pid: int, children_too: bool = False) -> float:
     return sum(ticks if children_too else ticks[:2]) / os.sysconf("SC_CLK_TCK")
 
 
+def infra_pids() -> Path:
+    """Where the instance's start script keeps Kafka's, FerretDB's and PostgreSQL's pids."""
+    return Path(os.environ.get("WASPADA_INFRA_DIR") or ROOT / ".local-infra") / "pids"
+
+
 def database_cpu_s() -> float | None:
     """CPU seconds FerretDB and PostgreSQL (the postmaster, its live backends and the ones it reaped) have used:
     the work the database does for everyone, the benchmark's own polling included. Unlike throughput it hardly
     moves with what else the machine is doing. None if their processes are not ours to read."""
-    pids = Path(os.environ.get("WASPADA_INFRA_DIR") or ROOT / ".local-infra") / "pids"
+    pids = infra_pids()
     try:
         ferret = int((pids / "ferretdb.pid").read_text())
         postmaster = int((pids / "postgres.pid").read_text())
@@ -398,7 +403,7 @@ def processes_cpu_s(processes: Iterable[tuple[str, int]]) -> dict[str, float]:
     """CPU seconds each service's copies (and Kafka, as "kafka", when its pid is known) have used: with the
     database's, where a report's work goes. Steadier than throughput, which on this shared machine moves by ±15 %
     between runs of the same code (not steady: it too grows when a run falls behind and polls more per report)."""
-    pids = Path(os.environ.get("WASPADA_INFRA_DIR") or ROOT / ".local-infra") / "pids"
+    pids = infra_pids()
     with contextlib.suppress(OSError, ValueError):
         processes = [*processes, ("kafka", int((pids / "kafka.pid").read_text()))]
     used: Counter[str] = Counter()
