@@ -13,8 +13,9 @@ batch is applied: a crash redelivers the batch, which the handlers' idempotence 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
-from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Hashable, Iterable
 from typing import Any
 
 import structlog
@@ -50,6 +51,19 @@ async def at_batch_end(key: Hashable, action: Callable[[], Awaitable[None]]) -> 
         await action()
     else:
         pending.setdefault(key, action)
+
+
+@contextlib.asynccontextmanager
+async def batch_end() -> AsyncIterator[None]:
+    """What the work inside asks for with `at_batch_end` runs once per key as it ends, as after a consumer's batch
+    (a background round's writes ask as the records of a batch do)."""
+    pending: dict[Hashable, Callable[[], Awaitable[None]]] = {}
+    token = _batch_end.set(pending)  # tasks started inside copy this context: they add to `pending` too
+    try:
+        yield
+    finally:
+        _batch_end.reset(token)
+    await _run_deferred(pending)
 
 
 async def _run_deferred(pending: dict[Hashable, Callable[[], Awaitable[None]]], attempts: int = 3,

@@ -145,6 +145,20 @@ async def eventually(probe, timeout: float = 20.0, interval: float = 0.2):
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
 
 
+async def in_read_model(db_prefix: str, case_id: str, at_least: int = 1, timeout: float = 30.0) -> dict[str, Any]:
+    """Audit's document of a case once it has taken in the case's trail up to `at_least` entries: the read model
+    (search, stats, checkpoints, the regions of dead letters) takes in the events of a round every few seconds.
+    Read from the database: a read over HTTP would itself be recorded in the trail."""
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGO)
+    try:
+        cases = client[f"{db_prefix}_audit"]["cases"]
+        return await eventually(lambda: cases.find_one({"_id": case_id, "trail_seq": {"$gte": at_least}}), timeout)
+    finally:
+        await client.close()
+
+
 async def referrals_of(http: httpx.AsyncClient, case_id: str, headers: dict[str, str], count: int) -> list:
     """The referral service's referrals of a case, once there are at least `count`."""
     async def probe():

@@ -278,6 +278,35 @@ def case_updates(event: Envelope) -> list[CaseUpdate]:
     return updates
 
 
+def taken_in(case: Mapping[str, Any], updates: Sequence[CaseUpdate], entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields (dotted paths) a case document changes to take in `updates` and the trail up to `entry`: each
+    facet only from an event not older than what set it, a first time only if earlier; the head forward only (a
+    document at trail_seq n has taken in every entry up to n); the report's week, day and hour. Idempotent:
+    updates already taken in change nothing."""
+    fields: dict[str, Any] = {}
+    for update in updates:
+        if update.earliest:
+            for path, value in update.fields.items():
+                current = fields.get(path) or field_at(case, path)
+                if not current or value < current:
+                    fields[path] = value
+            continue
+        facet_at = f"{update.facet}_at"
+        if (fields.get(facet_at) or case.get(facet_at) or "") <= update.at:
+            fields.update({**update.fields, facet_at: update.at})
+            if update.facet == "status" and case.get("needs_attention") \
+                    and update.at > (case.get("attention_at") or ""):
+                fields["needs_attention"] = False  # the case moved on after its dead letter
+    if int(case.get("trail_seq") or 0) < entry["seq"]:
+        fields.update({"trail_seq": entry["seq"], "trail_hash": entry["hash"]})
+    reported_at = fields.get("reported_at") or case.get("reported_at")
+    for name, value in (("reported_week", report_week(reported_at)), ("reported_day", report_day(reported_at)),
+                        ("reported_hour", report_hour(reported_at))):
+        if case.get(name) != value:
+            fields[name] = value
+    return fields
+
+
 def field_at(doc: Mapping[str, Any], path: str) -> Any:
     value: Any = doc
     for part in path.split("."):

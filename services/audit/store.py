@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
@@ -18,6 +19,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from services.audit import domain, records
 from shared import consumer, topics
 from shared.clock import Clock
+from shared.contracts.envelope import Envelope
 from shared.logging import describe
 from shared.mongo import TRANSIENT_ERRORS as MONGO_TRANSIENT
 from shared.mongo import GroupedInserts, Markers
@@ -60,18 +62,25 @@ class AuditStore:
         self.case_versions = VersionedCollection(self.cases, clock)
         # The region's figures week by week (domain.stats_part): a token per report week, changed whenever a
         # case of that week changes, and each region's part of a week kept with the token it was counted at.
-        # Trails appended to by events that change nothing else (a link, a read of the case, a listing): their
-        # entries are chained here and inserted together as the consumer's batch ends, before its offsets are
-        # committed (`_end_of_batch`; a recruiter's report sends some fifty links, each otherwise an insert of its
-        # own), and their case documents are given the new heads every few seconds (`write_heads`): a prolific
-        # recruiter's report links 25 earlier cases, the next report 24 of the same again, and each case document is
-        # written once per round instead of once per link. The heads inserted but not written are noted in one
-        # journal document per batch (`head_journal`), which a process starting after a crash writes through
-        # (`recover_heads`): no head is left behind its trail.
+        # Every event's entry is chained here and inserted with the batch's others as the consumer's batch ends,
+        # before its offsets are committed (`_end_of_batch`; a recruiter's report sends some fifty links, each
+        # otherwise an insert of its own), and the case documents are brought up to date every few seconds
+        # (`write_heads`): with the new heads, and with what the events of the round tell the read model (their
+        # `domain.case_updates`), each document written once per round however many of its events came: a prolific
+        # recruiter's report links 25 earlier cases, the next report 24 of the same again; a report's own events
+        # (reported, screened, verified, referred, acknowledged) come seconds apart. The heads inserted but not
+        # written are noted in one journal document per batch (`head_journal`), which a process starting after a
+        # crash writes through with the updates of the case's trail entries (`recover_heads`): no head and no update
+        # is left behind its trail.
         self._tips: dict[str, dict[str, Any]] = {}  # case id -> the last entry chained here its document may not show
-        self._pending: dict[str, list[tuple[str, BuildEntry, dict[str, Any]]]] = {}  # chained, not inserted yet
+        self._pending: dict[str, list[tuple[str, BuildEntry, dict[str, Any], list[domain.CaseUpdate]]]] = {}
         self._heads: dict[str, dict[str, Any]] = {}  # case id -> its last entry inserted whose head is not written
-        self._unsure: list[tuple[str, str, BuildEntry]] = []  # to append one by one (an outage stopped them)
+        self._updates: dict[str, list[domain.CaseUpdate]] = {}  # case id -> what its inserted entries' events tell
+        self._absent: set[str] = set()  # cases whose first entry was appended here with no document found
+        # Cases whose head was found stale (another process appended, or a crash left the document behind): their
+        # documents take in what every entry of their trail tells, not only the events seen here
+        self._from_trail: set[str] = set()
+        self._unsure: list[tuple[str, str, BuildEntry, list[domain.CaseUpdate]]] = []  # to append one by one
         self.head_journal = db["head_journal"]
         self._journal_inserts = GroupedInserts(self.head_journal)
         self._journaled: list[str] = []  # this process's journal documents whose heads are not all written yet
@@ -126,49 +135,41 @@ class AuditStore:
 
     async def record(self, case_id: str, event_id: str, build: BuildEntry,
                      updates: list[domain.CaseUpdate]) -> tuple[dict[str, Any], bool]:
-        """Append an event to its case's trail and bring the case document up to date; returns the entry and
-        whether it is new. An event that changes nothing but the trail's head (a link, a read of the case) is
-        chained on the last entry chained here or, the first time, on the case as this process last wrote it
-        (usually no read), and inserted with the batch's others as it ends; the case document is left to
-        `write_heads`. An event with updates has the case's chained entries inserted first, then is appended and
-        writes the case document with its head, as always. A head that is stale (another process appended
-        meanwhile, or a crash left the document behind) only costs a collision on (case_id, seq) and a search."""
-        if not updates:
-            tip = self._tips.get(case_id)
-            if tip is None:
-                case = (await self.case_versions.base_for_write(case_id))[0]  # as this process last wrote it
-                tip = self._tips.get(case_id)  # chained meanwhile by another lane (a listing)
-                if tip is None and (case is None or not case.get("trail_seq")):
-                    entry, appended = await self.append(case_id, event_id, build, case=case)  # one it does not know
-                    self._inserted(case_id, entry)
-                    await consumer.at_batch_end("trail_heads", self._end_of_batch)
-                    return entry, appended
-                tip = tip or {"seq": case["trail_seq"], "hash": case["trail_hash"]}  # type: ignore[index]
-            entry = build(tip)
-            self._tips[case_id] = entry
-            self._pending.setdefault(case_id, []).append((event_id, build, entry))
-            await consumer.at_batch_end("trail_heads", self._end_of_batch)
-            return entry, True  # a redelivered one is found as it is inserted
-        if case_id in self._pending or any(item[0] == case_id for item in self._unsure):
-            await self._insert_pending([case_id])  # its chained entries come first
-        case, remembered = await self.case_versions.base_for_write(case_id)  # as this process last wrote it: no read
-        head = case
+        """Append an event to its case's trail; returns the entry and whether it is new (as far as known: a
+        redelivered one is found as it is inserted). The entry is chained on the last entry chained here or, the
+        first time, on the case as this process last wrote it (usually no read), and inserted with the batch's
+        others as it ends; the case document takes in the head and `updates` with the next `write_heads`. A head
+        that is stale (another process appended meanwhile, or a crash left the document behind) only costs a
+        collision on (case_id, seq) and a search."""
         tip = self._tips.get(case_id)
-        if tip is not None and (case is None or int(case.get("trail_seq") or 0) < tip["seq"]):
-            head = _head(tip)  # appended on, not written to the case yet
-        entry, appended = await self.append(case_id, event_id, build, case=head)
-        # Also on a redelivery: the previous attempt may have stopped between the trail and the case document.
-        await self.project(case_id, entry, updates, case=case, remembered=remembered)
-        for kept in (self._tips, self._heads):  # the document shows it now
-            if (last := kept.get(case_id)) is not None and entry["seq"] >= last["seq"]:
-                del kept[case_id]
-        return entry, appended
+        if tip is None:
+            case = (await self.case_versions.base_for_write(case_id))[0]  # as this process last wrote it
+            tip = self._tips.get(case_id)  # chained meanwhile by another lane (a listing)
+            if tip is None and (case is None or not case.get("trail_seq")):
+                entry, appended = await self.append(case_id, event_id, build, case=case)  # one it does not know
+                if entry["seq"] != int((case or {}).get("trail_seq") or 0) + 1:
+                    self._from_trail.add(case_id)  # the trail had more than its document showed
+                self._inserted(case_id, entry, updates, absent=case is None)
+                await consumer.at_batch_end("trail_heads", self._end_of_batch)
+                return entry, appended
+            tip = tip or {"seq": case["trail_seq"], "hash": case["trail_hash"]}  # type: ignore[index]
+        entry = build(tip)
+        self._tips[case_id] = entry
+        self._pending.setdefault(case_id, []).append((event_id, build, entry, updates))
+        await consumer.at_batch_end("trail_heads", self._end_of_batch)
+        return entry, True
 
-    def _inserted(self, case_id: str, entry: dict[str, Any]) -> None:
-        """An entry is in the trail, its head not in the case document yet."""
+    def _inserted(self, case_id: str, entry: dict[str, Any], updates: list[domain.CaseUpdate],
+                  absent: bool = False) -> None:
+        """An entry is in the trail, its head and its event's updates not in the case document yet (`absent`: there
+        was none when it was appended)."""
         for kept in (self._heads, self._tips):
             if (last := kept.get(case_id)) is None or entry["seq"] >= last["seq"]:
                 kept[case_id] = entry
+        if updates:
+            self._updates.setdefault(case_id, []).extend(updates)
+        if absent:
+            self._absent.add(case_id)
         self._unjournaled.add(case_id)
 
     async def _insert_pending(self, case_ids: Iterable[str] | None = None) -> None:
@@ -180,7 +181,7 @@ class AuditStore:
         again, self._unsure = _split(self._unsure, lambda item: wanted is None or item[0] in wanted)
         work = [(c, self._pending.pop(c)) for c in list(self._pending if wanted is None else wanted)
                 if c in self._pending]
-        entries = [entry for _, items in work for _, _, entry in items]
+        entries = [entry for _, items in work for _, _, entry, _ in items]
         inserted = len(entries)
         try:
             if entries:
@@ -197,15 +198,16 @@ class AuditStore:
             inserted = 0
         at = 0
         for case_id, items in work:
-            for event_id, build, entry in items:
+            for event_id, build, entry, updates in items:
                 if at < inserted:
-                    self._inserted(case_id, entry)
+                    self._inserted(case_id, entry, updates)
                 else:
-                    again.append((case_id, event_id, build))
+                    again.append((case_id, event_id, build, updates))
                 at += 1
-        for case_id in {c for c, _, _ in again}:
+        for case_id in {item[0] for item in again}:
             self._tips.pop(case_id, None)
-        for i, (case_id, event_id, build) in enumerate(again):  # in order: each case's events in theirs
+            self._from_trail.add(case_id)  # collided: its trail holds entries not chained here
+        for i, (case_id, event_id, build, updates) in enumerate(again):  # in order: each case's events in theirs
             try:
                 entry, _ = await self.append(case_id, event_id, build)
             except MONGO_TRANSIENT:
@@ -214,7 +216,7 @@ class AuditStore:
             except Exception as exc:  # noqa: BLE001 - kept as a dead letter: listed for supervisors, never lost
                 await self._refused(case_id, event_id, build, exc)
                 continue
-            self._inserted(case_id, entry)
+            self._inserted(case_id, entry, updates)  # a redelivered event's too: its write may not have been done
 
     async def _refused(self, case_id: str, event_id: str, build: BuildEntry, exc: Exception) -> None:
         """An entry the database refuses for good is stored as a dead letter of audit's (as the consumer would have
@@ -251,19 +253,32 @@ class AuditStore:
         self._journaled.append(note_id)
 
     async def write_heads(self) -> int:
-        """Write the heads held here into their case documents (forward only, through version claims), then drop
-        the journal documents they cover; returns how many were written. One round at a time."""
+        """Write the heads held here and their events' updates into their case documents (heads forward only,
+        through version claims), then drop the journal documents they cover; returns how many were written. One
+        round at a time; the weeks' figures its writes change are touched once each, as the round ends."""
         async with self._writing_heads:
+            began = time.monotonic()
             journaled, self._journaled = self._journaled, []
             held = dict(self._heads)
+            updates = {case_id: self._updates.pop(case_id, []) for case_id in held}
+            absent, self._absent = self._absent & set(held), self._absent - set(held)
+            from_trail, self._from_trail = self._from_trail & set(held), self._from_trail - set(held)
             slots = asyncio.Semaphore(16)  # side by side: their claims go in shared commands
 
             async def write(case_id: str, entry: dict[str, Any]) -> bool:
                 async with slots:
                     try:
-                        await self.project(case_id, entry, [])
+                        if case_id in from_trail:
+                            updates[case_id] += await self._updates_of_trail(case_id, entry["seq"])
+                        # A case first appended here with no document: none to read (another process's insert
+                        # meanwhile only costs a collision and a read)
+                        await self.project(case_id, entry, updates[case_id],
+                                           **({"case": None} if case_id in absent else {}))
                     except Exception as exc:  # noqa: BLE001 - held again by the next round; the journal stays
                         log.warning("trail_head_not_written", case_id=case_id, error=describe(exc))
+                        self._updates[case_id] = updates[case_id] + self._updates.get(case_id, [])
+                        if case_id in from_trail:
+                            self._from_trail.add(case_id)
                         return False
                 if self._heads.get(case_id) is entry:
                     del self._heads[case_id]
@@ -271,29 +286,41 @@ class AuditStore:
                         del self._tips[case_id]  # nothing chained since: the document shows it
                 return True
 
-            written = await asyncio.gather(*(write(case_id, entry) for case_id, entry in held.items()))
+            async with consumer.batch_end():
+                written = await asyncio.gather(*(write(case_id, entry) for case_id, entry in held.items()))
             if all(written):
                 if journaled:  # every head they name is written (or was, by an event with updates)
                     await self.head_journal.delete_many({"_id": {"$in": journaled}})
             else:
                 self._journaled = journaled + self._journaled
+            if held:
+                log.info("trail_heads_written", cases=sum(written), held=len(held),
+                         seconds=round(time.monotonic() - began, 3))
             return sum(written)
 
     async def recover_heads(self) -> int:
         """At start: write through the heads journaled by a process that stopped before writing them (forward
-        only: a head some event has moved past changes nothing), then drop those journal documents."""
+        only: a head some event has moved past changes nothing) with what every entry of the case's trail up to
+        the head tells the read model (its updates are idempotent: the ones written already change nothing), then
+        drop those journal documents."""
         notes = await self.head_journal.find({}).to_list()
         latest: dict[str, dict[str, Any]] = {}
         for note in notes:
             for head in note.get("heads", []):
                 if head["case_id"] not in latest or head["seq"] > latest[head["case_id"]]["seq"]:
                     latest[head["case_id"]] = {"seq": head["seq"], "hash": head["hash"]}
-        for case_id, entry in latest.items():
-            await self.project(case_id, entry, [])
+        async with consumer.batch_end():
+            for case_id, entry in latest.items():
+                await self.project(case_id, entry, await self._updates_of_trail(case_id, entry["seq"]))
         if notes:
             await self.head_journal.delete_many({"_id": {"$in": [n["_id"] for n in notes]}})
             log.info("trail_heads_recovered", notes=len(notes), cases=len(latest))
         return len(latest)
+
+    async def _updates_of_trail(self, case_id: str, up_to_seq: int) -> list[domain.CaseUpdate]:
+        """What the events of a case's trail entries up to `up_to_seq` tell its read model (an entry whose event
+        does not read back as one tells nothing)."""
+        return _updates_of(await self.trail.find({"case_id": case_id}, {"event": 1, "seq": 1}).to_list(), up_to_seq)
 
     async def append(self, case_id: str, event_id: str, build: BuildEntry, attempts: int = 20,
                      case: Mapping[str, Any] | None | Literal["unread"] = "unread") -> tuple[dict[str, Any], bool]:
@@ -446,32 +473,10 @@ class AuditStore:
             new = case is None
             if case is None:
                 case = {"_id": case_id, **domain.new_case(now), "version": 0}
-            fields: dict[str, Any] = {}
-            for update in updates:
-                if update.earliest:
-                    for path, value in update.fields.items():
-                        current = fields.get(path) or domain.field_at(case, path)
-                        if not current or value < current:
-                            fields[path] = value
-                    continue
-                facet_at = f"{update.facet}_at"
-                if (fields.get(facet_at) or case.get(facet_at) or "") <= update.at:
-                    fields.update({**update.fields, facet_at: update.at})
-                    if update.facet == "status" and case.get("needs_attention") \
-                            and update.at > (case.get("attention_at") or ""):
-                        fields["needs_attention"] = False  # the case moved on after its dead letter
-            # The head moves with them: a case document at trail_seq n has taken in every entry up to n.
-            if int(case.get("trail_seq") or 0) < entry["seq"]:
-                fields.update({"trail_seq": entry["seq"], "trail_hash": entry["hash"]})
+            fields = domain.taken_in(case, updates, entry)
             reported_at = fields.get("reported_at") or case.get("reported_at")
             week, day, hour = (domain.report_week(reported_at), domain.report_day(reported_at),
                                domain.report_hour(reported_at))
-            if case.get("reported_week") != week:
-                fields["reported_week"] = week
-            if case.get("reported_day") != day:
-                fields["reported_day"] = day
-            if case.get("reported_hour") != hour:
-                fields["reported_hour"] = hour
             if not fields and not new:
                 if from_memory:
                     continue  # "nothing to change" is only believed of the stored document
@@ -500,7 +505,19 @@ class AuditStore:
         raise TrailContention(f"could not project {entry.get('event_id')} into case {case_id}")
 
     async def case(self, case_id: str) -> dict[str, Any] | None:
-        return await self.cases.find_one({"_id": case_id})
+        """The case's document; a case whose trail holds entries its document does not show yet (taken in every
+        few seconds, `write_heads`; none in a case's first seconds) is shown as its trail tells it."""
+        doc = await self.cases.find_one({"_id": case_id})
+        if doc is not None:
+            return doc
+        entries = await self.trail.find({"case_id": case_id}, {"event": 1, "seq": 1, "hash": 1}).to_list()
+        if not entries:
+            return None
+        last = max(entries, key=lambda e: int(e.get("seq") or 0))
+        case = {"_id": case_id, **domain.new_case(self._clock.now()), "version": 0}
+        for path, value in domain.taken_in(case, _updates_of(entries, last["seq"]), last).items():
+            set_path(case, path, value)
+        return case
 
     async def note_day(self, day: str) -> None:
         """Register a day cases were reported on (before a case of it is written: a search never misses one)."""
@@ -872,8 +889,19 @@ def _split(items: list[Any], chosen: Callable[[Any], bool]) -> tuple[list[Any], 
     return yes, no
 
 
-def _head(entry: Mapping[str, Any]) -> dict[str, Any]:
-    return {"trail_seq": entry["seq"], "trail_hash": entry["hash"]}
+def _updates_of(entries: Iterable[Mapping[str, Any]], up_to_seq: int) -> list[domain.CaseUpdate]:
+    """What the events of trail entries up to `up_to_seq` tell the case's read model (an entry whose event does not
+    read back as one tells nothing)."""
+    updates: list[domain.CaseUpdate] = []
+    for entry in sorted(entries, key=lambda e: int(e.get("seq") or 0)):
+        if int(entry.get("seq") or 0) > up_to_seq:
+            continue
+        try:
+            event = Envelope.model_validate(domain.from_storable(entry.get("event") or {}))
+        except ValueError:
+            continue
+        updates += domain.case_updates(event)
+    return updates
 
 
 async def _append(inserts: GroupedInserts, key_field: str, key: str, event_id: str, build: BuildEntry, attempts: int,

@@ -16,7 +16,7 @@ from shared.contracts.envelope import Actor, new_event
 from shared.contracts.referral import ReferralAcknowledged, ReferralEscalated
 from shared.contracts.verification import CaseVerified, Situation
 from tests.builders import case_reported
-from tests.conftest import auth, eventually, serving
+from tests.conftest import auth, eventually, in_read_model, serving
 from tests.kafka_helpers import TopicReader, publish
 
 pytestmark = pytest.mark.integration
@@ -34,6 +34,7 @@ async def test_a_supervisors_own_reads_exports_and_searches_are_in_the_trail(inf
     async with serving(_app(infra, isolation)) as http:
         await publish(infra["kafka"], topics.INTAKE, event)
         await eventually(lambda: _count(http, event.case_id, 1))
+        await in_read_model(isolation["db_prefix"], event.case_id)  # before it is searched for
         assert (await http.get(f"/v1/cases/{event.case_id}/trail", headers=SUPERVISOR)).status_code == 200
         exported = await http.get(f"/v1/cases/{event.case_id}/trail/export", headers=SUPERVISOR,
                                   params={"format": "html", "purpose": "permintaan penyidik"})
@@ -62,6 +63,7 @@ async def test_one_search_is_one_access_record_and_one_event_and_is_in_every_lis
                 await publish(infra["kafka"], topics.INTAKE, event)
             for event in events:
                 await eventually(lambda event=event: _count(http, event.case_id, 1))
+                await in_read_model(isolation["db_prefix"], event.case_id)  # before it is searched for
             listed = await http.get("/v1/cases", headers=SUPERVISOR, params={"village_code": "36.03.11.2009"})
             shown = {c["case_id"] for c in listed.json()["items"]}
             assert {e.case_id for e in events} <= shown
@@ -129,6 +131,7 @@ async def test_checkpoints_detect_a_trail_deleted_whole(infra, isolation):
             for event in (first, second):
                 await publish(infra["kafka"], topics.INTAKE, event)
                 await eventually(lambda event=event: _count(http, event.case_id, 1))
+                await in_read_model(isolation["db_prefix"], event.case_id)  # a checkpoint takes the heads it shows
             assert (await http.post("/v1/checkpoints", headers=SUPERVISOR)).status_code == 403
             earlier = len((await http.get("/v1/checkpoints", headers=SUPERVISOR)).json()["items"])  # the daily one
             taken = await http.post("/v1/checkpoints", headers=ADMIN)
@@ -157,6 +160,7 @@ async def test_a_checkpoint_keeps_heads_in_pages_and_the_list_pages(infra, isola
             for event in events:
                 await publish(infra["kafka"], topics.INTAKE, event)
                 await eventually(lambda event=event: _count(http, event.case_id, 1))
+                await in_read_model(isolation["db_prefix"], event.case_id)  # a checkpoint takes the heads it shows
             taken = [(await http.post("/v1/checkpoints", headers=ADMIN)).json() for _ in range(2)]
             stored = await db["checkpoints"].find_one({"seq": taken[-1]["seq"]})
             pages = await db["checkpoint_pages"].find({"pages_id": stored["pages_id"]}).to_list()

@@ -270,6 +270,11 @@ async def test_an_erased_case_can_no_longer_be_found_by_its_identifiers(infra, i
             second = await eventually(lambda: _linked(verification, second_case["case_id"], verifier,
                                                       first["case_id"]))
             assert first["watchlist_hits"] and await _refs(db, first["case_id"])
+
+            async def known_to_audit():  # its read model takes in a case's events every few seconds
+                return (await audit.get(f"/v1/cases/{first['case_id']}/trail", headers=supervisor)).status_code == 200
+
+            await eventually(known_to_audit, timeout=30)
             erased = await audit.post(f"/v1/cases/{first['case_id']}/erasure", headers=admin,
                                       json={"reason": "retensi"})
             assert erased.status_code == 200

@@ -9,7 +9,7 @@ from pymongo import AsyncMongoClient
 from services.audit.app import AuditSettings, create_app
 from shared import topics
 from tests.builders import case_reported
-from tests.conftest import auth, eventually, serving
+from tests.conftest import auth, eventually, in_read_model, serving
 from tests.kafka_helpers import publish
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,8 @@ async def _dead_letter(infra, case_id: str | None) -> None:
     await publish(infra["kafka"], topics.DEADLETTER, b'{"secret": "body"}', key=case_id, headers=headers)
 
 
-async def _recorded(http, case_id: str) -> None:
+async def _recorded(http, case_id: str, db_prefix: str) -> None:
+    """In the trail and in the read model (which the regions of dead letters, the search and checkpoints read)."""
     async def probe():
         r = await http.get(f"/v1/cases/{case_id}/trail/verify", headers=ADMIN)
         r = r if r.status_code == 200 else await http.get(f"/v1/cases/{case_id}/trail/verify",
@@ -39,6 +40,7 @@ async def _recorded(http, case_id: str) -> None:
         return r.status_code == 200 and r.json()["entries"] >= 1
 
     await eventually(probe, timeout=30)
+    await in_read_model(db_prefix, case_id)
 
 
 async def test_dead_letters_are_shown_only_to_the_region_of_their_case_and_flag_it(infra, isolation):
@@ -48,11 +50,11 @@ async def test_dead_letters_are_shown_only_to_the_region_of_their_case_and_flag_
     async with serving(_app(infra, isolation)) as http:
         for event in (mine, theirs):
             await publish(infra["kafka"], topics.INTAKE, event)
-            await _recorded(http, event.case_id)
+            await _recorded(http, event.case_id, isolation["db_prefix"])
         for case_id in (mine.case_id, theirs.case_id, later, nobodys):
             await _dead_letter(infra, case_id)
         await publish(infra["kafka"], topics.INTAKE, case_reported(case_id=later, village_code=HERE))
-        await _recorded(http, later)
+        await _recorded(http, later, isolation["db_prefix"])
 
         async def listed(headers, n):
             r = await http.get("/v1/deadletters", headers=headers)
@@ -78,7 +80,7 @@ async def test_checkpoints_show_a_supervisor_only_their_regions_trails(infra, is
     async with serving(_app(infra, isolation)) as http:
         for event in (mine, theirs):
             await publish(infra["kafka"], topics.INTAKE, event)
-            await _recorded(http, event.case_id)
+            await _recorded(http, event.case_id, isolation["db_prefix"])
         taken = await http.post("/v1/checkpoints", headers=ADMIN)
         listed = (await http.get("/v1/checkpoints", headers=OTHER_SUPERVISOR)).json()["items"]
         client = AsyncMongoClient(infra["mongo"])
@@ -97,7 +99,7 @@ async def test_erasing_an_erased_case_is_one_erasure_in_the_trail(infra, isolati
     event = case_reported(village_code=HERE)
     async with serving(_app(infra, isolation)) as http:
         await publish(infra["kafka"], topics.INTAKE, event)
-        await _recorded(http, event.case_id)
+        await _recorded(http, event.case_id, isolation["db_prefix"])
         answers = [await http.post(f"/v1/cases/{event.case_id}/erasure", headers=ADMIN, json={"reason": "retensi"})
                    for _ in range(3)]
         unknown = await http.post(f"/v1/cases/{uuid.uuid4()}/erasure", headers=ADMIN, json={"reason": "retensi"})

@@ -209,3 +209,26 @@ def test_a_directory_entry_carries_its_block_outside_its_hash_and_a_wrong_block_
     moved = _stored(entries)
     moved[1]["block"] = 7  # an entry hidden from the pages that read its block
     assert domain.verify_chain(moved)["first_broken_seq"] == 2
+
+
+def test_a_rounds_updates_are_taken_in_once_whatever_their_order_and_again_change_nothing():
+    """`taken_in`: what a case document changes to for the events of a round (audit writes each case once a round):
+    a facet from its newest event whichever came first, a first time from its earliest, the head forward only; taken in
+    again, the same document."""
+    at = [datetime(2026, 12, 4, 10, tzinfo=UTC) + timedelta(minutes=m) for m in range(3)]
+    reported = domain.CaseUpdate("reported", {"reported_at": domain.timestamp(at[0]), "suspected_types": ["tppo"]},
+                                 domain.timestamp(at[0]))
+    verified = domain.CaseUpdate("status", {"status": "verified"}, domain.timestamp(at[1]))
+    closed = domain.CaseUpdate("status", {"status": "closed"}, domain.timestamp(at[2]))
+    decided = [domain.CaseUpdate("decided", {"decided_at": domain.timestamp(t)}, domain.timestamp(t), earliest=True)
+               for t in (at[2], at[1])]
+    entry = {"seq": 6, "hash": "h6"}
+    case = {"_id": "c", "trail_seq": 2, "trail_hash": "h2"}
+    for order in ([reported, verified, closed, *decided], [closed, *decided[::-1], verified, reported]):
+        fields = domain.taken_in(case, order, entry)
+        assert fields["status"] == "closed" and fields["decided_at"] == domain.timestamp(at[1])
+        assert (fields["trail_seq"], fields["trail_hash"], fields["reported_day"]) == (6, "h6", "2026-12-04")
+    written = {**case, **fields}  # no dotted paths among these
+    again = domain.taken_in(written, [reported, verified, closed, *decided], entry)
+    assert {**written, **again} == written  # taken in again (a redelivery, a recovery): the same document
+    assert domain.taken_in(written, [], {"seq": 3, "hash": "h3"}) == {}  # an older head changes nothing
