@@ -309,9 +309,14 @@ class AuditStore:
             for head in note.get("heads", []):
                 if head["case_id"] not in latest or head["seq"] > latest[head["case_id"]]["seq"]:
                     latest[head["case_id"]] = {"seq": head["seq"], "hash": head["hash"]}
-        async with consumer.batch_end():
-            for case_id, entry in latest.items():
+        slots = asyncio.Semaphore(16)  # side by side, as a round's writes
+
+        async def recover(case_id: str, entry: dict[str, Any]) -> None:
+            async with slots:
                 await self.project(case_id, entry, await self._updates_of_trail(case_id, entry["seq"]))
+
+        async with consumer.batch_end():
+            await asyncio.gather(*(recover(case_id, entry) for case_id, entry in latest.items()))
         if notes:
             await self.head_journal.delete_many({"_id": {"$in": [n["_id"] for n in notes]}})
             log.info("trail_heads_recovered", notes=len(notes), cases=len(latest))
