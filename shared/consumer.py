@@ -192,8 +192,6 @@ async def consume_batch(consumer: EventConsumer, records: Iterable[Any], concurr
     (`at_batch_end`); returns when every record is applied or dead-lettered and that is done (only then may the
     batch's offsets be committed)."""
     slots = asyncio.Semaphore(max(1, concurrency))
-    pending: dict[Hashable, Callable[[], Awaitable[None]]] = {}
-    token = _batch_end.set(pending)  # the lanes' tasks copy this context: they all add to `pending`
 
     async def run(lane: list[Any]) -> None:
         async with slots:
@@ -203,13 +201,9 @@ async def consume_batch(consumer: EventConsumer, records: Iterable[Any], concurr
                 await consumer.consume(record.topic, record.partition, record.offset, record.key,
                                        record.value or b"", record_headers(record))
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            for lane in lanes(records, serial_topics):
-                group.create_task(run(lane))
-    finally:
-        _batch_end.reset(token)
-    await _run_deferred(pending)
+    async with batch_end(), asyncio.TaskGroup() as group:  # the lanes' tasks copy its context: they all ask it
+        for lane in lanes(records, serial_topics):
+            group.create_task(run(lane))
 
 
 def record_headers(record: Any) -> dict[str, str]:
