@@ -361,7 +361,8 @@ def subscribers(runtime: Runtime, store: AuditStore, keys: KeyStore) -> None:
             log.info("directory_appended" if appended else "directory_entry_exists", seq=entry["seq"])
             return
         entry, appended = await store.record(event.case_id, event.event_id,
-                                             lambda last: domain.chain_entry(event, last, now), domain.case_updates(event))
+                                             lambda last: domain.chain_entry(event, last, now), domain.case_updates(event),
+                                             opens=event.type == "case.reported")
         log.info("trail_appended" if appended else "trail_entry_exists", seq=entry["seq"])
 
     # The directory is one chain for every account: its events are appended one at a time, in order.

@@ -134,16 +134,19 @@ class AuditStore:
     # --- the trail ------------------------------------------------------------------------------------------
 
     async def record(self, case_id: str, event_id: str, build: BuildEntry,
-                     updates: list[domain.CaseUpdate]) -> tuple[dict[str, Any], bool]:
+                     updates: list[domain.CaseUpdate], opens: bool = False) -> tuple[dict[str, Any], bool]:
         """Append an event to its case's trail; returns the entry and whether it is new (as far as known: a
         redelivered one is found as it is inserted). The entry is chained on the last entry chained here or, the
         first time, on the case as this process last wrote it (usually no read), and inserted with the batch's
         others as it ends; the case document takes in the head and `updates` with the next `write_heads`. A head
         that is stale (another process appended meanwhile, or a crash left the document behind) only costs a
-        collision on (case_id, seq) and a search."""
+        collision on (case_id, seq) and a search. `opens`: the event that opens a case (its report), whose document
+        is not looked for unless remembered: there is usually none yet (where there is, a redelivery or a report
+        that came after its case's other events, seq 1 collides and the trail is searched, as for a stale head)."""
         tip = self._tips.get(case_id)
         if tip is None:
-            case = (await self.case_versions.base_for_write(case_id))[0]  # as this process last wrote it
+            case = self.case_versions.remembered(case_id) if opens else \
+                (await self.case_versions.base_for_write(case_id))[0]  # as this process last wrote it
             tip = self._tips.get(case_id)  # chained meanwhile by another lane (a listing)
             if tip is None and (case is None or not case.get("trail_seq")):
                 entry, appended = await self.append(case_id, event_id, build, case=case)  # one it does not know

@@ -389,7 +389,7 @@ async def _apply_batch(store: AuditStore, events: list[Envelope]) -> None:
     async def record(event):
         now = datetime.now(UTC)
         await store.record(event.case_id, event.event_id, lambda last: domain.chain_entry(event, last, now),
-                           domain.case_updates(event))
+                           domain.case_updates(event), opens=event.type == "case.reported")  # as the handler does
 
     async def no_dead_letters(*args):
         raise AssertionError(f"dead-lettered: {args}")
@@ -419,7 +419,7 @@ async def test_links_are_chained_on_a_head_held_in_memory_and_the_case_written_o
     assert domain.verify_chain(entries)["valid"] is True
     doc = await audit_db["cases"].find_one({"_id": reported.case_id})
     assert (doc["trail_seq"], doc["trail_hash"], doc["status"]) == (11, entries[-1]["hash"], "reported")
-    assert len(reads) == 1  # the report's; the links were appended on the head held in memory
+    assert reads == []  # the report opens its case (no document to look for); the links went on the head held here
     # written once, for the report and the ten links of three batches: a new document causing no events, no claim
     assert await audit_db["cases_versions"].count_documents({"doc_id": reported.case_id}) == 0
     assert await audit_db["head_journal"].count_documents({}) == 0  # every head it named is written
@@ -625,6 +625,34 @@ async def test_a_head_left_unwritten_without_a_journal_is_found_by_the_next_even
     assert (doc["trail_seq"], doc["status"], doc["region_path"][-1]) == (5, "info_requested", PILOT_VILLAGE)
     doc = await audit_db["cases"].find_one({"_id": reported.case_id})
     assert (doc["trail_seq"], doc["status"]) == (5, "info_requested")
+
+
+async def test_a_report_that_comes_after_its_cases_other_events_or_again_still_chains(audit_db):
+    """A report is chained as its case's seq 1 without looking for a case document (see the test above). Where the
+    trail had entries already (its case's other events came first, through another process) seq 1 collides and
+    the trail is searched; a report delivered again appends nothing."""
+    from shared.contracts.verification import CaseLinked
+
+    store = AuditStore(audit_db, SystemClock())
+    await store.ensure_indexes()
+    reported = case_reported()
+    await _apply_batch(store, [reported])
+    assert await store.write_heads() == 1
+
+    late = case_reported()
+    early = AuditStore(audit_db, SystemClock())
+    await _apply_batch(early, [_follow_up(late, CaseLinked(linked_case_id=reported.case_id, reasons=["name"]))])
+    assert await early.write_heads() == 1
+    again = AuditStore(audit_db, SystemClock())  # the report's copy, which never saw the case
+    await _apply_batch(again, [late, reported])  # the late report, and the first one delivered again
+    await again.write_heads()
+    late_entries, entries = await again.trail_of(late.case_id), await again.trail_of(reported.case_id)
+    assert [e["type"] for e in late_entries] == ["case.linked", "case.reported"]
+    assert [e["event_id"] for e in entries] == [reported.event_id]
+    for case, chain in ((late, late_entries), (reported, entries)):
+        doc = await audit_db["cases"].find_one({"_id": case.case_id})
+        assert domain.verify_chain(chain, domain.head_of(doc))["valid"] is True
+        assert (doc["trail_seq"], doc["status"], doc["region_path"][-1]) == (len(chain), "reported", PILOT_VILLAGE)
 
 
 async def test_the_search_reads_busy_weeks_a_day_at_a_time_in_the_same_order_as_a_sort(audit_db):
