@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from shared import crypto, regions, topics
-from shared.contracts import access, verification
+from shared.contracts import access
 from shared.contracts import identity as identity_events
 from shared.contracts.envelope import Envelope
 
@@ -185,23 +185,6 @@ def listing_entries(event: Envelope, listing: access.CasesListed) -> list[Envelo
         "causation_id": event.event_id,
         "data": {**event.data, "case_ids": [case_id]},
     }) for case_id in dict.fromkeys(listing.case_ids)]
-
-
-# --- one screening's links, recorded in the trail of every case they name -----------------------------------
-
-LINK_NAMESPACE = uuid.UUID("5a0e6c1d-2f83-4b97-a4d6-0c8e3b7f91a2")
-
-
-def link_entries(event: Envelope, found: verification.LinksFound) -> list[Envelope]:
-    """For each earlier case a new case's `case.linked` (v3) names, the event its trail records: the link seen from
-    that case, naming the new case with that link's reasons (as v2's event of the earlier case did), with its own
-    derived event id (a redelivery appends nothing) and caused by the new case's event."""
-    return [event.model_copy(update={
-        "case_id": link.linked_case_id,
-        "event_id": str(uuid.uuid5(LINK_NAMESPACE, f"{event.event_id}:{link.linked_case_id}")),
-        "causation_id": event.event_id,
-        "data": {"links": [{"linked_case_id": event.case_id, "reasons": list(link.reasons)}]},
-    }) for link in {link.linked_case_id: link for link in found.links}.values() if link.linked_case_id != event.case_id]
 
 
 # --- the directory trail: every account change and sign-in (waspada.identity.v1), one chain for all ---------

@@ -32,7 +32,7 @@ from services.audit.store import AuditStore
 from shared import topics
 from shared.access import AccessLog
 from shared.api_models import MAX_LIMIT, Instant, Page, decode_cursor, page
-from shared.contracts import access, verification
+from shared.contracts import access
 from shared.contracts.envelope import parse_data
 from shared.crypto import CaseErased, KeyStore, Sealer
 from shared.auth import Principal
@@ -337,20 +337,10 @@ def subscribers(runtime: Runtime, store: AuditStore, keys: KeyStore) -> None:
         appended = await store.append_batch(builds)
         log.info("listing_recorded", cases=len(entries), appended=appended)
 
-    async def record_links(event: Envelope) -> None:
-        """One screening's links, in the new case's trail and in the trail of every case they name."""
-        now = runtime.clock.now()
-        entries = domain.link_entries(event, parse_data(event, verification.LinksFound))
-        builds = {e.case_id: (e.event_id, lambda last, e=e: domain.chain_entry(e, last, now)) for e in entries}
-        appended = await store.append_batch(builds)
-        log.info("links_recorded", cases=len(entries), appended=appended)
-
     async def record(event: Envelope) -> None:
         if event.type == "cases.listed":
             await record_listing(event)
             return
-        if event.type == "case.linked" and event.schema_version >= 3:
-            await record_links(event)  # then its own entry, below
         if event.type == "case.erased":
             # Idempotent: finishes an erasure whose key was not destroyed yet when its record was written.
             await keys.erase(event.case_id, domain.timestamp(event.occurred_at))

@@ -98,12 +98,17 @@ def on_reported(doc: dict[str, Any] | None, event: Envelope, now: datetime, *, k
     known = {link["case_id"] for link in (doc or {}).get("links", [])}
     found = [link for link in links if link["case_id"] not in known]
 
-    # Every trail learns of the links from one event of this case naming them all: audit records it in each earlier
-    # case's trail too. The earlier case's document is not rewritten: its page finds this case in the link-index
-    # entries it is filed under (`later_links`).
-    linked = [_event(event.case_id, verification.LinksFound(links=[
-        verification.LinkTold(linked_case_id=link["case_id"], reasons=link["reasons"]) for link in found]),
-        correlation_id=event.correlation_id, causation_id=event.event_id, actor=None, now=now)] if found else []
+    def told(case_id: str, others: list[tuple[str, list[str]]]) -> Outgoing:
+        payload = verification.CasesLinked(links=[verification.LinkTold(linked_case_id=other, reasons=reasons)
+                                                  for other, reasons in others])
+        return _event(case_id, payload, correlation_id=event.correlation_id, causation_id=event.event_id,
+                      actor=None, now=now)
+
+    # Both trails learn of the links: this case's in one event naming them all, each earlier case's in one naming
+    # this case. The earlier case's document is not rewritten: its page finds this case in the link-index entries
+    # it is filed under (`later_links`).
+    linked = [told(event.case_id, [(link["case_id"], link["reasons"]) for link in found])] if found else []
+    linked += [told(link["case_id"], [(event.case_id, link["reasons"])]) for link in found]
     fields = {
         "case_number": report.case_number,
         "village_code": report.village_code,

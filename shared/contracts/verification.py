@@ -63,16 +63,6 @@ class CasesLinked(Contract):
     links: list[LinkTold] = Field(min_length=1)
 
 
-@register("case.linked", 3)
-class LinksFound(Contract):
-    """The cases one screening found a new case linked to, each with its reasons, in ONE event of the new case;
-    audit records it in the trail of every case it names as well (`services.audit.domain.link_entries`). (v2 added
-    an event per earlier case naming the new one: a report naming a prolific recruiter caused 26 events, each
-    sent, consumed by three services that had nothing to do with 25 of them. A v2 event is recorded as it came.)"""
-
-    links: list[LinkTold] = Field(min_length=1)
-
-
 @register("case.info_requested", 1)
 class CaseInfoRequested(Contract):
     question: str

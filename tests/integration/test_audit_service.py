@@ -129,35 +129,6 @@ async def test_the_same_event_delivered_twice_is_recorded_once(infra, isolation,
     assert case["status"] == "info_requested" and case["trail_seq"] == 2
 
 
-async def test_one_screenings_links_are_recorded_in_every_trail_they_name_once(infra, isolation, audit_db):
-    """case.linked v3: one event of the new case names the earlier ones; each earlier case's trail gets an entry
-    naming the new case (its own event id, caused by the event), and a redelivery appends nothing anywhere."""
-    from shared.contracts.verification import LinksFound, LinkTold
-
-    earlier, new = [case_reported() for _ in range(3)], case_reported()
-    found = _follow_up(new, LinksFound(links=[LinkTold(linked_case_id=e.case_id, reasons=["same recruiter phone"])
-                                              for e in earlier]))
-    later = _follow_up(new, CaseInfoRequested(question="Siapa nama sponsornya?"))
-    prefix = isolation["db_prefix"]
-    async with serving(_app(infra, isolation)) as http:
-        for event in [*earlier, new]:
-            await publish(infra["kafka"], topics.INTAKE, event)
-        for event in (found, found, later):  # one key, one partition: `later` is read after the duplicate
-            await publish(infra["kafka"], topics.VERIFICATION, event)
-        own = await _trail(http, new.case_id, 3, prefix=prefix)
-        trails = [await _trail(http, e.case_id, 2, prefix=prefix) for e in earlier]
-        verdicts = [(await http.get(f"/v1/cases/{case_id}/trail/verify", headers=SUPERVISOR)).json()
-                    for case_id in [new.case_id, *(e.case_id for e in earlier)]]
-    assert [e["event_id"] for e in own["entries"]] == [new.event_id, found.event_id, later.event_id]
-    for trail, case in zip(trails, earlier):
-        assert [e["type"] for e in trail["entries"]] == ["case.reported", "case.linked"]
-        told = trail["entries"][1]
-        assert told["data"] == {"links": [{"linked_case_id": new.case_id, "reasons": ["same recruiter phone"]}]}
-        assert told["causation_id"] == found.event_id and told["event_id"] not in (found.event_id, case.event_id)
-    assert [v["entries"] for v in verdicts] == [3, 2, 2, 2] and all(v["valid"] for v in verdicts)
-    assert await audit_db["trail"].count_documents({"type": "case.linked"}) == 4
-
-
 async def test_concurrent_appends_to_one_case_give_one_gapless_valid_chain(audit_db):
     store = AuditStore(audit_db, SystemClock())
     await store.ensure_indexes()

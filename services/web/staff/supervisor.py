@@ -56,7 +56,7 @@ def why(entry: dict[str, Any], loc: Locale) -> list[str]:
     elif kind == "case.screened":
         priority = words.PRIORITIES.get(data.get("priority")) or "?"
         out.append(_("score %(score)s · %(priority)s") % {"score": data.get("score"), "priority": _(priority)})
-    elif kind == "case.linked":  # v1 names one case; v2 and v3 (`links`) every case one screening linked it to
+    elif kind == "case.linked":  # v1 names one case; v2 (`links`) every case one screening linked it to
         links = data.get("links") or [data]
         if len(links) > 1:
             out.append(_("with %(n)s cases") % {"n": len(links)})
